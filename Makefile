@@ -1,0 +1,43 @@
+# The two set-up commands: `make up` runs the suite, `make test` runs the tests.
+# Both bootstrap .venv and the generated code on a fresh machine and do nothing
+# slow when that is already done.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GENERATED := gen/.stamp
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: setup up test bench lint gen clean
+
+setup: $(INSTALLED) $(GENERATED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The generated protobuf modules live in gen/ (import name `loom`).
+	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/loom-gen.pth"
+	touch $@
+
+$(GENERATED): $(INSTALLED) $(PROTOS)
+	$(PY) -m libs.codegen
+	touch $@
+
+gen: $(GENERATED)
+
+up: setup
+	$(VENV)/bin/loom up
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: setup
+	cd protos && ../$(VENV)/bin/buf lint
+	$(PY) -m libs.codegen --check
+
+clean:
+	rm -rf gen $(VENV)
