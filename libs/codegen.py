@@ -46,8 +46,8 @@ def generate(out: Path) -> None:
         f"--grpc_python_out={out}",
         _plugin("mypy"),
         _plugin("mypy_grpc"),
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
+        f"--mypy_out=quiet:{out}",
+        f"--mypy_grpc_out=quiet:{out}",
         *(str(p.relative_to(PROTO_ROOT)) for p in loom_protos()),
     ]
     if protoc.main(args) != 0:
@@ -70,9 +70,9 @@ def stale_files() -> list[str]:
 
 
 def drifted_vendored_protos() -> list[str]:
-    import google.api
+    from google.api import annotations_pb2
 
-    wheel_root = Path(google.api.__file__).parent.parent.parent
+    wheel_root = Path(annotations_pb2.__file__).parent.parent.parent
     return [p for p in VENDORED if not filecmp.cmp(PROTO_ROOT / p, wheel_root / p, shallow=False)]
 
 

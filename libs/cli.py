@@ -1,0 +1,206 @@
+"""The `loom` command: run the suite, one service, migrations, or mint a token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from libs import migrations
+from libs.auth import ROLES_BY_NAME, mint_token
+from libs.db import embedded_server_url
+from libs.settings import SERVICE_NAMES, Settings
+
+PROCESSES = (*SERVICE_NAMES, "gateway")
+READY_TIMEOUT_SECONDS = 60.0
+RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_server_url(settings.data_dir)
+
+
+def migrate(database_url: str, services: tuple[str, ...] = SERVICE_NAMES) -> None:
+    for service in services:
+        if migrations.has_migrations(service):
+            migrations.upgrade(database_url, service)
+
+
+class Suite:
+    """Runs every service and the gateway as child processes and keeps them running."""
+
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        self.settings, self.env = settings, env
+        self.children: dict[str, asyncio.subprocess.Process] = {}
+        self.restarts: dict[str, int] = dict.fromkeys(PROCESSES, 0)
+        self.stopping = asyncio.Event()
+
+    async def spawn(self, name: str) -> None:
+        self.children[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{name}", env=self.env
+        )
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        pending = set(PROCESSES)
+        async with httpx.AsyncClient() as http:
+            while pending:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not ready after {READY_TIMEOUT_SECONDS:.0f}s: {', '.join(sorted(pending))}")
+                for name in sorted(pending):
+                    if self.children[name].returncode is not None:
+                        raise RuntimeError(f"{name} exited with code {self.children[name].returncode} while starting")
+                    if await self._is_ready(name, http):
+                        pending.discard(name)
+                await asyncio.sleep(0.2)
+
+    async def _is_ready(self, name: str, http: httpx.AsyncClient) -> bool:
+        if name == "gateway":
+            try:
+                reply = await http.get(f"http://127.0.0.1:{self.settings.gateway_port}/healthz", timeout=2)
+            except httpx.HTTPError:
+                return False
+            return reply.status_code == 200
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.settings.port_of(name)}") as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def supervise(self) -> None:
+        """Restarts a child that dies on its own, with growing pauses, until asked to stop."""
+        while not self.stopping.is_set():
+            waits = {asyncio.ensure_future(child.wait()): name for name, child in self.children.items()}
+            stop = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
+            for future in waits:
+                future.cancel()
+            stop.cancel()
+            if self.stopping.is_set():
+                return
+            for future in done:
+                name = waits.get(future)
+                if name is None:
+                    continue
+                pause = RESTART_BACKOFF_SECONDS[min(self.restarts[name], len(RESTART_BACKOFF_SECONDS) - 1)]
+                print(f"loom: {name} exited with code {future.result()}; restarting in {pause}s", file=sys.stderr)
+                self.restarts[name] += 1
+                await asyncio.sleep(pause)
+                await self.spawn(name)
+
+    async def stop(self) -> None:
+        for child in self.children.values():
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+        grace = self.settings.shutdown_grace_seconds + 5
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.wait() for c in self.children.values())), grace)
+        except TimeoutError:
+            for child in self.children.values():
+                if child.returncode is None:
+                    child.kill()
+            await asyncio.gather(*(c.wait() for c in self.children.values()))
+
+
+async def run_suite(settings: Settings, database_url: str) -> int:
+    env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key}
+    suite = Suite(settings, env)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, suite.stopping.set)
+    for name in PROCESSES:
+        await suite.spawn(name)
+    try:
+        ready = asyncio.ensure_future(suite.wait_ready())
+        stop = asyncio.ensure_future(suite.stopping.wait())
+        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()
+            print(ready_banner(settings), flush=True)
+            await suite.supervise()
+        else:
+            ready.cancel()
+            stop.cancel()
+    except RuntimeError as error:
+        print(f"loom: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await suite.stop()
+    print("loom: stopped", file=sys.stderr)
+    return 0
+
+
+def ready_banner(settings: Settings) -> str:
+    lines = ["", "Loom is up:"]
+    for name in SERVICE_NAMES:
+        lines.append(
+            f"  {name:<10} grpc 127.0.0.1:{settings.port_of(name):<6} metrics :{settings.metrics_port_of(name)}"
+        )
+    lines.append(f"  {'gateway':<10} http://127.0.0.1:{settings.gateway_port}/  (GET /healthz, /openapi.json)")
+    lines.append("  admin token: loom token --role admin        Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    settings = Settings()
+    database_url = resolve_database_url(settings)
+    migrate(database_url)
+    return asyncio.run(run_suite(settings, database_url))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    unknown = set(args.services) - set(SERVICE_NAMES)
+    if unknown:
+        print(f"loom: unknown service(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    migrate(resolve_database_url(settings), tuple(args.services or SERVICE_NAMES))
+    print("migrated: " + ", ".join(args.services or SERVICE_NAMES))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = Settings()
+    subject = args.subject or args.role
+    print(mint_token(settings.jwt_key, subject=subject, role=args.role, ttl_seconds=args.ttl, issuer=settings.jwt_issuer))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{args.service}"])
+    return 0  # pragma: no cover - execv does not return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loom", description="Run and operate the Loom services.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run every service and the gateway (embedded PostgreSQL unless DATABASE_URL)")
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=PROCESSES)
+    migrate_cmd = commands.add_parser("migrate", help="apply every service's migrations")
+    migrate_cmd.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICE_NAMES)}")
+    token = commands.add_parser("token", help="mint a bearer token for development")
+    token.add_argument("--role", required=True, choices=sorted(ROLES_BY_NAME))
+    token.add_argument("--subject", help="the token's subject (default: the role name)")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: a day)")
+    return parser
+
+
+COMMANDS = {"up": cmd_up, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(COMMANDS[args.command](args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Channels and stubs for calling other Loom services.
+
+Every channel carries a gRPC service config that retries UNAVAILABLE with
+exponential backoff (safe for mutations: they all carry an idempotency key),
+a default deadline, the caller's request id, and a service-role token that is
+re-minted before it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import grpc
+import structlog
+from loom.batch.v1 import batch_pb2_grpc
+from loom.rules.v1 import rules_pb2_grpc
+from loom.scheduler.v1 import scheduler_pb2_grpc
+from loom.tracking.v1 import tracking_pb2_grpc
+
+from libs.auth import mint_token
+from libs.interceptor import REQUEST_ID_HEADER
+from libs.settings import Settings
+
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", RETRY_SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+STUBS = {
+    "batch": batch_pb2_grpc.BatchServiceStub,
+    "rules": rules_pb2_grpc.RulesServiceStub,
+    "tracking": tracking_pb2_grpc.TrackingServiceStub,
+    "scheduler": scheduler_pb2_grpc.SchedulerServiceStub,
+}
+
+
+class ServiceToken:
+    """A service-role bearer token, minted again shortly before it expires."""
+
+    TTL_SECONDS = 3600
+
+    def __init__(self, key: str, *, subject: str, issuer: str) -> None:
+        self._key, self._subject, self._issuer = key, subject, issuer
+        self._token, self._expires = "", 0.0
+
+    def header(self) -> str:
+        if time.monotonic() > self._expires:
+            self._token = mint_token(
+                self._key, subject=self._subject, role="service", ttl_seconds=self.TTL_SECONDS, issuer=self._issuer
+            )
+            self._expires = time.monotonic() + self.TTL_SECONDS / 2
+        return f"Bearer {self._token}"
+
+
+class _CallDefaults(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+):
+    def __init__(self, token: ServiceToken | None, deadline_seconds: float) -> None:
+        self._token, self._deadline = token, deadline_seconds
+
+    def _details(self, details: grpc.aio.ClientCallDetails, streaming: bool) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if self._token is not None and "authorization" not in metadata:
+            metadata["authorization"] = self._token.header()
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id and REQUEST_ID_HEADER not in metadata:
+            metadata[REQUEST_ID_HEADER] = request_id
+        timeout = details.timeout if details.timeout is not None or streaming else self._deadline
+        return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details, streaming=False), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details, streaming=True), request)
+
+
+def open_channel(
+    target: str, *, token: ServiceToken | None = None, deadline_seconds: float = 10.0
+) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target, options=CHANNEL_OPTIONS, interceptors=[_CallDefaults(token, deadline_seconds)]
+    )
+
+
+class ServiceClients:
+    """Lazily opened stubs to the other services, authenticated as this service."""
+
+    def __init__(self, settings: Settings, *, caller: str) -> None:
+        self._settings = settings
+        self._token = ServiceToken(settings.jwt_key, subject=f"service:{caller}", issuer=settings.jwt_issuer)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, Any] = {}
+
+    def stub(self, service: str) -> Any:
+        if service not in self._stubs:
+            channel = open_channel(
+                self._settings.target_of(service),
+                token=self._token,
+                deadline_seconds=self._settings.client_deadline_seconds,
+            )
+            self._channels[service] = channel
+            self._stubs[service] = STUBS[service](channel)
+        return self._stubs[service]
+
+    @property
+    def batch(self) -> batch_pb2_grpc.BatchServiceStub:
+        return self.stub("batch")
+
+    @property
+    def rules(self) -> rules_pb2_grpc.RulesServiceStub:
+        return self.stub("rules")
+
+    @property
+    def tracking(self) -> tracking_pb2_grpc.TrackingServiceStub:
+        return self.stub("tracking")
+
+    @property
+    def scheduler(self) -> scheduler_pb2_grpc.SchedulerServiceStub:
+        return self.stub("scheduler")
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()

@@ -1,0 +1,115 @@
+"""PostgreSQL access: the embedded server, async engines and retried transactions.
+
+There is one SQL dialect everywhere: a real PostgreSQL. `DATABASE_URL` names
+one; without it an embedded server (pgserver) runs from the data dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from libs.errors import DomainError
+
+T = TypeVar("T")
+EMBEDDED_MAX_CONNECTIONS = 400
+
+# serialization_failure, deadlock_detected, admin/crash shutdown, cannot_connect_now,
+# and every connection exception (class 08).
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03"}
+
+
+def embedded_server_url(data_dir: Path) -> str:
+    """Starts (or joins) the embedded PostgreSQL under data_dir and returns its URL.
+
+    The server stops when the last process that joined it exits.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    tuned = pgdata / "loom-tuned"
+    if not tuned.exists():
+        # The initdb defaults (100 connections, 128 MB buffers) are too small for
+        # four services' pools plus the tests; the settings apply from a restart.
+        server.psql(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS};")
+        server.psql("ALTER SYSTEM SET shared_buffers = '256MB';")
+        server.cleanup()
+        tuned.touch()
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    socket_dir = server.get_postmaster_info().socket_dir
+    return f"postgresql+psycopg://postgres@/postgres?host={quote(str(socket_dir))}"
+
+
+def async_url(url: str) -> str:
+    """The SQLAlchemy URL with the psycopg 3 driver, whatever scheme was given."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg"):
+        return f"postgresql+psycopg://{rest}"
+    raise ValueError(f"only PostgreSQL is supported, not {scheme!r}")
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    head, sep, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"
+
+
+def make_engine(url: str, *, application_name: str, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"application_name": application_name},
+    )
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure that a fresh attempt of the same transaction may not meet again."""
+    if isinstance(error, DomainError):
+        return False
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08") or (
+            not sqlstate and isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+        )
+    return isinstance(error, ConnectionError | OSError)
+
+
+async def run_in_transaction(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 6
+) -> T:
+    """Runs work(conn) in one transaction, retrying the whole transaction on transient errors.
+
+    Domain errors and anything else propagate at once (after rollback).
+    """
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=0.02, max=2.0),
+        reraise=True,
+    ):
+        with attempt:
+            async with engine.begin() as conn:
+                return await work(conn)
+    raise AssertionError("unreachable")  # pragma: no cover

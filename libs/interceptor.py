@@ -1,0 +1,160 @@
+"""The one server interceptor every Loom service runs.
+
+Per call it: takes or makes the request id, authenticates the bearer token and
+enforces the method's declared access rule, maps domain errors to status codes
+with details (and anything unexpected to a bare INTERNAL), records Prometheus
+metrics and writes exactly one JSON log line. Doing this in one wrapper keeps a
+single measured duration and a single final status per call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+import structlog
+from prometheus_client import Counter, Histogram
+
+from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
+from libs.errors import DomainError
+from libs.logs import Redactor, peer_ip
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+
+HANDLED = Counter(
+    "loom_grpc_server_handled_total", "RPCs completed, by method and status code.", ["grpc_method", "grpc_code"]
+)
+LATENCY = Histogram(
+    "loom_grpc_server_handling_seconds",
+    "Time from receiving an RPC to its final status.",
+    ["grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_log = structlog.get_logger("loom.rpc")
+
+
+class _Outcome:
+    __slots__ = ("code", "error")
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+        self.error: str | None = None
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor) -> None:
+        self._jwt_key = jwt_key
+        self._jwt_issuer = jwt_issuer
+        self._redactor = redactor
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        rule = access_rule(method)
+        quiet = rule is None  # health checks and reflection: logged at debug level only
+
+        def unary(behavior: Callable):
+            async def call(request, context):
+                outcome, started = _Outcome(), time.perf_counter()
+                try:
+                    self._enter(context, method, rule)
+                    return await behavior(request, context)
+                except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
+                    await self._fail(context, outcome, error)
+                finally:
+                    self._finish(context, method, outcome, started, quiet)
+
+            return call
+
+        def streaming(behavior: Callable):
+            async def call(request, context):
+                outcome, started = _Outcome(), time.perf_counter()
+                try:
+                    self._enter(context, method, rule)
+                    produced = behavior(request, context)
+                    if inspect.isasyncgen(produced):
+                        async for item in produced:
+                            yield item
+                    else:
+                        await produced
+                except BaseException as error:  # noqa: BLE001
+                    await self._fail(context, outcome, error)
+                finally:
+                    self._finish(context, method, outcome, started, quiet)
+
+            return call
+
+        return _rewrap(handler, unary, streaming)
+
+    def _enter(self, context, method: str, rule) -> None:
+        # Each RPC runs in its own asyncio task, so what is bound here dies with the call.
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get(REQUEST_ID_HEADER) or "")[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        caller = caller_from_metadata(self._jwt_key, metadata.get("authorization"), issuer=self._jwt_issuer)
+        set_current_caller(caller)
+        structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
+        authorize(caller, rule)
+
+    async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
+        request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        if isinstance(error, DomainError):
+            outcome.code, outcome.error = error.code, error.message
+            status = error.to_grpc_status()
+            trailing = tuple(status.trailing_metadata) + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
+            await context.abort(status.code, status.details, trailing_metadata=trailing)
+        if isinstance(error, grpc.aio.AbortError | grpc.aio.BaseError):
+            outcome.code = _code(context) or grpc.StatusCode.UNKNOWN
+            raise error
+        if not isinstance(error, Exception):  # cancellation, generator close
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise error
+        outcome.code, outcome.error = grpc.StatusCode.INTERNAL, type(error).__name__
+        _log.error("unhandled error", exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; quote the request id to the operators")
+
+    def _finish(self, context, method: str, outcome: _Outcome, started: float, quiet: bool) -> None:
+        elapsed = time.perf_counter() - started
+        code = outcome.code if outcome.code != grpc.StatusCode.OK else (_code(context) or grpc.StatusCode.OK)
+        HANDLED.labels(method, code.name).inc()
+        LATENCY.labels(method).observe(elapsed)
+        log = _log.debug if quiet else _log.info
+        log(
+            "rpc",
+            code=code.name,
+            duration_ms=round(elapsed * 1000, 3),
+            peer=self._redactor.hash_ip(peer_ip(context.peer() or "")) if context.peer() else None,
+            error=outcome.error,
+        )
+
+
+def _code(context) -> grpc.StatusCode | None:
+    code = context.code()
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, unary: Callable, streaming: Callable) -> grpc.RpcMethodHandler:
+    kinds = (
+        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, unary),
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, streaming),
+        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, unary),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, streaming),
+    )
+    for behavior, make, wrap in kinds:
+        if behavior is not None:
+            return make(
+                wrap(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler

@@ -1,0 +1,121 @@
+"""Process settings, read once from the environment into one typed object.
+
+Every variable is `LOOM_<FIELD>` except `DATABASE_URL`. Each service extends
+`Settings` with its own fields (services/<name>/settings.py), so one process
+holds exactly one settings object. `python -m libs.settings` prints the table
+the README carries.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("batch", "rules", "tracking", "scheduler")
+
+
+class Settings(BaseSettings):
+    """Settings every Loom process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOM_", extra="ignore", frozen=True, populate_by_name=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "LOOM_DATABASE_URL"),
+        description="PostgreSQL URL. Unset: an embedded PostgreSQL (pgserver) under the data dir.",
+    )
+    data_dir: Path = Field(default=Path(".loom"), description="Embedded database, dev JWT secret and other local state.")
+    jwt_secret: str | None = Field(
+        default=None, description="HS256 key for bearer tokens. Unset: a random key kept in <data_dir>/jwt-secret."
+    )
+    jwt_issuer: str = Field(default="loom", description="`iss` claim minted and required.")
+    bind_host: str = Field(default="127.0.0.1", description="Address servers listen on (0.0.0.0 in containers).")
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    batch_port: int = Field(default=50051, description="Batch service gRPC port.")
+    rules_port: int = Field(default=50052, description="Rules service gRPC port.")
+    tracking_port: int = Field(default=50053, description="Tracking service gRPC port.")
+    scheduler_port: int = Field(default=50054, description="Scheduler service gRPC port.")
+    gateway_port: int = Field(default=8080, description="Gateway HTTP port.")
+    batch_metrics_port: int = Field(default=9101, description="Batch Prometheus metrics port (0: off).")
+    rules_metrics_port: int = Field(default=9102, description="Rules Prometheus metrics port (0: off).")
+    tracking_metrics_port: int = Field(default=9103, description="Tracking Prometheus metrics port (0: off).")
+    scheduler_metrics_port: int = Field(default=9104, description="Scheduler Prometheus metrics port (0: off).")
+    gateway_metrics_port: int = Field(default=9105, description="Gateway Prometheus metrics port (0: off).")
+    batch_target: str | None = Field(default=None, description="Where clients reach batch. Unset: 127.0.0.1:<batch_port>.")
+    rules_target: str | None = Field(default=None, description="Where clients reach rules. Unset: 127.0.0.1:<rules_port>.")
+    tracking_target: str | None = Field(
+        default=None, description="Where clients reach tracking. Unset: 127.0.0.1:<tracking_port>."
+    )
+    scheduler_target: str | None = Field(
+        default=None, description="Where clients reach the scheduler. Unset: 127.0.0.1:<scheduler_port>."
+    )
+    db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
+    db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")
+    db_retry_attempts: int = Field(default=6, description="Attempts for a transaction that hits a transient error.")
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, description="Largest request a server accepts.")
+    client_deadline_seconds: float = Field(default=10.0, description="Default deadline of service-to-service calls.")
+    shutdown_grace_seconds: float = Field(default=10.0, description="How long SIGTERM lets in-flight calls finish.")
+
+    def port_of(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+    def metrics_port_of(self, service: str) -> int:
+        return getattr(self, f"{service}_metrics_port")
+
+    def target_of(self, service: str) -> str:
+        return getattr(self, f"{service}_target") or f"127.0.0.1:{self.port_of(service)}"
+
+    @cached_property
+    def jwt_key(self) -> str:
+        """The token signing key: configured, or a development key kept on disk."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def settings_classes() -> list[type[Settings]]:
+    """Settings and every service's extension of it, for documentation."""
+    import importlib
+
+    classes: list[type[Settings]] = [Settings]
+    for service in (*SERVICE_NAMES, "gateway"):
+        try:
+            module = importlib.import_module(f"services.{service}.settings")
+        except ModuleNotFoundError:
+            continue
+        classes.append(module.SETTINGS_CLASS)
+    return classes
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    seen: set[str] = set()
+    for cls in settings_classes():
+        for name, field in cls.model_fields.items():
+            variable = env_name(cls, name)
+            if variable in seen:
+                continue
+            seen.add(variable)
+            default = "" if field.default is None else f"`{field.default}`"
+            rows.append(f"| `{variable}` | {default} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,1 @@
+"""The Loom services: batch, rules, tracking, scheduler and the HTTP gateway."""

@@ -1,0 +1,4 @@
+from libs.server import main
+from services.rules.service import SPEC
+
+main(SPEC)
