@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     scheduler_target: str | None = Field(
         default=None, description="Where clients reach the scheduler. Unset: 127.0.0.1:<scheduler_port>."
     )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1/32", "::1/128"],
+        description="CIDRs whose X-Forwarded-For is believed (JSON list), e.g. the gateway's network.",
+    )
     db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
     db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")
     db_retry_attempts: int = Field(default=6, description="Attempts for a transaction that hits a transient error.")
