@@ -1,6 +1,14 @@
 import pytest
 
-from tests.support import create_database, drop_database, server_url
+from libs import logs
+from libs.scratch_db import create_database, drop_database, server_url
+from tests.support import TEST_JWT_SECRET
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_logs():
+    """Servers under test log JSON at warning level, as a deployed one would at info."""
+    logs.configure(service="test", level="warning", redaction_key=TEST_JWT_SECRET)
 
 
 @pytest.fixture(scope="session")

@@ -13,50 +13,19 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import grpc
-import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs import migrations
 from libs.auth import mint_token
 from libs.clients import STUBS, open_channel
-from libs.db import embedded_server_url, with_database
+from libs.scratch_db import ROOT
 from libs.server import RunningService, start
 from libs.settings import SERVICE_NAMES, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "loom-test-secret-not-for-production"
-
-
-def plain_url(url: str) -> str:
-    """A libpq URL psycopg understands directly (no SQLAlchemy driver suffix)."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def server_url() -> str:
-    return os.environ.get("TEST_DATABASE_URL") or embedded_server_url(ROOT / ".loom" / "test")
-
-
-def create_database(admin_url: str) -> str:
-    name = f"loom_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(plain_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(admin_url, name)
-    for service in SERVICE_NAMES:
-        if migrations.has_migrations(service):
-            migrations.upgrade(url, service)
-    return url
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    name = url.partition("?")[0].rsplit("/", 1)[1]
-    with psycopg.connect(plain_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def settings_for(service: str, database_url: str, **overrides) -> Settings:
