@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/.stamp
+# The browser tests drive Debian's Chromium (no download at test time).
+CHROMIUM := /usr/bin/chromium
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: setup up test bench lint gen clean
@@ -26,10 +28,14 @@ $(GENERATED): $(INSTALLED) $(PROTOS)
 
 gen: $(GENERATED)
 
+$(CHROMIUM):
+	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq chromium >/dev/null
+
 up: setup
 	$(VENV)/bin/loom up
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -93,33 +93,51 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
     return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
 
-def settings_classes() -> list[type[Settings]]:
-    """Settings and every service's extension of it, for documentation."""
+def settings_classes() -> list[tuple[str, type[Settings]]]:
+    """Settings and every service's extension of it, keyed by who reads them."""
     import importlib
 
-    classes: list[type[Settings]] = [Settings]
+    classes: list[tuple[str, type[Settings]]] = [("all", Settings)]
     for service in (*SERVICE_NAMES, "gateway"):
         try:
             module = importlib.import_module(f"services.{service}.settings")
         except ModuleNotFoundError:
             continue
-        classes.append(module.SETTINGS_CLASS)
+        classes.append((service, module.SETTINGS_CLASS))
     return classes
 
 
 def markdown_table() -> str:
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows = ["| variable | read by | default | meaning |", "| --- | --- | --- | --- |"]
     seen: set[str] = set()
-    for cls in settings_classes():
+    for reader, cls in settings_classes():
         for name, field in cls.model_fields.items():
             variable = env_name(cls, name)
             if variable in seen:
                 continue
             seen.add(variable)
             default = "" if field.default is None else f"`{field.default}`"
-            rows.append(f"| `{variable}` | {default} | {field.description or ''} |")
+            rows.append(f"| `{variable}` | {reader} | {default} | {field.description or ''} |")
     return "\n".join(rows)
 
 
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def with_table(document: str) -> str:
+    """The document with the text between the table markers replaced by the current table."""
+    head, start, rest = document.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not (start and end):
+        raise ValueError(f"the document has no {TABLE_START} ... {TABLE_END} block")
+    return f"{head}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{tail}"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        target = Path(sys.argv[2])
+        target.write_text(with_table(target.read_text()))
+    else:
+        print(markdown_table())
