@@ -106,7 +106,7 @@ async def run_in_transaction(
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.02, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.02, max=2.0),
         reraise=True,
     ):
         with attempt:

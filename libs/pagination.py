@@ -1,7 +1,8 @@
 """AIP-158 pagination: page_size limits and opaque, tamper-evident page tokens.
 
 A token is the keyset cursor of the last item served (e.g. [create_time, id]),
-signed so a client cannot forge one that scans from an arbitrary place.
+signed so a tampered, truncated or foreign token is rejected with a clear
+INVALID_ARGUMENT instead of silently scanning from somewhere else.
 """
 
 from __future__ import annotations
