@@ -33,6 +33,22 @@ def migrate(database_url: str, services: tuple[str, ...] = SERVICE_NAMES) -> Non
             migrations.upgrade(database_url, service)
 
 
+async def is_serving(name: str, settings: Settings, http: httpx.AsyncClient, timeout: float = 2.0) -> bool:
+    """Whether the local process `name` answers its health check: grpc.health.v1, or the gateway's /healthz."""
+    if name == "gateway":
+        try:
+            reply = await http.get(f"http://127.0.0.1:{settings.gateway_port}/healthz", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return reply.status_code == 200
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.port_of(name)}") as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 class Suite:
     """Runs every service and the gateway as child processes and keeps them running."""
 
@@ -62,18 +78,7 @@ class Suite:
                 await asyncio.sleep(0.2)
 
     async def _is_ready(self, name: str, http: httpx.AsyncClient) -> bool:
-        if name == "gateway":
-            try:
-                reply = await http.get(f"http://127.0.0.1:{self.settings.gateway_port}/healthz", timeout=2)
-            except httpx.HTTPError:
-                return False
-            return reply.status_code == 200
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.settings.port_of(name)}") as channel:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return await is_serving(name, self.settings, http)
 
     async def supervise(self) -> None:
         """Restarts a child that dies on its own, with growing pauses, until asked to stop."""
@@ -179,6 +184,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the service on this host reports SERVING (container healthchecks)."""
+
+    async def check() -> bool:
+        async with httpx.AsyncClient() as http:
+            return await is_serving(args.service, Settings(), http, timeout=args.timeout)
+
+    serving = asyncio.run(check())
+    print(f"{args.service}: {'SERVING' if serving else 'NOT SERVING'}")
+    return 0 if serving else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loom", description="Run and operate the Loom services.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,10 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=sorted(ROLES_BY_NAME))
     token.add_argument("--subject", help="the token's subject (default: the role name)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: a day)")
+    health = commands.add_parser("health", help="exit 0 when the local service answers its health check")
+    health.add_argument("service", choices=PROCESSES)
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default: 3)")
     return parser
 
 
-COMMANDS = {"up": cmd_up, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token}
+COMMANDS = {"up": cmd_up, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token, "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> None:

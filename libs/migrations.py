@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
 
 from libs.db import async_url
 
@@ -46,7 +46,7 @@ def run_env(schema: str) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         try:
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            _enter_schema(connection, schema)
             connection.commit()
             context.configure(
                 connection=connection,
@@ -58,5 +58,30 @@ def run_env(schema: str) -> None:
                 context.run_migrations()
             connection.commit()
         finally:
+            connection.rollback()
+            connection.execute(text("RESET ROLE"))
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             connection.commit()
+
+
+def _enter_schema(connection: Connection, schema: str) -> None:
+    """Creates the schema if missing, else migrates as its owner.
+
+    In a deployment the schema is made beforehand, owned by the service's own
+    role (deploy/db/provision.sql), and migrated by an administrator: acting as
+    the owner keeps every table owned by the role the service connects as. A
+    service role migrating its own schema needs no CREATE right on the database.
+    """
+    owner = connection.execute(
+        text(
+            "SELECT quote_ident(r.rolname) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+            "WHERE n.nspname = :schema AND r.rolname <> current_user AND pg_has_role(current_user, r.oid, 'MEMBER')"
+        ),
+        {"schema": schema},
+    ).scalar()
+    if owner is not None:
+        connection.execute(text(f"SET ROLE {owner}"))
+        return
+    exists = connection.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema}).scalar()
+    if not exists:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
