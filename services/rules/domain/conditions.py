@@ -1,0 +1,295 @@
+"""Condition trees: parsing (tree or compact form), validation, fast evaluation and tracing.
+
+The stored form is a tree: {"all": [...]}, {"any": [...]}, {"not": node} and leaves
+{"fact": "order.status", "operator": "equal", "value": "placed"}. The compact form
+users already write — {"order_status": "awaiting_supplier", "supplier_capacity":
+{"min": 100, "max": 1000}, "delivery_time": "< 30 days", "completion_percentage":
+"> 75%"} — is an `all` of one leaf per key and is normalised to the tree on save.
+
+`compile_condition` gives a closure over plain dicts (the hot path); `trace`
+evaluates the same predicates and reports each leaf's actual value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.rules.domain.operators import MISSING, OPERATORS, OperatorError, RegexLimits
+from services.rules.domain.vocabulary import compact_key_to_path, path_problem
+
+Facts = dict[str, Any]
+Test = Callable[[Facts], bool]
+
+GROUPS = ("all", "any")
+LEAF_KEYS = frozenset({"fact", "operator", "value"})
+MAX_DEPTH = 32
+_COMPARISON = re.compile(
+    r"\s*(<=|>=|<|>|==|=|!=)\s*(-?\d+(?:\.\d+)?)\s*(%|percent|days?|hours?|units?|pcs)?\s*", re.IGNORECASE
+)
+_COMPARISON_OPERATORS = {
+    "<": "less_than",
+    "<=": "less_than_inclusive",
+    ">": "greater_than",
+    ">=": "greater_than_inclusive",
+    "=": "equal",
+    "==": "equal",
+    "!=": "not_equal",
+}
+
+
+@dataclass
+class Violation:
+    field: str
+    description: str
+
+
+@dataclass
+class ConditionTrace:
+    operator: str
+    passed: bool
+    fact: str = ""
+    expected: Any = None
+    actual: Any = None
+    fact_present: bool = False
+    children: list[ConditionTrace] = field(default_factory=list)
+    error: str = ""
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def normalise(raw: Any, where: str, violations: list[Violation], limits: RegexLimits = RegexLimits()) -> dict:
+    """The tree form of raw conditions (tree or compact); problems go to `violations`."""
+    if raw is None or raw == {}:
+        return {"all": []}
+    return _node(raw, where, violations, 0, limits)
+
+
+def _node(raw: Any, where: str, violations: list[Violation], depth: int, limits: RegexLimits) -> dict:
+    if depth > MAX_DEPTH:
+        violations.append(Violation(where, f"conditions nest deeper than {MAX_DEPTH} levels"))
+        return {"all": []}
+    if not isinstance(raw, dict):
+        violations.append(Violation(where, "a condition is an object: all/any/not, a leaf, or the compact form"))
+        return {"all": []}
+    structural = [key for key in raw if key in (*GROUPS, "not")]
+    if structural:
+        if len(raw) != 1:
+            violations.append(Violation(where, f"a node holds exactly one of all/any/not, not {sorted(raw)}"))
+            return {"all": []}
+        key = structural[0]
+        if key == "not":
+            return {"not": _node(raw["not"], f"{where}.not", violations, depth + 1, limits)}
+        children = raw[key]
+        if not isinstance(children, list):
+            violations.append(Violation(f"{where}.{key}", "a list of conditions"))
+            return {key: []}
+        return {key: [_node(c, f"{where}.{key}[{i}]", violations, depth + 1, limits) for i, c in enumerate(children)]}
+    if "fact" in raw:
+        return _leaf(raw, where, violations, limits)
+    return {"all": [_compact_leaf(key, value, where, violations, limits) for key, value in raw.items()]}
+
+
+def _leaf(raw: dict, where: str, violations: list[Violation], limits: RegexLimits) -> dict:
+    extra = set(raw) - LEAF_KEYS
+    if extra:
+        violations.append(Violation(where, f"unknown keys in a leaf: {sorted(extra)}; use fact, operator, value"))
+    leaf = {"fact": raw.get("fact"), "operator": raw.get("operator"), "value": raw.get("value")}
+    _check_leaf(leaf, where, where, violations, limits)
+    return leaf
+
+
+def _compact_leaf(key: str, value: Any, where: str, violations: list[Violation], limits: RegexLimits) -> dict:
+    at = f"{where}.{key}"
+    operator, expected = _compact_value(value)
+    leaf = {"fact": compact_key_to_path(key), "operator": operator, "value": expected}
+    _check_leaf(leaf, at, at, violations, limits, compact=True)
+    return leaf
+
+
+def _compact_value(value: Any) -> tuple[str, Any]:
+    """The operator and value a compact-form value means."""
+    if isinstance(value, dict):
+        if value and set(value) <= {"min", "max"}:
+            if "min" in value and "max" in value:
+                return "between", [value["min"], value["max"]]
+            if "min" in value:
+                return "greater_than_inclusive", value["min"]
+            return "less_than_inclusive", value["max"]
+        if len(value) == 1:
+            (operator, expected), = value.items()
+            return operator, expected
+        return "range", value  # reported: neither {min,max} nor {operator: value}
+    if isinstance(value, list):
+        return "in", value
+    if isinstance(value, str):
+        comparison = _COMPARISON.fullmatch(value)
+        if comparison:
+            number = comparison.group(2)
+            return _COMPARISON_OPERATORS[comparison.group(1)], float(number) if "." in number else int(number)
+    return "equal", value
+
+
+def _check_leaf(
+    leaf: dict, fact_at: str, value_at: str, violations: list[Violation], limits: RegexLimits, compact: bool = False
+) -> None:
+    problem = path_problem(leaf["fact"])
+    if problem:
+        violations.append(Violation(fact_at if compact else f"{fact_at}.fact", problem))
+    operator = OPERATORS.get(leaf["operator"]) if isinstance(leaf["operator"], str) else None
+    if operator is None:
+        if compact and leaf["operator"] == "range":
+            violations.append(Violation(value_at, "use {\"min\": n, \"max\": m} or {\"<operator>\": value}"))
+        else:
+            known = ", ".join(OPERATORS)
+            at = value_at if compact else f"{fact_at}.operator"
+            violations.append(Violation(at, f"unknown operator {leaf['operator']!r}; known: {known}"))
+        return
+    problem = operator.value_problem(leaf["value"], limits)
+    if problem:
+        violations.append(Violation(value_at if compact else f"{value_at}.value", f"{operator.name} needs {problem}"))
+
+
+def fact_paths(tree: dict) -> list[str]:
+    """Every fact a (valid) tree names."""
+    if "fact" in tree:
+        return [tree["fact"]]
+    if "not" in tree:
+        return fact_paths(tree["not"])
+    key = "all" if "all" in tree else "any"
+    return [path for child in tree[key] for path in fact_paths(child)]
+
+
+# --- evaluation ---------------------------------------------------------------------
+
+
+def fact_getter(path: str) -> Callable[[Facts], Any]:
+    """A function reading a dotted path out of nested dicts (MISSING when absent)."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        (name,) = parts
+        return lambda facts: facts.get(name, MISSING)
+    if len(parts) == 2:
+        entity, name = parts
+
+        def get2(facts: Facts) -> Any:
+            found = facts.get(entity)
+            return found.get(name, MISSING) if type(found) is dict else MISSING
+
+        return get2
+
+    def get(facts: Facts) -> Any:
+        found: Any = facts
+        for part in parts:
+            if type(found) is not dict:
+                return MISSING
+            found = found.get(part, MISSING)
+        return found
+
+    return get
+
+
+@dataclass(frozen=True)
+class CompiledCondition:
+    """A validated tree, ready to evaluate many times."""
+
+    tree: dict
+    test: Test
+    trace: Callable[[Facts], ConditionTrace]
+
+
+def compile_condition(tree: dict, limits: RegexLimits = RegexLimits()) -> CompiledCondition:
+    predicates: dict[int, Any] = {}  # built once per leaf, on the first trace
+    return CompiledCondition(tree, _compile(tree, limits), lambda facts: _trace(tree, facts, limits, predicates))
+
+
+def _compile(tree: dict, limits: RegexLimits) -> Test:
+    if "fact" in tree:
+        return _compile_leaf(tree, limits)
+    if "not" in tree:
+        inner = _compile(tree["not"], limits)
+        return lambda facts: not inner(facts)
+    children = tuple(_compile(child, limits) for child in tree.get("all", tree.get("any", [])))
+    if "all" in tree:
+        if len(children) == 1:
+            return children[0]
+        if len(children) == 2:
+            first, second = children
+            return lambda facts: first(facts) and second(facts)
+
+        def all_of(facts: Facts) -> bool:
+            for child in children:
+                if not child(facts):
+                    return False
+            return True
+
+        return all_of
+    if len(children) == 2:
+        first, second = children
+        return lambda facts: first(facts) or second(facts)
+
+    def any_of(facts: Facts) -> bool:
+        for child in children:
+            if child(facts):
+                return True
+        return False
+
+    return any_of
+
+
+def _compile_leaf(leaf: dict, limits: RegexLimits) -> Test:
+    operator = OPERATORS[leaf["operator"]]
+    predicate = operator.build(leaf["value"], limits)
+    parts = leaf["fact"].split(".")
+    if operator.may_fail:
+        get = fact_getter(leaf["fact"])
+
+        def guarded(facts: Facts) -> bool:
+            try:
+                return predicate(get(facts))
+            except OperatorError:
+                return False
+
+        return guarded
+    if len(parts) == 2:
+        entity, name = parts
+
+        def leaf2(facts: Facts) -> bool:
+            found = facts.get(entity)
+            return predicate(found.get(name, MISSING) if type(found) is dict else MISSING)
+
+        return leaf2
+    get = fact_getter(leaf["fact"])
+    return lambda facts: predicate(get(facts))
+
+
+def _trace(tree: dict, facts: Facts, limits: RegexLimits, built: dict[int, Any]) -> ConditionTrace:
+    if "fact" in tree:
+        key = id(tree)
+        if key not in built:
+            built[key] = OPERATORS[tree["operator"]].build(tree["value"], limits)
+        actual = fact_getter(tree["fact"])(facts)
+        present = actual is not MISSING
+        try:
+            passed, error = built[key](actual), ""
+        except OperatorError as failure:
+            passed, error = False, str(failure)
+        return ConditionTrace(
+            operator=tree["operator"],
+            passed=passed,
+            fact=tree["fact"],
+            expected=tree["value"],
+            actual=actual if present else None,
+            fact_present=present,
+            error=error,
+        )
+    if "not" in tree:
+        inner = _trace(tree["not"], facts, limits, built)
+        return ConditionTrace(operator="not", passed=not inner.passed, children=[inner])
+    key = "all" if "all" in tree else "any"
+    children = [_trace(child, facts, limits, built) for child in tree[key]]
+    passed = all(c.passed for c in children) if key == "all" else any(c.passed for c in children)
+    return ConditionTrace(operator=key, passed=passed, children=children)

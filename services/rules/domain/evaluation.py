@@ -1,0 +1,148 @@
+"""Evaluating active rules against one event: order, event-type filter, stop-processing, traces.
+
+The same loop serves the hot path (matches only) and the dry run (a trace per rule
+with each leaf's actual value and the actions as they would run).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.rules.domain.conditions import CompiledCondition, ConditionTrace, compile_condition, fact_paths
+from services.rules.domain.operators import RegexLimits
+from services.rules.domain.templates import RenderError, render, variables
+from services.rules.domain.vocabulary import FETCHED_ROOTS
+
+# Namespace of action request ids: uuid5(namespace, "<execution id>:<action index>").
+ACTION_REQUEST_NAMESPACE = uuid.UUID("6f1d8a3e-2b7c-4c1e-9a57-3f0e2d4b8c61")
+
+
+@dataclass(frozen=True)
+class ActiveRule:
+    """A rule as the evaluator sees it: compiled once per (rule, version)."""
+
+    rule_id: str
+    name: str
+    version: int
+    priority: int
+    event_types: frozenset[str]
+    stop_processing: bool
+    condition: CompiledCondition
+    actions: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def compile(
+        cls,
+        *,
+        rule_id: str,
+        name: str,
+        version: int,
+        priority: int,
+        event_types: list[str],
+        stop_processing: bool,
+        conditions: dict,
+        actions: list[dict[str, Any]],
+        limits: RegexLimits = RegexLimits(),
+    ) -> ActiveRule:
+        return cls(
+            rule_id,
+            name,
+            version,
+            priority,
+            frozenset(event_types),
+            stop_processing,
+            compile_condition(conditions, limits),
+            tuple(actions),
+        )
+
+    def listens_to(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+    def fact_roots(self) -> set[str]:
+        paths = fact_paths(self.condition.tree) + [v for a in self.actions for v in variables(a.get("params"))]
+        return {path.partition(".")[0] for path in paths}
+
+
+def in_evaluation_order(rules: list[ActiveRule]) -> list[ActiveRule]:
+    """Highest priority first; ties in a stable order (by id)."""
+    return sorted(rules, key=lambda r: (-r.priority, r.rule_id))
+
+
+@dataclass
+class PlannedAction:
+    index: int
+    type: str
+    params: dict[str, Any]
+    # Set when the parameters could not be rendered: the action fails without running.
+    error: str = ""
+
+
+@dataclass
+class RuleOutcome:
+    rule: ActiveRule
+    matched: bool
+    skipped_reason: str = ""
+    trace: ConditionTrace | None = None
+    actions: list[PlannedAction] = field(default_factory=list)
+
+
+def event_facts(event_id: str, event_type: str, source: str, occurred_time: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The facts of an event: its data keyed by entity, plus the event itself under `event`."""
+    return {**data, "event": {"id": event_id, "type": event_type, "source": source, "occurred_time": occurred_time}}
+
+
+def facts_to_fetch(rules: list[ActiveRule], event_type: str, facts: dict[str, Any]) -> set[str]:
+    """Fetchable facts that rules listening to this event name and the event lacks."""
+    wanted = set().union(*(r.fact_roots() for r in rules if r.listens_to(event_type)))
+    return {root for root in wanted & FETCHED_ROOTS if root not in facts}
+
+
+def evaluate(
+    rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False
+) -> list[RuleOutcome]:
+    """Outcomes in evaluation order; without `traced`, only the matched rules (the hot path)."""
+    outcomes: list[RuleOutcome] = []
+    stopped_by: ActiveRule | None = None
+    for rule in rules:
+        if stopped_by is not None:
+            if traced:
+                outcomes.append(RuleOutcome(rule, False, f"stopped by rule {stopped_by.name!r} ({stopped_by.rule_id})"))
+            continue
+        if not rule.listens_to(event_type):
+            if traced:
+                outcomes.append(RuleOutcome(rule, False, f"does not listen to {event_type!r}"))
+            continue
+        trace = rule.condition.trace(facts) if traced else None
+        matched = trace.passed if trace is not None else rule.condition.test(facts)
+        if matched:
+            outcomes.append(RuleOutcome(rule, True, trace=trace, actions=plan_actions(rule.actions, facts)))
+            if rule.stop_processing:
+                stopped_by = rule
+        elif traced:
+            outcomes.append(RuleOutcome(rule, False, trace=trace))
+    return outcomes
+
+
+def plan_actions(actions: tuple[dict[str, Any], ...] | list[dict[str, Any]], facts: dict[str, Any]) -> list[PlannedAction]:
+    planned = []
+    for index, action in enumerate(actions):
+        try:
+            planned.append(PlannedAction(index, action["type"], render(action.get("params") or {}, facts)))
+        except RenderError as error:
+            planned.append(PlannedAction(index, action["type"], dict(action.get("params") or {}), str(error)))
+    return planned
+
+
+def execution_status(action_statuses: list[str]) -> str:
+    """success when every action succeeded, failed when none did, partial otherwise."""
+    succeeded = sum(1 for s in action_statuses if s == "succeeded")
+    if succeeded == len(action_statuses):
+        return "success"
+    return "failed" if succeeded == 0 else "partial"
+
+
+def action_request_id(execution_id: str, index: int) -> str:
+    """The idempotency key of an action's call: the same for every retry and every resume."""
+    return str(uuid.uuid5(ACTION_REQUEST_NAMESPACE, f"{execution_id}:{index}"))

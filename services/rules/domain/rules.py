@@ -1,0 +1,135 @@
+"""A rule's definition and its validation on save: every problem is a field violation, nothing saved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from libs.errors import FieldViolation, InvalidArgument
+from services.rules.domain.conditions import Violation, normalise
+from services.rules.domain.operators import RegexLimits
+from services.rules.domain.templates import template_problems, variables
+
+RULE_TYPES = ("auto_assignment", "status_update", "notification", "workflow")
+EVENT_TYPES = frozenset(
+    {
+        "order.placed",
+        "order.status_changed",
+        "order.supplier_assigned",
+        "order.cancelled",
+        "order.refunded",
+        "batch.opened",
+        "batch.confirmed",
+        "batch.nearing_target",
+        "batch.closing_soon",
+        "batch.needs_review",
+        "batch.cancelled",
+        "batch.status_changed",
+    }
+)
+ORDER_STATUSES = frozenset(
+    {"placed", "awaiting_supplier", "confirmed", "in_production", "shipped", "delivered", "cancelled", "refunded"}
+)
+# The batch service advances a batch only along its lifecycle (AdvanceBatch).
+BATCH_STATUSES = frozenset({"in_production", "completed"})
+ENTITIES = ("order", "batch")
+MAX_NAME_LENGTH = 200
+MAX_ACTIONS = 20
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    "update_status": ActionSpec(frozenset({"entity", "id", "status"}), frozenset({"reason"})),
+    "assign_supplier": ActionSpec(frozenset({"entity", "id", "supplier_id"}), frozenset({"priority"})),
+    "send_email": ActionSpec(frozenset({"recipient", "subject", "body"})),
+    "trigger_workflow": ActionSpec(frozenset({"job"}), frozenset({"params"})),
+}
+
+
+@dataclass
+class RuleDefinition:
+    """What a user defines; the store adds identity, version and audit."""
+
+    name: str
+    type: str
+    description: str = ""
+    active: bool = True
+    priority: int = 0
+    event_types: list[str] = field(default_factory=list)
+    conditions: Any = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    stop_processing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "active": self.active,
+            "priority": self.priority,
+            "event_types": list(self.event_types),
+            "conditions": self.conditions,
+            "actions": self.actions,
+            "stop_processing": self.stop_processing,
+        }
+
+
+def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: str = "rule") -> RuleDefinition:
+    """The rule with its conditions normalised to the tree; InvalidArgument listing every problem."""
+    found: list[Violation] = []
+    if not rule.name.strip():
+        found.append(Violation(f"{where}.name", "required"))
+    elif len(rule.name) > MAX_NAME_LENGTH:
+        found.append(Violation(f"{where}.name", f"at most {MAX_NAME_LENGTH} characters"))
+    if rule.type not in RULE_TYPES:
+        found.append(Violation(f"{where}.type", f"one of {', '.join(RULE_TYPES)}"))
+    for i, event_type in enumerate(rule.event_types):
+        if event_type not in EVENT_TYPES:
+            found.append(Violation(f"{where}.event_types[{i}]", f"unknown event type {event_type!r}"))
+    tree = normalise(rule.conditions, f"{where}.conditions", found, limits)
+    if not rule.actions:
+        found.append(Violation(f"{where}.actions", "at least one action"))
+    elif len(rule.actions) > MAX_ACTIONS:
+        found.append(Violation(f"{where}.actions", f"at most {MAX_ACTIONS} actions"))
+    for i, action in enumerate(rule.actions):
+        _check_action(action, f"{where}.actions[{i}]", found)
+    if found:
+        raise InvalidArgument([FieldViolation(v.field, v.description) for v in found])
+    return RuleDefinition(**{**rule.as_dict(), "conditions": tree})
+
+
+def _check_action(action: dict[str, Any], where: str, found: list[Violation]) -> None:
+    spec = ACTIONS.get(action.get("type"))  # type: ignore[arg-type]
+    if spec is None:
+        found.append(Violation(f"{where}.type", f"unknown action; one of {', '.join(ACTIONS)}"))
+        return
+    params = action.get("params") or {}
+    for name in sorted(spec.required - params.keys()):
+        found.append(Violation(f"{where}.params.{name}", "required"))
+    for name in sorted(params.keys() - spec.required - spec.optional):
+        found.append(Violation(f"{where}.params.{name}", f"not a parameter of {action['type']}"))
+    for name, value in params.items():
+        for problem in template_problems(value):
+            found.append(Violation(f"{where}.params.{name}", problem))
+    literal = {name: value for name, value in params.items() if not variables(value)}
+    entity = params.get("entity")
+    if "entity" in params and entity not in ENTITIES:
+        found.append(Violation(f"{where}.params.entity", "order or batch"))
+    if action["type"] == "update_status" and "status" in literal and entity in ENTITIES:
+        allowed = ORDER_STATUSES if entity == "order" else BATCH_STATUSES
+        if literal["status"] not in allowed:
+            found.append(Violation(f"{where}.params.status", f"a {entity} status: {', '.join(sorted(allowed))}"))
+    if "priority" in literal and (not isinstance(literal["priority"], int | float) or literal["priority"] != int(literal["priority"])):
+        found.append(Violation(f"{where}.params.priority", "a whole number"))
+    if "recipient" in literal and (not isinstance(literal["recipient"], str) or "@" not in literal["recipient"]):
+        found.append(Violation(f"{where}.params.recipient", "an e-mail address or a template"))
+    if "params" in params and not isinstance(params["params"], dict):
+        found.append(Violation(f"{where}.params.params", "an object"))
+    for name in ("id", "supplier_id", "subject", "body", "job", "status"):
+        if name in literal and not (isinstance(literal[name], str) and literal[name].strip()):
+            found.append(Violation(f"{where}.params.{name}", "a non-empty string or a template"))

@@ -1,0 +1,83 @@
+"""The facts a rule may name: the event contract's entities, the event itself, and fetched facts.
+
+Entity fields follow the cross-service event contract (`order`, `batch`, `supplier`
+keyed objects in the event's data). `best_supplier_id` / `best_supplier.*` and a
+`batch` the event only references are fetched from the batch service when a rule needs them.
+"""
+
+from __future__ import annotations
+
+import re
+
+SUPPLIER_FIELDS = frozenset({"id", "name", "capacity", "moq", "rating", "lead_time_days"})
+
+ENTITY_FIELDS: dict[str, frozenset[str]] = {
+    "order": frozenset(
+        {"id", "buyer_id", "status", "category", "quantity", "batch_id", "supplier_id", "unit_price", "total_price"}
+    ),
+    "batch": frozenset(
+        {
+            "id",
+            "status",
+            "category",
+            "current_quantity",
+            "target_quantity",
+            "capacity",
+            "fill_percentage",
+            "window_closes_at",
+            "supplier_id",
+        }
+    ),
+    "supplier": SUPPLIER_FIELDS,
+    "best_supplier": SUPPLIER_FIELDS,
+    "event": frozenset({"id", "type", "source", "occurred_time"}),
+}
+
+# Facts that are a value rather than an entity.
+SCALAR_FACTS = frozenset({"best_supplier_id"})
+
+# Facts the batch service can supply when the event lacks them.
+FETCHED_ROOTS = frozenset({"best_supplier_id", "best_supplier", "batch"})
+
+# Names users already write in the compact form, and the fact each one means.
+COMPACT_ALIASES: dict[str, str] = {
+    "completion_percentage": "batch.fill_percentage",
+    "fill_percentage": "batch.fill_percentage",
+    "delivery_time": "supplier.lead_time_days",
+    "lead_time": "supplier.lead_time_days",
+}
+
+_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
+
+
+def path_problem(path: object) -> str | None:
+    """Why `path` is not a fact a rule may name, or None when it is."""
+    if not isinstance(path, str) or not _PATH.fullmatch(path):
+        return "malformed fact path: lowercase dotted names like 'order.status'"
+    root, _, field = path.partition(".")
+    if root in SCALAR_FACTS:
+        return None if not field else f"{root!r} is a value and has no fields"
+    if root not in ENTITY_FIELDS:
+        known = ", ".join(sorted([*ENTITY_FIELDS, *SCALAR_FACTS]))
+        return f"unknown fact {root!r}; known: {known}"
+    if not field:
+        return f"name a field of {root!r}, e.g. '{root}.id'"
+    if field not in ENTITY_FIELDS[root]:
+        return f"unknown field {field!r} of {root!r}; known: {', '.join(sorted(ENTITY_FIELDS[root]))}"
+    return None
+
+
+def compact_key_to_path(key: str) -> str:
+    """'order_status' -> 'order.status', 'completion_percentage' -> 'batch.fill_percentage'.
+
+    Keys that are already dotted paths pass through; unknown keys come back as given
+    so that validation reports them.
+    """
+    if key in COMPACT_ALIASES:
+        return COMPACT_ALIASES[key]
+    if "." in key or key in SCALAR_FACTS:
+        return key
+    for root in sorted(ENTITY_FIELDS, key=len, reverse=True):
+        if key.startswith(root + "_"):
+            return f"{root}.{key[len(root) + 1:]}"
+    return key
