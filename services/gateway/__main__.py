@@ -13,6 +13,8 @@ def main() -> None:
         host=settings.bind_host,
         port=settings.gateway_port,
         log_level="warning",
+        # The gateway walks X-Forwarded-For itself, against LOOM_TRUSTED_PROXIES.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 

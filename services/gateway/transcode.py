@@ -1,0 +1,307 @@
+"""JSON <-> protobuf for one binding, with protobuf's canonical JSON mapping.
+
+Requests: the body (all of it for `body: "*"`, or one field), then path
+variables, then query parameters for whatever the path and body leave
+unbound. Any mistake becomes a `FieldError` naming the field as the client
+wrote it, which the app turns into 400 with a google.rpc.BadRequest detail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from services.gateway.routes import Binding
+
+# Message types the canonical JSON mapping writes as a single JSON value: a path
+# variable or query parameter may set them from one string.
+SCALAR_LIKE_MESSAGES = {
+    "google.protobuf.Timestamp": "an RFC 3339 timestamp such as 2024-05-01T12:00:00Z",
+    "google.protobuf.Duration": "a duration in seconds such as 1.5s",
+    "google.protobuf.FieldMask": "comma-separated lowerCamelCase field paths",
+    **{
+        f"google.protobuf.{kind}Value": f"a {kind.lower()} value"
+        for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+    },
+}
+USER_AGENT_FIELD = "user_agent"
+FREE_FORM_MESSAGES = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+
+_INTEGER_TYPES = {
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+}
+_INTEGER_64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+}
+_FLOAT_TYPES = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+
+
+class FieldError(ValueError):
+    """A request that cannot become the RPC's message, and the field to blame."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}" if field else description)
+        self.field, self.description = field, description
+
+
+def build_request(
+    binding: Binding, body: bytes, path_variables: Mapping[str, str], query: Iterable[tuple[str, str]]
+) -> Message:
+    request = binding.rpc.request_class()
+    bound: set[str] = set()
+    if binding.body:
+        target = request if binding.body == "*" else _submessage(request, binding.body)
+        prefix = "" if binding.body == "*" else binding.body
+        _parse_body(body, target, prefix)
+        bound.add(binding.body)
+    for path, value in path_variables.items():
+        if not value:
+            raise FieldError(path, "must not be empty")
+        _assign(request, path, [value], what="path variable", shown_as=path)
+        bound.add(path)
+    if binding.body == "*":
+        if extra := next(iter(query), None):
+            raise FieldError(extra[0], "unknown query parameter: this route takes its fields from the body")
+        return request
+    grouped: dict[str, list[str]] = {}
+    for key, value in query:
+        grouped.setdefault(key, []).append(value)
+    for key, values in grouped.items():
+        path = _proto_path(request.DESCRIPTOR, key)
+        if path is None:
+            raise FieldError(key, "unknown query parameter")
+        if any(path == b or path.startswith(b + ".") for b in bound):
+            raise FieldError(key, "already bound by the path or the body")
+        _assign(request, path, values, what="query parameter", shown_as=key)
+    return request
+
+
+def _parse_body(body: bytes, target: Message, prefix: str) -> None:
+    if not body.strip():
+        return
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FieldError("", f"malformed JSON body: {error}") from None
+    if not isinstance(document, dict):
+        raise FieldError(prefix, "the body must be a JSON object")
+    try:
+        json_format.ParseDict(document, target)
+    except (json_format.ParseError, ValueError, TypeError):
+        # The fast path failed; walk the document to name the field (errors only, so cost is fine).
+        raise _locate(document, target.DESCRIPTOR, prefix) from None
+
+
+def _locate(document: dict, descriptor: Descriptor, prefix: str) -> FieldError:
+    fields = _fields_by_any_name(descriptor)
+    for key, value in document.items():
+        path = f"{prefix}.{key}" if prefix else key
+        field = fields.get(key)
+        if field is None:
+            return FieldError(path, f"unknown field of {descriptor.name}")
+        if value is None:
+            continue  # JSON null is the default value of any field
+        nested = _nested_error(field, value, path)
+        if nested is not None:
+            return nested
+        try:
+            json_format.ParseDict({key: value}, message_factory.GetMessageClass(descriptor)())
+        except (json_format.ParseError, ValueError, TypeError):
+            return FieldError(path, f"expected {expected(field)}")
+    return FieldError(prefix, f"not a valid {descriptor.name}")
+
+
+def _nested_error(field: FieldDescriptor, value, path: str) -> FieldError | None:
+    """Descends into plain sub-messages, so the error names the innermost field."""
+    message_type = field.message_type
+    if message_type is None or _is_map(field):
+        return None
+    if message_type.full_name in SCALAR_LIKE_MESSAGES or message_type.full_name in FREE_FORM_MESSAGES:
+        return None
+    if field.is_repeated:
+        if not isinstance(value, list):
+            return FieldError(path, f"expected {expected(field)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                return FieldError(f"{path}[{index}]", f"expected an object ({message_type.name})")
+            error = _first_error(item, message_type, f"{path}[{index}]")
+            if error is not None:
+                return error
+        return None
+    if not isinstance(value, dict):
+        return FieldError(path, f"expected an object ({message_type.name})")
+    return _first_error(value, message_type, path)
+
+
+def _first_error(value: dict, descriptor: Descriptor, path: str) -> FieldError | None:
+    try:
+        json_format.ParseDict(value, message_factory.GetMessageClass(descriptor)())
+    except (json_format.ParseError, ValueError, TypeError):
+        return _locate(value, descriptor, path)
+    return None
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _fields_by_any_name(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    """Fields by their JSON name and their proto name (the canonical mapping accepts both)."""
+    return {**{f.name: f for f in descriptor.fields}, **{f.json_name: f for f in descriptor.fields}}
+
+
+def expected(field: FieldDescriptor) -> str:
+    """What a field's JSON value must look like, in words for the error message."""
+    if _is_map(field):
+        return "an object (a map)"
+    if field.is_repeated:
+        return f"a list, each item {_expected_single(field)}"
+    return _expected_single(field)
+
+
+def _expected_single(field: FieldDescriptor) -> str:
+    if field.enum_type is not None:
+        names = [v.name for v in field.enum_type.values if v.number != 0] or [v.name for v in field.enum_type.values]
+        return f"one of {', '.join(names)}"
+    if field.message_type is not None:
+        name = field.message_type.full_name
+        if name in SCALAR_LIKE_MESSAGES:
+            return SCALAR_LIKE_MESSAGES[name]
+        return "any JSON value" if name == "google.protobuf.Value" else f"an object ({field.message_type.name})"
+    if field.type in _INTEGER_TYPES:
+        bits = 64 if field.type in _INTEGER_64_TYPES else 32
+        return f"a {bits}-bit integer" + (" (number or decimal string)" if bits == 64 else "")
+    if field.type in _FLOAT_TYPES:
+        return "a number"
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "true or false"
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return "base64-encoded bytes"
+    return "a string"
+
+
+def _proto_path(descriptor: Descriptor, key: str) -> str | None:
+    """The proto-name path a (JSON or proto named) dotted query key refers to."""
+    names = []
+    for part in key.split("."):
+        if descriptor is None:
+            return None
+        field = _fields_by_any_name(descriptor).get(part)
+        if field is None:
+            return None
+        names.append(field.name)
+        descriptor = field.message_type
+    return ".".join(names)
+
+
+def _submessage(message: Message, path: str) -> Message:
+    for name in path.split("."):
+        message = getattr(message, name)
+    return message
+
+
+def _assign(request: Message, path: str, values: list[str], *, what: str, shown_as: str) -> None:
+    """Sets the field at a proto-name path from path/query strings; errors name it `shown_as`."""
+    parent_path, _, name = path.rpartition(".")
+    parent = _submessage(request, parent_path) if parent_path else request
+    field = parent.DESCRIPTOR.fields_by_name[name]
+    message_type = field.message_type
+    if message_type is not None and message_type.full_name not in SCALAR_LIKE_MESSAGES:
+        raise FieldError(shown_as, f"a {what} cannot set the object {message_type.name}; send it in the body")
+    repeated = field.is_repeated
+    if len(values) > 1 and not repeated:
+        raise FieldError(shown_as, f"given {len(values)} times but holds one value")
+    converted = [_from_string(field, value, shown_as) for value in values]
+    try:
+        json_format.ParseDict({field.json_name: converted if repeated else converted[0]}, parent)
+    except (json_format.ParseError, ValueError, TypeError):
+        raise FieldError(shown_as, f"expected {_expected_single(field)}") from None
+
+
+def _from_string(field: FieldDescriptor, value: str, path: str):
+    """A query/path string as the JSON value the canonical mapping expects for the field."""
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if value not in ("true", "false"):
+            raise FieldError(path, "expected true or false")
+        return value == "true"
+    if field.type in _FLOAT_TYPES:
+        try:
+            return float(value) if value not in ("NaN", "Infinity", "-Infinity") else value
+        except ValueError:
+            raise FieldError(path, "expected a number") from None
+    if field.enum_type is not None and value.lstrip("-").isdigit():
+        return int(value)
+    if field.message_type is not None and field.message_type.full_name in (
+        "google.protobuf.BoolValue",
+        "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
+    ):
+        return _from_string(field.message_type.fields_by_name["value"], value, path)
+    return value
+
+
+def to_json(message: Message) -> dict:
+    """Canonical protobuf JSON: lowerCamelCase names, enum names, RFC 3339, int64 as strings.
+
+    Fields at their default value are written too, so every response has one shape.
+    """
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def response_payload(binding: Binding, response: Message) -> dict:
+    if binding.response_body:
+        sub = _submessage(response, binding.response_body)
+        return to_json(sub)
+    return to_json(response)
+
+
+def fill_user_agent(message: Message, user_agent: str) -> None:
+    """Fills empty `user_agent` fields (tracking's enrichment input) from the User-Agent header."""
+    if user_agent:
+        for path in _user_agent_paths(message.DESCRIPTOR):
+            _fill(message, path, user_agent)
+
+
+@functools.cache
+def _user_agent_paths(descriptor: Descriptor, depth: int = 0) -> tuple[tuple[FieldDescriptor, ...], ...]:
+    """Paths to every string field named user_agent in plain sub-messages (a few levels deep)."""
+    found: list[tuple[FieldDescriptor, ...]] = []
+    for field in descriptor.fields:
+        if field.name == USER_AGENT_FIELD and field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated:
+            found.append((field,))
+        elif field.message_type is not None and not _is_map(field) and depth < 3:
+            if field.message_type.full_name.startswith("google.protobuf."):
+                continue
+            found.extend((field, *rest) for rest in _user_agent_paths(field.message_type, depth + 1))
+    return tuple(found)
+
+
+def _fill(message: Message, path: tuple[FieldDescriptor, ...], value: str) -> None:
+    field, rest = path[0], path[1:]
+    if not rest:
+        if not getattr(message, field.name):
+            setattr(message, field.name, value)
+        return
+    if field.is_repeated:
+        for item in getattr(message, field.name):
+            _fill(item, rest, value)
+    elif message.HasField(field.name):
+        _fill(getattr(message, field.name), rest, value)
