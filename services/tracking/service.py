@@ -1,11 +1,19 @@
 """Wires the tracking service into the shared server bootstrap."""
 
+from loom.tracking.v1 import tracking_pb2_grpc
+
 from libs.server import ServiceContext, ServiceSpec
+from services.tracking.ingest import Enricher
+from services.tracking.server import TrackingServicer
 from services.tracking.settings import TrackingSettings
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicers (none yet: health and reflection only)."""
+    """Registers the servicer; its group-commit writers stop after the server has drained."""
+    assert context.engine is not None
+    servicer = TrackingServicer(context.engine, context.settings, Enricher())
+    context.exit_stack.push_async_callback(servicer.committer.close)
+    tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, context.server)
 
 
 SPEC = ServiceSpec(

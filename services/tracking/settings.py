@@ -1,10 +1,33 @@
 """Settings of the tracking service process."""
 
+from pydantic import Field
+
 from libs.settings import Settings
 
 
 class TrackingSettings(Settings):
-    pass
+    dedup_window_seconds: int = Field(
+        default=1800, description="Same session, product and type within this many seconds is stored once."
+    )
+    max_event_age_seconds: int = Field(
+        default=7 * 24 * 3600, description="Interactions whose occurred_time is older than this are rejected."
+    )
+    max_clock_skew_seconds: int = Field(
+        default=300, description="How far in the future a client's occurred_time may be (clock skew)."
+    )
+    ingest_max_batch_events: int = Field(
+        default=5000, description="Most interactions one group commit writes in a single transaction."
+    )
+    ingest_writers: int = Field(
+        default=2, description="Group commits that may be in flight at once in one process."
+    )
+    share_limit_per_hour: int = Field(default=10, description="Social shares one IP may make in a sliding hour.")
+    retention_days: int = Field(
+        default=90, description="Raw interactions and shares older than this are purged (aggregates stay)."
+    )
+    popularity_pairs_per_product: int = Field(
+        default=20, description="Commonly-paired products kept per product by the popularity aggregation."
+    )
 
 
 SETTINGS_CLASS = TrackingSettings

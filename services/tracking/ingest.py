@@ -1,0 +1,128 @@
+"""Turning requests into stored events: enrichment and the group commit.
+
+`Enricher` adds country (offline GeoIP data shipped with geoip2fast), browser/OS/device
+(ua-parser) and the salted IP hash. `GroupCommitter` lets many concurrent calls share
+one transaction: each call queues its events and waits; a writer takes everything
+queued so far, writes it with one multi-row statement and commits, then wakes every
+caller in the group. A call therefore returns only after its events are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+
+import structlog
+from geoip2fast import GeoIP2Fast
+from ua_parser import parse as parse_user_agent
+
+from libs.errors import Unavailable
+from services.tracking.domain import Agent, Event, Outcome, device_class
+
+log = structlog.get_logger("loom.tracking.ingest")
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the right edge of the index."""
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((random_bits >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= random_bits & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+class Enricher:
+    def __init__(self) -> None:
+        self._geo = GeoIP2Fast(verbose=False)
+        self.agent("Mozilla/5.0")  # ua-parser loads its rules lazily; pay that at start-up
+
+    @lru_cache(maxsize=65536)  # noqa: B019 - one Enricher per process, lives as long as it
+    def country(self, ip: str) -> str | None:
+        try:
+            code = self._geo.lookup(ip).country_code
+        except Exception:  # noqa: BLE001 - an unparseable peer address has no country
+            return None
+        return code if len(code) == 2 and code.isalpha() else None
+
+    @lru_cache(maxsize=8192)  # noqa: B019
+    def agent(self, user_agent: str) -> Agent:
+        if not user_agent:
+            return Agent(None, None, "unknown")
+        parsed = parse_user_agent(user_agent)
+        browser = parsed.user_agent.family if parsed.user_agent else None
+        os_family = parsed.os.family if parsed.os else None
+        device_family = parsed.device.family if parsed.device else ""
+        return Agent(browser, os_family, device_class(user_agent, device_family, os_family or ""))
+
+
+Flush = Callable[[list[Event]], Awaitable[list[Outcome]]]
+
+
+class GroupCommitter:
+    """Batches concurrent submissions into shared transactions (at most `writers` in flight)."""
+
+    def __init__(self, flush: Flush, *, max_batch: int, writers: int) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: deque[tuple[list[Event], asyncio.Future[list[Outcome]]]] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._writers = [asyncio.create_task(self._write_forever(), name=f"group-commit-{n}") for n in range(writers)]
+
+    async def submit(self, events: list[Event]) -> list[Outcome]:
+        if self._closed:
+            raise Unavailable("the tracking service is shutting down")
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, future))
+        self._ready.set()
+        return await future
+
+    def _take_group(self) -> list[tuple[list[Event], asyncio.Future[list[Outcome]]]]:
+        group, size = [], 0
+        while self._pending and (not group or size + len(self._pending[0][0]) <= self._max_batch):
+            events, future = self._pending.popleft()
+            if future.done():  # the caller went away before its turn: nothing was promised
+                continue
+            group.append((events, future))
+            size += len(events)
+        if not self._pending:
+            self._ready.clear()
+        return group
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._ready.wait()
+            group = self._take_group()
+            if not group:
+                continue
+            events = [event for submitted, _ in group for event in submitted]
+            try:
+                outcomes = await self._flush(events)
+            except Exception as error:  # noqa: BLE001 - every waiting caller learns of the failure
+                log.error("group commit failed", events=len(events), error=type(error).__name__, exc_info=error)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(Unavailable("could not store the interactions; retry"))
+                continue
+            start = 0
+            for submitted, future in group:
+                if not future.done():
+                    future.set_result(outcomes[start : start + len(submitted)])
+                start += len(submitted)
+
+    async def close(self) -> None:
+        """Stops taking work, lets queued groups commit, then stops the writers."""
+        self._closed = True
+        while self._pending:
+            await asyncio.sleep(0.01)
+        for writer in self._writers:
+            writer.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)

@@ -1,0 +1,716 @@
+"""The tracking schema's tables and queries (nothing else touches them).
+
+Hot-path writes (interactions, de-duplication) go straight to psycopg with array
+parameters: one multi-row statement per group commit, whatever its size.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from libs.db import run_in_transaction
+from libs.errors import NotFound
+from services.tracking.domain import Event, Outcome, first_claims, session_rounds
+
+log = structlog.get_logger("loom.tracking.store")
+SALT_BYTES = 32
+# Concurrent writers add to engagement_hourly rows; spreading them over shards keeps
+# two group commits from queueing on the same counter row.
+COUNTER_SHARDS = 16
+
+
+class SaltBook:
+    """The daily IP-hash salts, shared by every replica through the database.
+
+    A salt lives two days (today's and yesterday's, so an hour-long window spanning
+    midnight still matches); older salts are deleted, after which the hashes made
+    with them cannot be linked back to an address.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._salts: dict[date, bytes] = {}
+
+    async def salt(self, day: date) -> bytes:
+        cached = self._salts.get(day)
+        if cached is not None:
+            return cached
+
+        async def fetch(conn: AsyncConnection) -> bytes:
+            await conn.execute(
+                text("INSERT INTO tracking.ip_salts (day, salt) VALUES (:day, :salt) ON CONFLICT (day) DO NOTHING"),
+                {"day": day, "salt": os.urandom(SALT_BYTES)},
+            )
+            await conn.execute(text("DELETE FROM tracking.ip_salts WHERE day < :oldest"), {"oldest": day - timedelta(days=1)})
+            return (await conn.execute(text("SELECT salt FROM tracking.ip_salts WHERE day = :day"), {"day": day})).scalar_one()
+
+        salt = await run_in_transaction(self._engine, fetch)
+        self._salts = {d: s for d, s in self._salts.items() if d >= day - timedelta(days=1)}
+        self._salts[day] = salt
+        return salt
+
+
+# ---------------------------------------------------------------------------- ingestion
+
+CLAIM_CLIENT_IDS = """
+INSERT INTO tracking.client_events AS c (client_event_id, interaction_id)
+SELECT * FROM unnest(%(client_event_id)s::text[], %(id)s::uuid[]) ORDER BY 1
+ON CONFLICT (client_event_id) DO UPDATE SET client_event_id = EXCLUDED.client_event_id
+RETURNING client_event_id, interaction_id
+"""
+
+# One round of representatives with distinct (session, product, type): open or join the
+# de-duplication window, store the events that opened one, note the sessions' users and
+# add to the hourly counters, all in one statement.
+STORE_ROUND = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(id)s::uuid[], %(occurred_at)s::timestamptz[], %(type)s::smallint[], %(product_id)s::text[],
+        %(session_id)s::text[], %(user_id)s::text[], %(anonymous_id)s::text[], %(client_event_id)s::text[],
+        %(page)s::text[], %(referrer_host)s::text[], %(country)s::text[], %(browser)s::text[], %(os)s::text[],
+        %(device)s::text[], %(ip_hash)s::bytea[]
+    ) AS t(id, occurred_at, type, product_id, session_id, user_id, anonymous_id, client_event_id, page,
+           referrer_host, country, browser, os, device, ip_hash)
+),
+windows AS (
+    INSERT INTO tracking.dedup_windows AS w (session_id, product_id, type, window_start, interaction_id)
+    SELECT session_id, product_id, type, occurred_at, id FROM input ORDER BY session_id, product_id, type
+    ON CONFLICT (session_id, product_id, type) DO UPDATE SET
+        window_start = CASE WHEN EXCLUDED.window_start >= w.window_start + %(window)s
+                            THEN EXCLUDED.window_start ELSE w.window_start END,
+        interaction_id = CASE WHEN EXCLUDED.window_start >= w.window_start + %(window)s
+                              THEN EXCLUDED.interaction_id ELSE w.interaction_id END
+    RETURNING w.session_id, w.product_id, w.type, w.interaction_id
+),
+fresh AS (
+    SELECT input.* FROM input JOIN windows ON windows.interaction_id = input.id
+),
+stored AS (
+    INSERT INTO tracking.interactions (id, occurred_at, type, product_id, session_id, user_id, anonymous_id,
+        client_event_id, page, referrer_host, country, browser, os, device, ip_hash)
+    SELECT id, occurred_at, type, product_id, session_id, user_id, anonymous_id, client_event_id, page,
+        referrer_host, country, browser, os, device, ip_hash
+    FROM fresh
+),
+attributed AS (
+    INSERT INTO tracking.session_users (session_id, user_id)
+    SELECT DISTINCT ON (session_id) session_id, user_id FROM fresh
+    WHERE user_id IS NOT NULL ORDER BY session_id, occurred_at
+    ON CONFLICT (session_id) DO NOTHING
+),
+counted AS (
+    INSERT INTO tracking.engagement_hourly AS h (hour, type, shard, events, authenticated)
+    SELECT date_trunc('hour', occurred_at, 'UTC'), type, %(shard)s, count(*), count(user_id)
+    FROM fresh GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (hour, type, shard) DO UPDATE SET
+        events = h.events + EXCLUDED.events, authenticated = h.authenticated + EXCLUDED.authenticated
+)
+SELECT input.id, windows.interaction_id
+FROM input JOIN windows USING (session_id, product_id, type)
+"""
+
+RELINK_CLIENT_IDS = """
+UPDATE tracking.client_events AS c SET interaction_id = v.interaction_id
+FROM unnest(%(client_event_id)s::text[], %(interaction_id)s::uuid[]) AS v(client_event_id, interaction_id)
+WHERE c.client_event_id = v.client_event_id
+"""
+
+EVENT_COLUMNS = (
+    "id", "occurred_at", "type", "product_id", "session_id", "user_id", "anonymous_id", "client_event_id",
+    "page", "referrer_host", "country", "browser", "os", "device", "ip_hash",
+)
+
+
+def _columns(events: list[Event]) -> dict[str, list]:
+    return {column: [getattr(e, column) for e in events] for column in EVENT_COLUMNS}
+
+
+async def store_interactions(engine: AsyncEngine, events: list[Event], window: timedelta) -> list[Outcome]:
+    """Stores a group of events in one transaction; an outcome per event, in order.
+
+    A repeated client event id gets the first event's answer; a repeated
+    (session, product, type) within the window is a duplicate of the window's event.
+    """
+
+    async def attempt(conn: AsyncConnection) -> list[Outcome]:
+        raw = (await conn.get_raw_connection()).driver_connection
+        outcomes: dict[int, Outcome] = {}
+        repeats = first_claims([e.client_event_id for e in events])
+        claimants = [i for i, e in enumerate(events) if e.client_event_id is not None and i not in repeats]
+        undecided = [i for i in range(len(events)) if i not in repeats]
+        async with raw.cursor() as cursor:
+            newly_claimed: list[int] = []
+            if claimants:
+                await cursor.execute(
+                    CLAIM_CLIENT_IDS,
+                    {"client_event_id": [events[i].client_event_id for i in claimants], "id": [events[i].id for i in claimants]},
+                )
+                owner = dict(await cursor.fetchall())
+                for i in claimants:
+                    if owner[events[i].client_event_id] != events[i].id:
+                        outcomes[i] = Outcome(owner[events[i].client_event_id], True)
+                undecided = [i for i in undecided if i not in outcomes]
+            newly_claimed = [i for i in claimants if i not in outcomes]
+            for round_ in session_rounds(events, undecided, window):
+                representatives = list(round_)
+                await cursor.execute(
+                    STORE_ROUND,
+                    {**_columns([events[i] for i in representatives]), "window": window,
+                     "shard": random.randrange(COUNTER_SHARDS)},
+                )
+                winner = dict(await cursor.fetchall())
+                for i in representatives:
+                    stored_id = winner[events[i].id]
+                    outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
+                    for follower in round_[i]:
+                        outcomes[follower] = Outcome(stored_id, True)
+            # A new client id whose event joined an existing window answers, now and on
+            # every replay, with the window's event.
+            relinks = [
+                (events[i].client_event_id, outcomes[i].interaction_id)
+                for i in newly_claimed
+                if outcomes[i].interaction_id != events[i].id
+            ]
+            if relinks:
+                await cursor.execute(
+                    RELINK_CLIENT_IDS,
+                    {"client_event_id": [r[0] for r in relinks], "interaction_id": [r[1] for r in relinks]},
+                )
+        for i, first in repeats.items():
+            outcomes[i] = Outcome(outcomes[first].interaction_id, True)
+        return [outcomes[i] for i in range(len(events))]
+
+    return await run_in_transaction(engine, attempt)
+
+# ---------------------------------------------------------------------------- posts
+
+
+@dataclass(frozen=True)
+class PostRow:
+    post_id: str
+    title: str
+    url: str
+    published: bool
+    share_count: int
+    publish_time: datetime | None
+    create_time: datetime
+    update_time: datetime
+
+
+POST_COLUMNS = "post_id, title, url, published, share_count, publish_time, create_time, update_time"
+
+
+async def insert_post(conn: AsyncConnection, *, post_id: str, title: str, url: str, published: bool, now: datetime) -> PostRow | None:
+    """The new post, or None when the id is taken."""
+    row = (
+        await conn.execute(
+            text(
+                f"""INSERT INTO tracking.posts (post_id, title, url, published, publish_time, create_time, update_time)
+                VALUES (:post_id, :title, :url, :published, CASE WHEN :published THEN :now END, :now, :now)
+                ON CONFLICT (post_id) DO NOTHING RETURNING {POST_COLUMNS}"""
+            ),
+            {"post_id": post_id, "title": title, "url": url, "published": published, "now": now},
+        )
+    ).first()
+    return PostRow(*row) if row else None
+
+
+async def update_post(conn: AsyncConnection, post_id: str, changes: dict[str, object], now: datetime) -> PostRow:
+    current = await get_post(conn, post_id, lock=True)
+    values = {"title": current.title, "url": current.url, "published": current.published, **changes}
+    publish_time = current.publish_time
+    if values["published"] and not current.published:
+        publish_time = now
+    elif not values["published"]:
+        publish_time = None
+    row = (
+        await conn.execute(
+            text(
+                f"""UPDATE tracking.posts SET title = :title, url = :url, published = :published,
+                publish_time = :publish_time, update_time = :now WHERE post_id = :post_id RETURNING {POST_COLUMNS}"""
+            ),
+            {**values, "publish_time": publish_time, "now": now, "post_id": post_id},
+        )
+    ).one()
+    return PostRow(*row)
+
+
+async def get_post(conn: AsyncConnection, post_id: str, *, lock: bool = False) -> PostRow:
+    row = (
+        await conn.execute(
+            text(f"SELECT {POST_COLUMNS} FROM tracking.posts WHERE post_id = :post_id{' FOR UPDATE' if lock else ''}"),
+            {"post_id": post_id},
+        )
+    ).first()
+    if row is None:
+        raise NotFound("post", post_id)
+    return PostRow(*row)
+
+
+async def list_posts(conn: AsyncConnection, after: tuple[datetime, str] | None, limit: int) -> list[PostRow]:
+    rows = await conn.execute(
+        text(
+            f"""SELECT {POST_COLUMNS} FROM tracking.posts
+            WHERE CAST(:after_time AS timestamptz) IS NULL OR (create_time, post_id) > (:after_time, :after_id)
+            ORDER BY create_time, post_id LIMIT :limit"""
+        ),
+        {"after_time": after[0] if after else None, "after_id": after[1] if after else None, "limit": limit},
+    )
+    return [PostRow(*row) for row in rows]
+
+
+# ---------------------------------------------------------------------------- shares
+
+# Advisory-lock class of per-IP share limits (the other int is 32 bits of the IP hash).
+SHARE_LIMIT_LOCK_CLASS = 0x53484152  # "SHAR"
+
+
+@dataclass(frozen=True)
+class ShareOutcome:
+    """Either accepted (share_id set) or rejected by the rate limit (retry_after_seconds set)."""
+
+    share_id: str | None = None
+    share_count: int = 0
+    remaining: int = 0
+    retry_after_seconds: float | None = None
+
+
+async def record_share(
+    conn: AsyncConnection,
+    *,
+    post_id: str,
+    platform: int,
+    session_id: str | None,
+    user_id: str | None,
+    ip_hashes: tuple[bytes, bytes],
+    limit: int,
+    now: datetime,
+    decide,
+) -> ShareOutcome:
+    """Checks the post and the IP's sliding hour, then stores the share and raises the count.
+
+    ip_hashes is (today's hash, yesterday's hash) of the caller's address: the hour may
+    span midnight. Shares from one IP are serialised by an advisory lock, so the count
+    read is exact across replicas. A rejection is recorded (for the stats) and returned,
+    not raised, so that it commits.
+    """
+    await get_post(conn, post_id)
+    today_hash, yesterday_hash = ip_hashes
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(:class, :key)"),
+        {"class": SHARE_LIMIT_LOCK_CLASS, "key": int.from_bytes(today_hash[:4], "big", signed=True)},
+    )
+    recent, oldest = (
+        await conn.execute(
+            text(
+                """SELECT count(*), min(created_at) FROM tracking.shares
+                WHERE ip_hash IN (:today, :yesterday) AND created_at > :since"""
+            ),
+            {"today": today_hash, "yesterday": yesterday_hash, "since": now - timedelta(hours=1)},
+        )
+    ).one()
+    retry_after = decide(recent, oldest)
+    if retry_after is not None:
+        await conn.execute(
+            text(
+                """INSERT INTO tracking.share_rejections AS r (day, ip_hash, rejected) VALUES (:day, :ip_hash, 1)
+                ON CONFLICT (day, ip_hash) DO UPDATE SET rejected = r.rejected + 1"""
+            ),
+            {"day": now.date(), "ip_hash": today_hash},
+        )
+        return ShareOutcome(retry_after_seconds=retry_after)
+    share_id = str(uuid.uuid4())
+    await conn.execute(
+        text(
+            """INSERT INTO tracking.shares (id, post_id, platform, session_id, user_id, ip_hash, created_at)
+            VALUES (:id, :post_id, :platform, :session_id, :user_id, :ip_hash, :now)"""
+        ),
+        {"id": share_id, "post_id": post_id, "platform": platform, "session_id": session_id,
+         "user_id": user_id, "ip_hash": today_hash, "now": now},
+    )
+    share_count = await _raise_share_count(conn, post_id)
+    return ShareOutcome(share_id=share_id, share_count=share_count, remaining=limit - recent - 1)
+
+
+async def _raise_share_count(conn: AsyncConnection, post_id: str) -> int:
+    """Adds one to the post's counter; if that fails the share stands and the aggregation repairs the count."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            return (
+                await conn.execute(
+                    text("UPDATE tracking.posts SET share_count = share_count + 1 WHERE post_id = :p RETURNING share_count"),
+                    {"p": post_id},
+                )
+            ).scalar_one()
+    except Exception:  # noqa: BLE001 - the share is kept; AggregatePopularity repairs the counter
+        log.warning("share counter not raised; the aggregation job will repair it", post_id=post_id)
+        return (
+            await conn.execute(text("SELECT share_count FROM tracking.posts WHERE post_id = :p"), {"p": post_id})
+        ).scalar_one()
+
+
+async def share_stats(conn: AsyncConnection, post_id: str, start: datetime | None, end: datetime | None):
+    """(total, [(platform, count)], [(day, platform, count)]) of the post's stored shares in the range."""
+    await get_post(conn, post_id)
+    rows = (
+        await conn.execute(
+            text(
+                """SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, platform, count(*)
+                FROM tracking.shares WHERE post_id = :post_id
+                AND created_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
+                AND created_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
+                GROUP BY 1, 2 ORDER BY 1, 2"""
+            ),
+            {"post_id": post_id, "start": start, "end": end},
+        )
+    ).all()
+    by_platform: dict[int, int] = {}
+    for _, platform, count in rows:
+        by_platform[platform] = by_platform.get(platform, 0) + count
+    return sum(by_platform.values()), sorted(by_platform.items()), [tuple(r) for r in rows]
+
+
+async def rate_limit_stats(conn: AsyncConnection, start: datetime | None, end: datetime | None):
+    """[(day, rejected, accepted)] of share attempts per UTC day."""
+    rows = await conn.execute(
+        text(
+            """WITH rejected AS (
+                SELECT day, sum(rejected) AS n FROM tracking.share_rejections
+                WHERE day >= COALESCE(CAST(:start AS timestamptz) AT TIME ZONE 'UTC', '-infinity')::date
+                  AND day <= COALESCE(CAST(:end AS timestamptz) AT TIME ZONE 'UTC', 'infinity')::date
+                GROUP BY day
+            ), accepted AS (
+                SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM tracking.shares
+                WHERE created_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
+                  AND created_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
+                GROUP BY 1
+            )
+            SELECT to_char(day, 'YYYY-MM-DD'), COALESCE(rejected.n, 0), COALESCE(accepted.n, 0)
+            FROM rejected FULL JOIN accepted USING (day) ORDER BY day"""
+        ),
+        {"start": start, "end": end},
+    )
+    return [(day, int(rejected), int(accepted)) for day, rejected, accepted in rows]
+
+
+# ---------------------------------------------------------------------------- analytics
+
+async def engagement_summary(conn: AsyncConnection, start: datetime | None, end: datetime | None):
+    """({type: count}, authenticated, unique sessions) from the hourly counters (whole hours)."""
+    rows = (
+        await conn.execute(
+            text(
+                """SELECT type, sum(events), sum(authenticated) FROM tracking.engagement_hourly
+                WHERE hour >= date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC')
+                  AND hour < COALESCE(CAST(:end AS timestamptz), 'infinity')
+                GROUP BY type ORDER BY type"""
+            ),
+            {"start": start, "end": end},
+        )
+    ).all()
+    sessions = (
+        await conn.execute(
+            text(
+                """SELECT count(DISTINCT session_id) FROM tracking.interactions
+                WHERE occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
+                  AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')"""
+            ),
+            {"start": start, "end": end},
+        )
+    ).scalar_one()
+    return {t: int(n) for t, n, _ in rows}, sum(int(a) for _, _, a in rows), int(sessions)
+
+
+async def engagement_trend(conn: AsyncConnection, start: datetime | None, end: datetime | None, unit: str, type_: int | None):
+    """[(period_start, type, events, authenticated)] by UTC day or ISO week."""
+    rows = await conn.execute(
+        text(
+            """SELECT date_trunc(:unit, hour, 'UTC') AS period, type, sum(events), sum(authenticated)
+            FROM tracking.engagement_hourly
+            WHERE hour >= date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC')
+              AND hour < COALESCE(CAST(:end AS timestamptz), 'infinity')
+              AND (CAST(:type AS smallint) IS NULL OR type = :type)
+            GROUP BY 1, 2 ORDER BY 1, 2"""
+        ),
+        {"unit": unit, "start": start, "end": end, "type": type_},
+    )
+    return [(period, t, int(n), int(a)) for period, t, n, a in rows]
+
+
+async def funnel(conn: AsyncConnection, product_id: str, steps: tuple[int, ...], start, end) -> list[int]:
+    """Sessions that reached each step of the product's funnel, having reached every earlier step."""
+    step_columns = ", ".join(f"bool_or(type = {int(step)}) AS s{n}" for n, step in enumerate(steps))
+    reached = ", ".join(
+        "count(*) FILTER (WHERE " + " AND ".join(f"s{k}" for k in range(n + 1)) + ")" for n in range(len(steps))
+    )
+    row = (
+        await conn.execute(
+            text(
+                f"""WITH sessions AS (
+                    SELECT {step_columns} FROM tracking.interactions
+                    WHERE product_id = :product_id AND occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
+                      AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
+                    GROUP BY session_id
+                ) SELECT {reached} FROM sessions"""
+            ),
+            {"product_id": product_id, "start": start, "end": end},
+        )
+    ).one()
+    return [int(n) for n in row]
+
+
+async def top_products(conn: AsyncConnection, user_id: str | None, limit: int, start, end) -> list[tuple[str, int]]:
+    """Most-used products: overall from the daily aggregates, or one user's (with the
+    sessions attributed to them) from their own events."""
+    if user_id:
+        sql = """SELECT product_id, count(*) AS n FROM tracking.interactions
+            WHERE (user_id = :user_id OR session_id IN (SELECT session_id FROM tracking.session_users WHERE user_id = :user_id))
+              AND occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
+              AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
+            GROUP BY product_id ORDER BY n DESC, product_id LIMIT :limit"""
+    else:
+        sql = """SELECT product_id, sum(events) AS n FROM tracking.product_daily
+            WHERE day >= COALESCE(CAST(:start AS timestamptz) AT TIME ZONE 'UTC', '-infinity')::date
+              AND day <= COALESCE(CAST(:end AS timestamptz) AT TIME ZONE 'UTC', 'infinity')::date
+            GROUP BY product_id ORDER BY n DESC, product_id LIMIT :limit"""
+    rows = await conn.execute(text(sql), {"user_id": user_id, "limit": limit, "start": start, "end": end})
+    return [(p, int(n)) for p, n in rows]
+
+
+@dataclass(frozen=True)
+class PopularityRow:
+    product_id: str
+    count_7d: int
+    count_30d: int
+    score: float
+    compute_time: datetime | None
+    paired: list[tuple[str, float, int]]
+
+
+async def popularity(conn: AsyncConnection, product_id: str, paired_limit: int) -> PopularityRow | None:
+    row = (
+        await conn.execute(
+            text("SELECT count_7d, count_30d, score, compute_time FROM tracking.product_popularity WHERE product_id = :p"),
+            {"p": product_id},
+        )
+    ).first()
+    if row is None:
+        return None
+    paired = await conn.execute(
+        text(
+            """SELECT paired_product_id, percentage, together FROM tracking.product_pairs WHERE product_id = :p
+            ORDER BY together DESC, paired_product_id LIMIT :limit"""
+        ),
+        {"p": product_id, "limit": paired_limit},
+    )
+    return PopularityRow(product_id, row[0], row[1], row[2], row[3], [tuple(r) for r in paired])
+
+
+async def recommendations(conn: AsyncConnection, user_id: str | None, session_id: str | None, limit: int):
+    """[(product, score, reason product, percentage)]: products paired with the actor's own
+    recent products that they have not used yet, best pairing first; popular products fill up."""
+    rows = (
+        await conn.execute(
+            text(
+                """WITH own AS (
+                    SELECT product_id, count(*) AS uses FROM tracking.interactions
+                    WHERE (CAST(:user_id AS text) IS NOT NULL AND (user_id = :user_id OR session_id IN
+                              (SELECT session_id FROM tracking.session_users WHERE user_id = :user_id)))
+                       OR (CAST(:session_id AS text) IS NOT NULL AND session_id = :session_id)
+                    GROUP BY product_id
+                ), candidates AS (
+                    SELECT DISTINCT ON (p.paired_product_id) p.paired_product_id AS product_id,
+                           p.percentage, p.product_id AS because
+                    FROM own JOIN tracking.product_pairs p ON p.product_id = own.product_id
+                    WHERE p.paired_product_id NOT IN (SELECT product_id FROM own)
+                    ORDER BY p.paired_product_id, p.percentage DESC, own.uses DESC, p.product_id
+                )
+                SELECT product_id, percentage, because FROM candidates
+                ORDER BY percentage DESC, product_id LIMIT :limit"""
+            ),
+            {"user_id": user_id, "session_id": session_id, "limit": limit},
+        )
+    ).all()
+    picked = [(p, pct, because) for p, pct, because in rows]
+    if len(picked) < limit:
+        taken = [p for p, _, _ in picked]
+        popular = await conn.execute(
+            text(
+                """SELECT product_id, score FROM tracking.product_popularity
+                WHERE product_id <> ALL(:taken) AND score > 0 AND product_id NOT IN (
+                    SELECT product_id FROM tracking.interactions
+                    WHERE (CAST(:user_id AS text) IS NOT NULL AND user_id = :user_id)
+                       OR (CAST(:session_id AS text) IS NOT NULL AND session_id = :session_id))
+                ORDER BY score DESC, product_id LIMIT :limit"""
+            ),
+            {"taken": taken, "user_id": user_id, "session_id": session_id, "limit": limit - len(picked)},
+        )
+        picked += [(p, score, None) for p, score in popular]
+    return picked
+
+
+# ---------------------------------------------------------------------------- aggregation and retention
+
+AGGREGATION_LOCK = (0x54524B41, 1)  # "TRKA": one aggregation at a time across replicas
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    scanned: int
+    products: int
+    pairs: int
+    repaired: int
+
+
+async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta, pairs_per_product: int) -> AggregationResult:
+    """Rebuilds the daily rollups of the days that can still change, then the scores and pairs.
+
+    Incremental: only days from (last run - recompute horizon) on are re-derived from raw
+    events; older days keep their rollups even after the raw events are purged.
+    Idempotent: the same as_of over the same events yields the same tables.
+
+    Score (0-100): w = 2 x count_7d + count_30d, score = 100 x w / max w, rounded to 2 places.
+    Pair X->Y: percentage = 100 x (people who used X and Y) / (people who used X) over 30 days,
+    a person being the (attributed) user, else the session.
+    """
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": AGGREGATION_LOCK[0], "b": AGGREGATION_LOCK[1]})
+    await conn.execute(text("SET LOCAL work_mem = '256MB'"))
+    previous = (await conn.execute(text("SELECT aggregated_through FROM tracking.aggregation_state"))).scalar()
+    if previous is None:
+        oldest = (await conn.execute(text("SELECT min(occurred_at) FROM tracking.interactions"))).scalar()
+        first_day = (oldest or as_of).astimezone(UTC).date()
+    else:
+        first_day = (min(previous, as_of) - recompute).astimezone(UTC).date()
+    as_of_day = as_of.astimezone(UTC).date()
+    params = {"first_day": first_day, "as_of": as_of, "as_of_day": as_of_day}
+    await conn.execute(text("DELETE FROM tracking.product_daily WHERE day >= :first_day"), params)
+    await conn.execute(text("DELETE FROM tracking.actor_products_daily WHERE day >= :first_day"), params)
+    await conn.execute(
+        text(
+            """CREATE TEMP TABLE recent ON COMMIT DROP AS
+            SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.product_id,
+                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor
+            FROM tracking.interactions i LEFT JOIN tracking.session_users su USING (session_id)
+            WHERE i.occurred_at >= CAST(:first_day AS date) AND i.occurred_at < :as_of"""
+        ),
+        params,
+    )
+    scanned = (await conn.execute(text("SELECT count(*) FROM recent"))).scalar_one()
+    await conn.execute(
+        text("INSERT INTO tracking.product_daily SELECT day, product_id, count(*) FROM recent GROUP BY 1, 2")
+    )
+    await conn.execute(
+        text("INSERT INTO tracking.actor_products_daily SELECT DISTINCT day, actor, product_id FROM recent")
+    )
+    await conn.execute(text("DELETE FROM tracking.product_popularity"))
+    products = (
+        await conn.execute(
+            text(
+                """INSERT INTO tracking.product_popularity (product_id, count_7d, count_30d, score, compute_time)
+                SELECT product_id, c7, c30,
+                       CASE WHEN max(2 * c7 + c30) OVER () > 0
+                            THEN round(100.0 * (2 * c7 + c30) / max(2 * c7 + c30) OVER (), 2) ELSE 0 END,
+                       :as_of
+                FROM (
+                    SELECT product_id,
+                           COALESCE(sum(events) FILTER (WHERE day > CAST(:as_of_day AS date) - 7 AND day <= :as_of_day), 0) AS c7,
+                           COALESCE(sum(events) FILTER (WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day), 0) AS c30
+                    FROM tracking.product_daily GROUP BY product_id
+                ) counts"""
+            ),
+            params,
+        )
+    ).rowcount
+    await conn.execute(text("DELETE FROM tracking.product_pairs"))
+    pairs = (
+        await conn.execute(
+            text(
+                """WITH used AS (
+                    SELECT DISTINCT actor, product_id FROM tracking.actor_products_daily
+                    WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day
+                ), people AS (
+                    SELECT product_id, count(*) AS n FROM used GROUP BY product_id
+                ), together AS (
+                    SELECT a.product_id, b.product_id AS paired, count(*) AS n
+                    FROM used a JOIN used b ON a.actor = b.actor AND a.product_id <> b.product_id
+                    GROUP BY 1, 2
+                ), ranked AS (
+                    SELECT together.product_id, paired, together.n,
+                           round(100.0 * together.n / people.n, 2) AS percentage,
+                           row_number() OVER (PARTITION BY together.product_id ORDER BY together.n DESC, paired) AS rank
+                    FROM together JOIN people USING (product_id)
+                )
+                INSERT INTO tracking.product_pairs (product_id, paired_product_id, together, percentage)
+                SELECT product_id, paired, n, percentage FROM ranked WHERE rank <= :k"""
+            ),
+            {**params, "k": pairs_per_product},
+        )
+    ).rowcount
+    await conn.execute(
+        text(
+            """INSERT INTO tracking.aggregation_state (id, aggregated_through) VALUES (true, :as_of)
+            ON CONFLICT (id) DO UPDATE SET aggregated_through = EXCLUDED.aggregated_through"""
+        ),
+        params,
+    )
+    repaired = await repair_share_counts(conn)
+    return AggregationResult(int(scanned), int(products), int(pairs), repaired)
+
+
+async def repair_share_counts(conn: AsyncConnection) -> int:
+    """Sets every post's share_count to its stored (plus purged) shares.
+
+    The posts are locked first, so each following statement sees every share whose
+    counter update had already happened, and later shares add to the repaired value.
+    """
+    await conn.execute(text("SELECT post_id FROM tracking.posts ORDER BY post_id FOR NO KEY UPDATE"))
+    return (
+        await conn.execute(
+            text(
+                """WITH actual AS (
+                    SELECT p.post_id, p.purged_shares + COALESCE(s.n, 0) AS n FROM tracking.posts p
+                    LEFT JOIN (SELECT post_id, count(*) AS n FROM tracking.shares GROUP BY post_id) s USING (post_id)
+                )
+                UPDATE tracking.posts p SET share_count = actual.n FROM actual
+                WHERE p.post_id = actual.post_id AND p.share_count <> actual.n"""
+            )
+        )
+    ).rowcount
+
+
+async def purge(conn: AsyncConnection, cutoff: datetime, dedup_window: timedelta, now: datetime) -> tuple[int, int, int]:
+    """Deletes raw interactions, shares (folded into purged_shares) and rejection records before cutoff."""
+    interactions = (
+        await conn.execute(text("DELETE FROM tracking.interactions WHERE occurred_at < :cutoff"), {"cutoff": cutoff})
+    ).rowcount
+    shares = (
+        await conn.execute(
+            text(
+                """WITH gone AS (DELETE FROM tracking.shares WHERE created_at < :cutoff RETURNING post_id),
+                per_post AS (SELECT post_id, count(*) AS n FROM gone GROUP BY post_id),
+                folded AS (UPDATE tracking.posts p SET purged_shares = p.purged_shares + per_post.n
+                           FROM per_post WHERE p.post_id = per_post.post_id)
+                SELECT COALESCE(sum(n), 0) FROM per_post"""
+            ),
+            {"cutoff": cutoff},
+        )
+    ).scalar_one()
+    rejections = (
+        await conn.execute(
+            text("DELETE FROM tracking.share_rejections WHERE day < CAST(:cutoff AS timestamptz)::date"), {"cutoff": cutoff}
+        )
+    ).rowcount
+    # Closed de-duplication windows decide nothing any more.
+    await conn.execute(
+        text("DELETE FROM tracking.dedup_windows WHERE window_start < :closed"), {"closed": now - dedup_window}
+    )
+    return int(interactions), int(shares), int(rejections)
