@@ -1,11 +1,41 @@
 """Wires the batch service into the shared server bootstrap."""
 
+import asyncio
+from contextlib import suppress
+
+from loom.batch.v1 import batch_pb2_grpc
+
 from libs.server import ServiceContext, ServiceSpec
+from services.batch.outbox import OutboxDispatcher
+from services.batch.server import BatchServicer
 from services.batch.settings import BatchSettings
+from services.batch.watch import BatchWatcher
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicers (none yet: health and reflection only)."""
+    """Registers the servicer and starts the watch listener and the outbox dispatcher."""
+    settings = context.settings
+    assert isinstance(settings, BatchSettings) and context.engine is not None
+    watcher = BatchWatcher(context.engine)
+    context.exit_stack.push_async_callback(watcher.close)
+    dispatcher = OutboxDispatcher(
+        context.engine,
+        lambda: context.clients.rules,
+        poll_seconds=settings.outbox_poll_seconds,
+        max_backoff_seconds=settings.outbox_max_backoff_seconds,
+    )
+    if settings.outbox_dispatch:
+        task = asyncio.create_task(dispatcher.run(), name="batch-outbox-dispatcher")
+
+        async def stop_dispatcher() -> None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+        context.exit_stack.push_async_callback(stop_dispatcher)
+    batch_pb2_grpc.add_BatchServiceServicer_to_server(
+        BatchServicer(context.engine, settings, watcher, dispatcher.wake), context.server
+    )
 
 
 SPEC = ServiceSpec(

@@ -1,0 +1,90 @@
+"""Delivers the outbox to the rules service: in order, at least once, with backoff.
+
+Each round takes a transaction-scoped advisory lock (one dispatcher across
+replicas), reads up to 100 pending events in id order, calls
+rules.DeliverEvents and marks them delivered only after it answered OK. A
+failure rolls back, so the same events are offered again after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+from loom.common.v1 import event_pb2
+from loom.rules.v1 import rules_pb2, rules_pb2_grpc
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.batch import store
+
+log = structlog.get_logger("loom.batch.outbox")
+BATCH_SIZE = 100
+FIRST_BACKOFF_SECONDS = 0.2
+
+
+def event_message(row: RowMapping) -> event_pb2.Event:
+    data = Struct()
+    data.update(row["data"])
+    occurred = Timestamp()
+    occurred.FromDatetime(row["occurred_time"])
+    return event_pb2.Event(
+        event_id=str(row["event_id"]), type=row["type"], source="batch", occurred_time=occurred, data=data
+    )
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rules: Callable[[], rules_pb2_grpc.RulesServiceStub],
+        *,
+        poll_seconds: float,
+        max_backoff_seconds: float,
+    ) -> None:
+        self._engine = engine
+        self._rules = rules
+        self._poll_seconds = poll_seconds
+        self._max_backoff = max_backoff_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Events were just committed in this process: deliver without waiting for the poll."""
+        self._wake.set()
+
+    async def dispatch_once(self) -> int:
+        """Delivers the next batch of pending events; returns how many went."""
+        async with self._engine.begin() as conn:
+            if not await store.try_outbox_lock(conn):
+                return 0
+            rows = await store.pending_events(conn, BATCH_SIZE)
+            if not rows:
+                return 0
+            await self._rules().DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event_message(r) for r in rows]))
+            await store.mark_delivered(conn, [r["id"] for r in rows], datetime.now(UTC))
+        return len(rows)
+
+    async def run(self) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                delivered = await self.dispatch_once()
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - rules or the database is down: try again later
+                backoff = min(max(backoff * 2, FIRST_BACKOFF_SECONDS), self._max_backoff)
+                log.warning("outbox delivery failed; retrying", error=type(error).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                continue
+            if delivered == BATCH_SIZE:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            except TimeoutError:
+                pass
