@@ -1,11 +1,31 @@
 """Wires the rules service into the shared server bootstrap."""
 
+import asyncio
+import contextlib
+
+from loom.rules.v1 import rules_pb2_grpc
+
 from libs.server import ServiceContext, ServiceSpec
+from services.rules.engine import Engine, Worker
+from services.rules.server import RulesServicer
 from services.rules.settings import RulesSettings
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicers (none yet: health and reflection only)."""
+    """Registers the servicer and starts the evaluation worker (stopped on shutdown)."""
+    settings = context.settings
+    assert isinstance(settings, RulesSettings) and context.engine is not None
+    engine = Engine(context.engine, context.clients, settings)
+    worker = Worker(context.engine, engine, settings)
+    rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(context.engine, engine, worker, settings), context.server)
+    task = asyncio.create_task(worker.run(), name="rules-worker")
+
+    async def stop_worker() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    context.exit_stack.push_async_callback(stop_worker)
 
 
 SPEC = ServiceSpec(

@@ -1,0 +1,199 @@
+"""Running an execution's actions: calls to batch and the scheduler, e-mail over SMTP.
+
+Actions run in order. A transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, an SMTP
+connection refused or a 4xx reply) is retried with exponential backoff up to the
+configured attempts; any failure is recorded on the action and the next action still
+runs. Progress is saved after every action (renewing the execution's lease), so an
+execution interrupted by a crash is resumed from its first unfinished action; each
+call carries a request_id derived from (execution, action index), so a resumed or
+retried call is idempotent at the receiving service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from email.message import EmailMessage
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import json_format, struct_pb2
+from loom.batch.v1 import batch_pb2
+from loom.scheduler.v1 import scheduler_pb2
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.clients import ServiceClients
+from libs.db import run_in_transaction
+from services.rules import store
+from services.rules.domain.evaluation import action_request_id, execution_status
+from services.rules.settings import RulesSettings
+
+log = structlog.get_logger("loom.rules.actions")
+
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class ActionFailed(Exception):
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _order_status(name: str) -> int:
+    return batch_pb2.OrderStatus.Value(f"ORDER_STATUS_{str(name).upper()}")
+
+
+def _batch_status(name: str) -> int:
+    return batch_pb2.BatchStatus.Value(f"BATCH_STATUS_{str(name).upper()}")
+
+
+class ActionRunner:
+    def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings) -> None:
+        self._engine, self._clients, self._settings = engine, clients, settings
+
+    async def run(self, execution: dict[str, Any]) -> dict[str, Any]:
+        """Runs the unfinished actions of a claimed execution and records its outcome."""
+        actions = [dict(a) for a in execution["actions"]]
+        for action in actions:
+            if action["status"] != "pending":
+                continue
+            await self._run_one(execution, action)
+            await run_in_transaction(
+                self._engine,
+                lambda conn: store.record_actions(
+                    conn, execution["execution_id"], actions, lease_seconds=self._settings.execution_lease_seconds
+                ),
+            )
+        status = execution_status([a["status"] for a in actions])
+        return await run_in_transaction(
+            self._engine, lambda conn: store.finish_execution(conn, execution["execution_id"], status, actions)
+        )
+
+    async def _run_one(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        delay = self._settings.action_backoff_seconds
+        while True:
+            action["attempts"] += 1
+            try:
+                await self._perform(execution, action)
+            except ActionFailed as failure:
+                action["error"] = str(failure)
+                if failure.transient and action["attempts"] < self._settings.action_max_attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                action["status"] = "failed"
+                log.warning(
+                    "action failed", execution_id=execution["execution_id"], index=action["index"], error=str(failure)
+                )
+            else:
+                action["status"], action["error"] = "succeeded", ""
+            break
+        action["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+    async def _perform(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+        params = action["params"]
+        request_id = action_request_id(execution["execution_id"], action["index"])
+        kind = action["type"]
+        if kind == "send_email":
+            await self._send_email(execution, action)
+            return
+        try:
+            if kind == "update_status" and params["entity"] == "order":
+                await self._clients.batch.UpdateOrderStatus(
+                    batch_pb2.UpdateOrderStatusRequest(
+                        request_id=request_id,
+                        order_id=str(params["id"]),
+                        status=_order_status(params["status"]),
+                        reason=str(params.get("reason") or f"rule {execution['rule_id']}"),
+                    )
+                )
+            elif kind == "update_status":
+                await self._clients.batch.AdvanceBatch(
+                    batch_pb2.AdvanceBatchRequest(
+                        request_id=request_id, batch_id=str(params["id"]), status=_batch_status(params["status"])
+                    )
+                )
+            elif kind == "assign_supplier":
+                target = {"order_id" if params["entity"] == "order" else "batch_id": str(params["id"])}
+                await self._clients.batch.AssignSupplier(
+                    batch_pb2.AssignSupplierRequest(
+                        request_id=request_id,
+                        supplier_id=str(params["supplier_id"]),
+                        priority=int(params.get("priority") or 0),
+                        **target,
+                    )
+                )
+            elif kind == "trigger_workflow":
+                job_params = struct_pb2.Struct()
+                json_format.ParseDict(params.get("params") or {}, job_params)
+                await self._clients.scheduler.RunJobNow(
+                    scheduler_pb2.RunJobNowRequest(request_id=request_id, job_name=str(params["job"]), params=job_params)
+                )
+            else:  # pragma: no cover - validation admits only the four action types
+                raise ActionFailed(f"unknown action {kind!r}", transient=False)
+        except grpc.aio.AioRpcError as error:
+            raise ActionFailed(
+                f"{error.code().name}: {error.details()}", transient=error.code() in TRANSIENT_CODES
+            ) from None
+        except ValueError as error:  # a rendered status that names no enum value
+            raise ActionFailed(f"bad parameter: {error}", transient=False) from None
+
+    async def _send_email(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+        params = action["params"]
+        configured = bool(self._settings.smtp_host)
+        notification = await run_in_transaction(
+            self._engine,
+            lambda conn: store.claim_notification(
+                conn,
+                {
+                    "execution_id": execution["execution_id"],
+                    "action_index": action["index"],
+                    "rule_id": execution["rule_id"],
+                    "event_id": execution["event_id"],
+                    "recipient": str(params["recipient"]),
+                    "subject": str(params["subject"]),
+                    "body": str(params["body"]),
+                    "status": "pending" if configured else "not_configured",
+                },
+            ),
+        )
+        action["notification_id"] = notification["notification_id"]
+        if notification["status"] in ("sent", "not_configured"):
+            return
+        error, transient = "", False
+        try:
+            await asyncio.to_thread(self._deliver, notification)
+        except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as failure:
+            error, transient = f"SMTP unreachable: {failure}", True
+        except smtplib.SMTPResponseException as failure:
+            error, transient = f"SMTP {failure.smtp_code}: {failure.smtp_error!r}", 400 <= failure.smtp_code < 500
+        except smtplib.SMTPException as failure:
+            error = f"SMTP: {failure}"
+        retrying = transient and action["attempts"] < self._settings.action_max_attempts
+        values: dict[str, Any] = {"attempts": notification["attempts"] + 1, "error": error}
+        if not error:
+            values.update(status="sent", sent_time=func.now())
+        elif not retrying:
+            values["status"] = "failed"
+        await run_in_transaction(
+            self._engine, lambda conn: store.update_notification(conn, notification["notification_id"], **values)
+        )
+        if error:
+            raise ActionFailed(error, transient=transient)
+
+    def _deliver(self, notification: dict[str, Any]) -> None:
+        message = EmailMessage()
+        message["From"] = self._settings.smtp_sender
+        message["To"] = notification["recipient"]
+        message["Subject"] = notification["subject"]
+        message["Message-ID"] = f"<{notification['notification_id']}@loom.rules>"
+        message.set_content(notification["body"])
+        with smtplib.SMTP(
+            self._settings.smtp_host, self._settings.smtp_port, timeout=self._settings.smtp_timeout_seconds
+        ) as smtp:
+            smtp.send_message(message)

@@ -1,0 +1,251 @@
+"""Evaluating events against the active rules and running what matched.
+
+`Engine.process` is the one path every evaluation takes (the background worker,
+EvaluateEvent without dry run, ExecuteRules): load the active rules (so an edit or a
+toggle applies to the next event), fetch the facts they need once, evaluate, claim
+one execution per matched (rule, event) and mark the event evaluated in one
+transaction, then run the claimed executions' actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import structlog
+from loom.batch.v1 import batch_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.clients import ServiceClients
+from libs.db import run_in_transaction
+from services.rules import store
+from services.rules.actions import TRANSIENT_CODES, ActionRunner
+from services.rules.domain.evaluation import (
+    ActiveRule,
+    RuleOutcome,
+    evaluate,
+    event_facts,
+    facts_to_fetch,
+    in_evaluation_order,
+)
+from services.rules.domain.operators import RegexLimits
+from services.rules.settings import RulesSettings
+
+log = structlog.get_logger("loom.rules.engine")
+
+
+def rfc3339(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
+
+
+def supplier_facts(supplier: batch_pb2.Supplier) -> dict[str, Any]:
+    return {
+        "id": supplier.supplier_id,
+        "name": supplier.name,
+        "capacity": supplier.capacity,
+        "moq": supplier.moq,
+        "rating": supplier.rating,
+        "lead_time_days": supplier.lead_time_days,
+    }
+
+
+def batch_facts(batch: batch_pb2.Batch) -> dict[str, Any]:
+    status = batch_pb2.BatchStatus.Name(batch.status).removeprefix("BATCH_STATUS_").lower()
+    return {
+        "id": batch.batch_id,
+        "status": status,
+        "category": batch.category,
+        "current_quantity": batch.current_quantity,
+        "target_quantity": batch.target_quantity,
+        "capacity": batch.capacity,
+        "fill_percentage": batch.fill_percentage,
+        "window_closes_at": rfc3339(batch.window_close_time.ToDatetime(tzinfo=UTC))
+        if batch.HasField("window_close_time")
+        else "",
+        "supplier_id": batch.supplier_id,
+    }
+
+
+@dataclass
+class Evaluation:
+    outcomes: list[RuleOutcome]
+    fetched: dict[str, Any]
+    # Facts that could not be fetched because a service was unreachable.
+    unavailable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Processed:
+    evaluation: Evaluation
+    executions: list[dict[str, Any]]
+    already_done: int
+    postponed: bool = False
+
+
+class Engine:
+    def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings) -> None:
+        self._engine, self._clients, self._settings = engine, clients, settings
+        self._limits = RegexLimits(
+            max_pattern_length=settings.regex_max_pattern_length,
+            max_input_length=settings.regex_max_input_length,
+            timeout_seconds=settings.regex_timeout_ms / 1000,
+        )
+        self._compiled: dict[tuple[str, int], ActiveRule] = {}
+        self.runner = ActionRunner(engine, clients, settings)
+
+    @property
+    def limits(self) -> RegexLimits:
+        return self._limits
+
+    async def active_rules(self) -> list[ActiveRule]:
+        """The active rules now, in evaluation order; each (rule, version) compiled once."""
+        rows = await run_in_transaction(self._engine, store.active_rules)
+        compiled = {}
+        for row in rows:
+            key = (str(row["rule_id"]), row["version"])
+            compiled[key] = self._compiled.get(key) or ActiveRule.compile(
+                rule_id=key[0],
+                name=row["name"],
+                version=row["version"],
+                priority=row["priority"],
+                event_types=row["event_types"],
+                stop_processing=row["stop_processing"],
+                conditions=row["conditions"],
+                actions=row["actions"],
+                limits=self._limits,
+            )
+        self._compiled = compiled
+        return in_evaluation_order(list(compiled.values()))
+
+    async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
+        rules = await self.active_rules()
+        facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
+        fetched, unavailable = await self._fetch(facts_to_fetch(rules, event["type"], facts), facts)
+        return Evaluation(evaluate(rules, event["type"], {**facts, **fetched}, traced=traced), fetched, unavailable)
+
+    async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
+        """Evaluates a stored event and runs what matched, at most once per (rule, event).
+
+        When a needed fact cannot be fetched and this is not the final attempt, the
+        event is postponed instead (evaluating without it could wrongly not match).
+        """
+        evaluation = await self.evaluate(event, traced=traced)
+        matched = [o for o in evaluation.outcomes if o.matched]
+        if evaluation.unavailable and not final_attempt:
+            await run_in_transaction(
+                self._engine, lambda conn: store.postpone_event(conn, event["event_id"], self._settings.worker_poll_seconds * 2)
+            )
+            return Processed(evaluation, [], 0, postponed=True)
+
+        async def claim(conn) -> list[dict[str, Any]]:
+            claimed = []
+            for outcome in matched:
+                execution = await store.claim_execution(
+                    conn,
+                    rule_id=outcome.rule.rule_id,
+                    rule_version=outcome.rule.version,
+                    event_id=event["event_id"],
+                    event_type=event["type"],
+                    actions=[
+                        {
+                            "index": a.index,
+                            "type": a.type,
+                            "params": a.params,
+                            "status": "failed" if a.error else "pending",
+                            "error": a.error,
+                            "attempts": 0,
+                            "duration_ms": 0.0,
+                        }
+                        for a in outcome.actions
+                    ],
+                    lease_seconds=self._settings.execution_lease_seconds,
+                )
+                if execution is not None:
+                    claimed.append(execution)
+            await store.mark_evaluated(conn, event["event_id"])
+            return claimed
+
+        claimed = await run_in_transaction(self._engine, claim)
+        finished = [await self.runner.run(execution) for execution in claimed]
+        return Processed(evaluation, finished, len(matched) - len(claimed))
+
+    async def _fetch(self, roots: set[str], facts: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Facts the event lacks, fetched once each from the batch service."""
+        fetched: dict[str, Any] = {}
+        unavailable: list[str] = []
+        order, batch = facts.get("order") or {}, facts.get("batch") or {}
+        try:
+            if "batch" in roots and order.get("batch_id"):
+                reply = await self._clients.batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(order["batch_id"])))
+                fetched["batch"] = batch_facts(reply.batch)
+        except grpc.aio.AioRpcError as error:
+            self._note_fetch_failure("batch", error, unavailable)
+        category = order.get("category") or batch.get("category")
+        quantity = order.get("quantity") or batch.get("target_quantity")
+        try:
+            if roots & {"best_supplier", "best_supplier_id"} and category and quantity:
+                reply = await self._clients.batch.RecommendSupplier(
+                    batch_pb2.RecommendSupplierRequest(category=str(category), quantity=int(quantity))
+                )
+                if reply.HasField("supplier"):
+                    fetched["best_supplier"] = supplier_facts(reply.supplier)
+                    fetched["best_supplier_id"] = reply.supplier.supplier_id
+        except grpc.aio.AioRpcError as error:
+            self._note_fetch_failure("best_supplier", error, unavailable)
+        return fetched, unavailable
+
+    @staticmethod
+    def _note_fetch_failure(fact: str, error: grpc.aio.AioRpcError, unavailable: list[str]) -> None:
+        # NOT_FOUND and the like mean "no such fact"; only an unreachable service is worth waiting for.
+        if error.code() in TRANSIENT_CODES:
+            unavailable.append(fact)
+        log.warning("fact not fetched", fact=fact, code=error.code().name)
+
+
+class Worker:
+    """Evaluates stored events in arrival order and resumes stalled executions, until cancelled."""
+
+    def __init__(self, engine: AsyncEngine, rules_engine: Engine, settings: RulesSettings) -> None:
+        self._db, self._engine, self._settings = engine, rules_engine, settings
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker step failed")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.worker_poll_seconds)
+                self._wake.clear()
+
+    async def step(self) -> bool:
+        """One round: stalled executions, then a batch of events. True when there was work."""
+        settings = self._settings
+        stalled = await run_in_transaction(
+            self._db,
+            lambda conn: store.lease_stalled_executions(
+                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds
+            ),
+        )
+        for execution in stalled:
+            log.info("resuming execution", execution_id=execution["execution_id"])
+            await self._engine.runner.run(execution)
+        events = await run_in_transaction(
+            self._db,
+            lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
+        )
+        for event in events:
+            await self._engine.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
+        return bool(stalled or events)

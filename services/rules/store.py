@@ -1,0 +1,491 @@
+"""The rules schema: rules and their versions, received events, executions, notifications.
+
+Exactly-once per (rule, event) rests on the unique key of `executions`: an
+execution is claimed with INSERT ... ON CONFLICT DO NOTHING, so concurrent or
+repeated evaluations of one event cannot both win. Events and stalled executions
+are leased with FOR UPDATE SKIP LOCKED, so several replicas share the work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from libs.errors import NotFound
+from libs.idempotency import idempotency_table
+
+metadata = MetaData(schema="rules")
+idempotency_keys = idempotency_table(metadata)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("rule_id", UUID(as_uuid=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("type", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("event_types", ARRAY(Text), nullable=False),
+    Column("conditions", JSONB, nullable=False),
+    Column("actions", JSONB, nullable=False),
+    Column("stop_processing", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delete_time", DateTime(timezone=True)),
+    Index("rules_active_by_priority", text("priority DESC"), "rule_id", postgresql_where=text("active AND delete_time IS NULL")),
+)
+
+rule_versions = Table(
+    "rule_versions",
+    metadata,
+    Column("rule_id", UUID(as_uuid=False), nullable=False),
+    Column("version", Integer, nullable=False),
+    # The whole rule as it was at this version (definition and state).
+    Column("snapshot", JSONB, nullable=False),
+    Column("changed_by", Text, nullable=False),
+    Column("change_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("rule_id", "version"),
+    ForeignKeyConstraint(["rule_id"], ["rules.rules.rule_id"]),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("occurred_time", DateTime(timezone=True), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("received_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("evaluated_time", DateTime(timezone=True)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Index("events_pending", "seq", postgresql_where=text("evaluated_time IS NULL")),
+    Index("events_occurred", "occurred_time"),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("execution_id", UUID(as_uuid=False), primary_key=True),
+    Column("rule_id", UUID(as_uuid=False), nullable=False),
+    Column("rule_version", Integer, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    # [{index, type, params (rendered), status, error, attempts, duration_ms}]
+    Column("actions", JSONB, nullable=False),
+    Column("start_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finish_time", DateTime(timezone=True)),
+    Column("lease_until", DateTime(timezone=True)),
+    UniqueConstraint("rule_id", "event_id", name="executions_one_per_rule_and_event"),
+    Index("executions_running", "lease_until", postgresql_where=text("status = 'running'")),
+    Index("executions_recent", text("start_time DESC"), "execution_id"),
+    Index("executions_by_event", "event_id"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("notification_id", UUID(as_uuid=False), primary_key=True),
+    Column("execution_id", UUID(as_uuid=False), nullable=False),
+    Column("action_index", Integer, nullable=False),
+    Column("rule_id", UUID(as_uuid=False), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_time", DateTime(timezone=True)),
+    UniqueConstraint("execution_id", "action_index", name="notifications_one_per_action"),
+    Index("notifications_recent", text("create_time DESC"), "notification_id"),
+)
+
+_LAST_EXECUTION = (
+    select(executions.c.status, executions.c.start_time)
+    .where(executions.c.rule_id == rules.c.rule_id)
+    .order_by(executions.c.start_time.desc())
+    .limit(1)
+    .lateral("last_execution")
+)
+_RULE_COLUMNS = (
+    *rules.c,
+    _LAST_EXECUTION.c.status.label("last_execution_status"),
+    _LAST_EXECUTION.c.start_time.label("last_execution_time"),
+)
+
+
+def _rules_query():
+    return select(*_RULE_COLUMNS).select_from(rules.outerjoin(_LAST_EXECUTION, text("true")))
+
+
+DEFINITION_FIELDS = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
+
+
+def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in DEFINITION_FIELDS}
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+async def create_rule(conn: AsyncConnection, definition: dict[str, Any], actor: str) -> dict[str, Any]:
+    rule_id = str(uuid.uuid4())
+    values = {**{k: definition[k] for k in DEFINITION_FIELDS}, "rule_id": rule_id, "version": 1, "created_by": actor, "updated_by": actor}
+    await conn.execute(rules.insert().values(**values))
+    await conn.execute(rule_versions.insert().values(rule_id=rule_id, version=1, snapshot=_snapshot(values), changed_by=actor))
+    return await get_rule(conn, rule_id)
+
+
+async def get_rule(conn: AsyncConnection, rule_id: str, *, for_update: bool = False) -> dict[str, Any]:
+    if not _is_uuid(rule_id):
+        raise NotFound("rule", rule_id)
+    if for_update:
+        # Serialises edits of one rule so versions stay consecutive.
+        await conn.execute(select(rules.c.rule_id).where(rules.c.rule_id == rule_id).with_for_update())
+    row = (
+        await conn.execute(_rules_query().where(rules.c.rule_id == rule_id, rules.c.delete_time.is_(None)))
+    ).mappings().first()
+    if row is None:
+        raise NotFound("rule", rule_id)
+    return dict(row)
+
+
+async def change_rule(conn: AsyncConnection, rule_id: str, changes: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Applies changes to a live rule as a new version (and records the version)."""
+    current = await get_rule(conn, rule_id, for_update=True)
+    version = current["version"] + 1
+    values = {**changes, "version": version, "updated_by": actor, "update_time": func.now()}
+    await conn.execute(update(rules).where(rules.c.rule_id == rule_id).values(**values))
+    snapshot = _snapshot({**current, **changes})
+    await conn.execute(rule_versions.insert().values(rule_id=rule_id, version=version, snapshot=snapshot, changed_by=actor))
+    return await get_rule(conn, rule_id)
+
+
+async def delete_rule(conn: AsyncConnection, rule_id: str, actor: str) -> dict[str, Any]:
+    deleted = await change_rule(conn, rule_id, {"active": False}, actor)
+    await conn.execute(update(rules).where(rules.c.rule_id == rule_id).values(delete_time=func.now()))
+    return deleted
+
+
+async def list_rules(
+    conn: AsyncConnection, *, rule_type: str | None, active: bool | None, limit: int, after: list | None
+) -> list[dict[str, Any]]:
+    query = _rules_query().where(rules.c.delete_time.is_(None))
+    if rule_type:
+        query = query.where(rules.c.type == rule_type)
+    if active is not None:
+        query = query.where(rules.c.active.is_(active))
+    if after:
+        priority, rule_id = after
+        query = query.where(or_(rules.c.priority < priority, and_(rules.c.priority == priority, rules.c.rule_id > rule_id)))
+    query = query.order_by(rules.c.priority.desc(), rules.c.rule_id).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def list_versions(conn: AsyncConnection, rule_id: str, *, limit: int, before: int | None) -> list[dict[str, Any]]:
+    current = await get_rule(conn, rule_id)
+    query = select(rule_versions).where(rule_versions.c.rule_id == rule_id)
+    if before is not None:
+        query = query.where(rule_versions.c.version < before)
+    rows = (await conn.execute(query.order_by(rule_versions.c.version.desc()).limit(limit))).mappings()
+    return [
+        {
+            **current,
+            **row["snapshot"],
+            "version": row["version"],
+            "updated_by": row["changed_by"],
+            "update_time": row["change_time"],
+            "last_execution_status": None,
+            "last_execution_time": None,
+        }
+        for row in rows
+    ]
+
+
+async def active_rules(conn: AsyncConnection) -> list[dict[str, Any]]:
+    query = (
+        select(rules)
+        .where(rules.c.active.is_(True), rules.c.delete_time.is_(None))
+        .order_by(rules.c.priority.desc(), rules.c.rule_id)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]]) -> int:
+    """Stores events not seen before (by event_id); returns how many were new."""
+    if not batch:
+        return 0
+    inserted = await conn.execute(
+        insert(events).values(batch).on_conflict_do_nothing(index_elements=["event_id"]).returning(events.c.event_id)
+    )
+    return len(inserted.all())
+
+
+async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    """Takes up to `limit` unevaluated events, oldest first, that no live worker holds."""
+    pending = (
+        select(events.c.event_id)
+        .where(events.c.evaluated_time.is_(None), or_(events.c.lease_until.is_(None), events.c.lease_until < func.now()))
+        .order_by(events.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = await conn.execute(
+        update(events)
+        .where(events.c.event_id.in_(pending.scalar_subquery()))
+        .values(lease_until=func.now() + timedelta(seconds=lease_seconds), attempts=events.c.attempts + 1)
+        .returning(*events.c)
+    )
+    return sorted((dict(r) for r in leased.mappings()), key=lambda r: r["seq"])
+
+
+async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def events_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    query = select(events).where(events.c.occurred_time >= start, events.c.occurred_time < end).order_by(events.c.seq)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def mark_evaluated(conn: AsyncConnection, event_id: str) -> None:
+    await conn.execute(
+        update(events).where(events.c.event_id == event_id).values(evaluated_time=func.now(), lease_until=None)
+    )
+
+
+async def postpone_event(conn: AsyncConnection, event_id: str, seconds: float) -> None:
+    await conn.execute(
+        update(events).where(events.c.event_id == event_id).values(lease_until=func.now() + timedelta(seconds=seconds))
+    )
+
+
+# --- executions ---------------------------------------------------------------------------
+
+
+async def claim_execution(
+    conn: AsyncConnection,
+    *,
+    rule_id: str,
+    rule_version: int,
+    event_id: str,
+    event_type: str,
+    actions: list[dict[str, Any]],
+    lease_seconds: float,
+) -> dict[str, Any] | None:
+    """The new running execution of (rule, event), or None when one already exists."""
+    claimed = await conn.execute(
+        insert(executions)
+        .values(
+            execution_id=str(uuid.uuid4()),
+            rule_id=rule_id,
+            rule_version=rule_version,
+            event_id=event_id,
+            event_type=event_type,
+            status="running",
+            actions=actions,
+            lease_until=func.now() + timedelta(seconds=lease_seconds),
+        )
+        .on_conflict_do_nothing(constraint="executions_one_per_rule_and_event")
+        .returning(*executions.c)
+    )
+    row = claimed.mappings().first()
+    return dict(row) if row else None
+
+
+async def lease_stalled_executions(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    """Running executions whose worker stopped renewing them (it crashed): taken over to finish."""
+    stalled = (
+        select(executions.c.execution_id)
+        .where(executions.c.status == "running", executions.c.lease_until < func.now())
+        .order_by(executions.c.start_time)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = await conn.execute(
+        update(executions)
+        .where(executions.c.execution_id.in_(stalled.scalar_subquery()))
+        .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+        .returning(*executions.c)
+    )
+    return [dict(r) for r in leased.mappings()]
+
+
+async def record_actions(
+    conn: AsyncConnection, execution_id: str, actions: list[dict[str, Any]], *, lease_seconds: float
+) -> None:
+    """Saves action progress and renews the lease of a running execution."""
+    await conn.execute(
+        update(executions)
+        .where(executions.c.execution_id == execution_id)
+        .values(actions=actions, lease_until=func.now() + timedelta(seconds=lease_seconds))
+    )
+
+
+async def finish_execution(conn: AsyncConnection, execution_id: str, status: str, actions: list[dict[str, Any]]) -> dict:
+    finished = await conn.execute(
+        update(executions)
+        .where(executions.c.execution_id == execution_id)
+        .values(status=status, actions=actions, finish_time=func.now(), lease_until=None)
+        .returning(*executions.c)
+    )
+    return dict(finished.mappings().one())
+
+
+async def get_execution(conn: AsyncConnection, execution_id: str) -> dict[str, Any]:
+    row = None
+    if _is_uuid(execution_id):
+        row = (await conn.execute(select(executions).where(executions.c.execution_id == execution_id))).mappings().first()
+    if row is None:
+        raise NotFound("execution", execution_id)
+    return dict(row)
+
+
+async def executions_of_event(conn: AsyncConnection, event_id: str) -> list[dict[str, Any]]:
+    query = select(executions).where(executions.c.event_id == event_id)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def list_executions(
+    conn: AsyncConnection, *, rule_id: str, event_id: str, status: str | None, limit: int, after: list | None
+) -> list[dict[str, Any]]:
+    query = select(executions)
+    if rule_id:
+        if not _is_uuid(rule_id):
+            return []
+        query = query.where(executions.c.rule_id == rule_id)
+    if event_id:
+        query = query.where(executions.c.event_id == event_id)
+    if status:
+        query = query.where(executions.c.status == status)
+    if after:
+        query = query.where(
+            tuple_(executions.c.start_time, executions.c.execution_id) < tuple_(datetime.fromisoformat(after[0]), after[1])
+        )
+    query = query.order_by(executions.c.start_time.desc(), executions.c.execution_id.desc()).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+# --- notifications ------------------------------------------------------------------------
+
+
+async def claim_notification(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    """The notification of (execution, action): created once, found again on a resumed run."""
+    created = await conn.execute(
+        insert(notifications)
+        .values(notification_id=str(uuid.uuid4()), **values)
+        .on_conflict_do_nothing(constraint="notifications_one_per_action")
+        .returning(*notifications.c)
+    )
+    row = created.mappings().first()
+    if row is None:
+        row = (
+            await conn.execute(
+                select(notifications).where(
+                    notifications.c.execution_id == values["execution_id"],
+                    notifications.c.action_index == values["action_index"],
+                )
+            )
+        ).mappings().one()
+    return dict(row)
+
+
+async def update_notification(conn: AsyncConnection, notification_id: str, **values: Any) -> None:
+    await conn.execute(update(notifications).where(notifications.c.notification_id == notification_id).values(**values))
+
+
+async def get_notification(conn: AsyncConnection, notification_id: str) -> dict[str, Any]:
+    row = None
+    if _is_uuid(notification_id):
+        query = select(notifications).where(notifications.c.notification_id == notification_id)
+        row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound("notification", notification_id)
+    return dict(row)
+
+
+async def list_notifications(
+    conn: AsyncConnection, *, status: str | None, rule_id: str, limit: int, after: list | None
+) -> list[dict[str, Any]]:
+    query = select(notifications)
+    if status:
+        query = query.where(notifications.c.status == status)
+    if rule_id:
+        if not _is_uuid(rule_id):
+            return []
+        query = query.where(notifications.c.rule_id == rule_id)
+    if after:
+        query = query.where(
+            tuple_(notifications.c.create_time, notifications.c.notification_id)
+            < tuple_(datetime.fromisoformat(after[0]), after[1])
+        )
+    query = query.order_by(notifications.c.create_time.desc(), notifications.c.notification_id.desc()).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+async def purge_older_than(conn: AsyncConnection, days: int) -> dict[str, int]:
+    """Deletes evaluated events, finished executions, notifications and idempotency keys older than `days`."""
+    cutoff = func.now() - timedelta(days=days)
+    counts = {}
+    counts["notifications_deleted"] = (
+        await conn.execute(delete(notifications).where(notifications.c.create_time < cutoff))
+    ).rowcount
+    counts["executions_deleted"] = (
+        await conn.execute(delete(executions).where(executions.c.finish_time < cutoff))
+    ).rowcount
+    counts["events_deleted"] = (await conn.execute(delete(events).where(events.c.evaluated_time < cutoff))).rowcount
+    counts["idempotency_rows_deleted"] = (
+        await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.create_time < cutoff))
+    ).rowcount
+    return counts
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
