@@ -1,0 +1,33 @@
+import os
+
+import pytest
+from playwright.async_api import async_playwright
+
+from libs.scratch_db import create_database, drop_database, server_url
+from tests.console.support import CHROMIUM, CHROMIUM_ARGS, live_suite
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test installs it)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def suite():
+    """A database of the module's own (engagement figures are global) and the whole suite on it."""
+    admin_url = server_url()
+    url = create_database(admin_url, prefix="loom_console")
+    async with live_suite(url) as running:
+        yield running
+    drop_database(admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory):
+    """Where page screenshots go; pytest keeps the last runs' temp dirs for a look afterwards."""
+    return tmp_path_factory.mktemp("console-screenshots")
