@@ -1,11 +1,62 @@
 """Wires the scheduler service into the shared server bootstrap."""
 
+import asyncio
+from contextlib import suppress
+
+from loom.scheduler.v1 import scheduler_pb2_grpc
+
+from libs import db
+from libs.scratch_db import plain_url
 from libs.server import ServiceContext, ServiceSpec
+from services.scheduler import store
+from services.scheduler.domain import JOBS, parse_schedule_spec, validate_schedule, zone
+from services.scheduler.leader import Replica, replica_identity
+from services.scheduler.runner import Runner
+from services.scheduler.server import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
+from services.scheduler.watch import RunWatch
+
+
+def configured_schedules(settings: SchedulerSettings) -> dict:
+    """Every job's schedule from configuration, validated (a bad one stops start-up)."""
+    zone(settings.scheduler_time_zone)
+    unknown = set(settings.scheduler_job_schedules) - set(JOBS)
+    if unknown:
+        raise ValueError(f"LOOM_SCHEDULER_JOB_SCHEDULES names unknown jobs: {sorted(unknown)}")
+    schedules = {}
+    for name, job in JOBS.items():
+        schedule = parse_schedule_spec(settings.scheduler_job_schedules.get(name, job.default_schedule))
+        validate_schedule(schedule, field=f"scheduler_job_schedules.{name}")
+        schedules[name] = schedule
+    return schedules
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicers (none yet: health and reflection only)."""
+    settings: SchedulerSettings = context.settings  # type: ignore[assignment]
+    engine = context.engine
+    schedules = configured_schedules(settings)
+    await db.run_in_transaction(engine, lambda conn: store.seed_jobs(conn, schedules))
+
+    runner = Runner(engine, context.clients, settings, replica_identity())
+    replica = Replica(engine, runner, settings)
+    watch = RunWatch(engine, plain_url(db.async_url(settings.database_url)))
+    replica_task = asyncio.get_running_loop().create_task(replica.run(), name="scheduler-replica")
+
+    async def stop() -> None:
+        replica_task.cancel()
+        with suppress(asyncio.CancelledError):
+            await replica_task
+        replica.close()
+        await runner.close()
+        await watch.close()
+
+    context.exit_stack.push_async_callback(stop)
+    # Serve once this replica holds its liveness lock and has marked orphaned runs
+    # interrupted, so the API never shows a dead replica's run as running.
+    await asyncio.wait_for(replica.lock_held.wait(), timeout=30)
+    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(
+        SchedulerServicer(engine, runner, watch, settings), context.server
+    )
 
 
 SPEC = ServiceSpec(

@@ -1,0 +1,316 @@
+"""The scheduler's pure decisions: the job catalogue, schedules and their trigger
+math (DST-safe cron), retry back-off and which failures are worth retrying.
+
+No I/O here; everything is unit-tested in tests/scheduler/test_domain.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import grpc
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from libs.errors import Violations
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # this attempt failed; a retry follows
+    DEAD_LETTERED = "dead_lettered"  # the last allowed attempt failed
+    INTERRUPTED = "interrupted"  # the replica running it died
+    SKIPPED = "skipped"  # another run of the job was in progress, or the firing was missed
+
+
+FINISHED_STATUSES = frozenset(RunStatus) - {RunStatus.RUNNING}
+
+
+class TriggerKind(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RETRY = "retry"
+
+
+# --- the job catalogue ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    name: str
+    description: str
+    # The service whose RPC the job calls; None for the scheduler's own housekeeping.
+    service: str | None
+    method: str
+    default_schedule: str
+
+    @property
+    def target(self) -> str:
+        if self.service is None:
+            return f"scheduler (in process): {self.method}"
+        return f"loom.{self.service}.v1.{self.service.capitalize()}Service/{self.method}"
+
+
+PURGE_JOB_RUNS = "purge-job-runs"
+
+JOBS: dict[str, JobDefinition] = {
+    job.name: job
+    for job in (
+        JobDefinition(
+            "orchestrate-batches", "Confirm, flag, cancel and nudge filling batches.", "batch", "Orchestrate",
+            "@every 300s",
+        ),
+        JobDefinition(
+            "aggregate-popularity", "Recompute popularity scores and co-occurrence.", "tracking",
+            "AggregatePopularity", "0 2 * * *",
+        ),
+        JobDefinition(
+            "capture-price-snapshot", "Record every supplier's tier price (weekly, Sunday).", "batch",
+            "CapturePriceSnapshot", "0 3 * * 0",
+        ),
+        JobDefinition(
+            PURGE_JOB_RUNS, "Delete the scheduler's job runs older than the retention.", None, "PurgeJobRuns",
+            "0 4 1 * *",
+        ),
+        JobDefinition("purge-batch-data", "The batch service's retention clean-up.", "batch", "PurgeOldData",
+                      "30 3 * * *"),
+        JobDefinition("purge-rules-data", "The rules service's retention clean-up.", "rules", "PurgeOldData",
+                      "40 3 * * *"),
+        JobDefinition("purge-tracking-data", "The tracking service's retention clean-up.", "tracking",
+                      "PurgeOldData", "50 3 * * *"),
+    )
+}
+
+
+# --- schedules -------------------------------------------------------------------------
+
+MAX_INTERVAL_SECONDS = 366 * 24 * 3600
+MAX_JITTER_SECONDS = 3600
+_EVERY = re.compile(r"@every\s+(\d+)\s*([smhd])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Exactly one of cron (five crontab fields) and interval_seconds."""
+
+    cron: str = ""
+    interval_seconds: int = 0
+    time_zone: str = ""  # empty: the configured default zone
+    jitter_seconds: int = 0
+
+    def describe(self) -> str:
+        if self.cron:
+            return f"{self.cron} ({self.time_zone or 'default zone'})"
+        return f"every {self.interval_seconds}s"
+
+
+def parse_schedule_spec(spec: str) -> Schedule:
+    """A configured schedule: "@every 300s" (s/m/h/d) or a five-field crontab line."""
+    spec = spec.strip()
+    if spec.startswith("@"):
+        match = _EVERY.fullmatch(spec)
+        if not match:
+            raise ValueError(f"{spec!r}: expected '@every <n><s|m|h|d>' or a crontab line")
+        return Schedule(interval_seconds=int(match[1]) * _UNIT_SECONDS[match[2].lower()])
+    return Schedule(cron=" ".join(spec.split()))
+
+
+def validate_schedule(schedule: Schedule, field: str = "schedule") -> None:
+    """Raises InvalidArgument naming every bad part of the schedule."""
+    problems = Violations()
+    if bool(schedule.cron) == bool(schedule.interval_seconds):
+        problems.add(field, "exactly one of cron and interval_seconds")
+    if schedule.cron:
+        try:
+            crontab_fields(schedule.cron)
+        except ValueError as error:
+            problems.add(f"{field}.cron", str(error))
+    if schedule.interval_seconds and not 0 < schedule.interval_seconds <= MAX_INTERVAL_SECONDS:
+        problems.add(f"{field}.interval_seconds", f"between 1 and {MAX_INTERVAL_SECONDS}")
+    if schedule.time_zone:
+        try:
+            zone(schedule.time_zone)
+        except ValueError as error:
+            problems.add(f"{field}.time_zone", str(error))
+    if not 0 <= schedule.jitter_seconds <= MAX_JITTER_SECONDS:
+        problems.add(f"{field}.jitter_seconds", f"between 0 and {MAX_JITTER_SECONDS}")
+    problems.raise_if_any()
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone") from None
+
+
+def crontab_fields(expression: str) -> dict[str, str]:
+    """The CronTrigger fields of a standard five-field crontab line.
+
+    APScheduler counts weekdays from Monday (0=mon), crontab from Sunday (0 or 7=sun),
+    so the weekday field is expanded to names. Crontab ORs a restricted day-of-month
+    with a restricted day-of-week while APScheduler ANDs them; rather than guess, such
+    a line is refused.
+    """
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"{expression!r}: a crontab line has 5 fields (minute hour day month weekday)")
+    minute, hour, day, month, weekday = parts
+    if day != "*" and weekday != "*":
+        raise ValueError("restrict day-of-month or day-of-week, not both")
+    fields = {"minute": minute, "hour": hour, "day": day, "month": month, "day_of_week": _weekday_names(weekday),
+              "second": "0"}
+    try:
+        CronTrigger(**fields, timezone=UTC)
+    except ValueError as error:
+        raise ValueError(f"{expression!r}: {error}") from None
+    return fields
+
+
+def _weekday_number(token: str) -> int:
+    if token.lower() in _WEEKDAYS:
+        return _WEEKDAYS.index(token.lower())
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token) % 7
+    raise ValueError(f"weekday {token!r}: 0-7 or sun-sat")
+
+
+def _weekday_names(field: str) -> str:
+    days: set[int] = set()
+    for item in field.split(","):
+        span, _, step_text = item.partition("/")
+        if step_text and not (step_text.isdigit() and int(step_text) > 0):
+            raise ValueError(f"weekday step {step_text!r}")
+        step = int(step_text or 1)
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, high = span.split("-", 1)
+            first, last = _weekday_number(low), _weekday_number(high)
+            if high == "7":
+                last = 7
+            if last < first:
+                raise ValueError(f"weekday range {span!r} runs backwards")
+        else:
+            first = last = _weekday_number(span)
+            if step_text:
+                last = 6
+        days.update(day % 7 for day in range(first, last + 1, step))
+    if days == set(range(7)):
+        return "*"
+    return ",".join(_WEEKDAYS[day] for day in sorted(days))
+
+
+class WallClockCronTrigger(BaseTrigger):
+    """A crontab schedule on a zone's wall clock that DST neither skips nor doubles.
+
+    Each matching wall-clock time fires once: a time that occurs twice (clocks set
+    back) fires at its first occurrence only; a time that does not exist (clocks set
+    forward) fires when the clock would have shown it, i.e. shifted by the gap
+    (02:30 on a spring-forward night becomes 03:30). APScheduler's own CronTrigger
+    fires a repeated hour twice, which is why this exists.
+    """
+
+    # Larger than any UTC offset change (DST shifts are 30 min to 2 h).
+    _MAX_SHIFT = timedelta(hours=3)
+
+    def __init__(self, expression: str, zone_name: str, jitter: int | None = None) -> None:
+        self.expression, self.zone_name, self.jitter = expression, zone_name, jitter or None
+        self._build()
+
+    def _build(self) -> None:
+        self._zone = zone(self.zone_name)
+        # Matching wall-clock times, computed on a calendar without DST (UTC as a naive clock).
+        self._calendar = CronTrigger(**crontab_fields(self.expression), timezone=UTC)
+
+    def __getstate__(self) -> dict:
+        return {"version": 1, "expression": self.expression, "zone_name": self.zone_name, "jitter": self.jitter}
+
+    def __setstate__(self, state: dict) -> None:
+        self.expression, self.zone_name, self.jitter = state["expression"], state["zone_name"], state["jitter"]
+        self._build()
+
+    def _instant(self, wall: datetime) -> datetime:
+        # fold=0 is the first occurrence of a repeated time and, for a skipped one,
+        # the offset before the jump: the time shifted forward by the gap.
+        return wall.replace(tzinfo=self._zone, fold=0).astimezone(UTC)
+
+    def _wall(self, instant: datetime) -> datetime:
+        return instant.astimezone(self._zone).replace(tzinfo=UTC)
+
+    def next_instant(self, earliest: datetime) -> datetime | None:
+        """The first firing at or after `earliest`."""
+        best: datetime | None = None
+        wall = self._calendar.get_next_fire_time(None, self._wall(earliest) - self._MAX_SHIFT)
+        # Wall order and instant order differ by at most the DST shift, so once the wall
+        # clock is that far past the best instant found, nothing later can beat it.
+        while wall is not None and (best is None or wall <= self._wall(best) + self._MAX_SHIFT):
+            instant = self._instant(wall.replace(tzinfo=None))
+            if instant >= earliest and (best is None or instant < best):
+                best = instant
+            wall = self._calendar.get_next_fire_time(wall, wall)
+        return best
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        # Like CronTrigger: strictly after the previous firing (so missed firings can be
+        # counted and coalesced), else from now.
+        earliest = previous_fire_time + timedelta(microseconds=1) if previous_fire_time else now
+        instant = self.next_instant(earliest)
+        if instant is None:
+            return None
+        return self._apply_jitter(instant.astimezone(self._zone), self.jitter, now)
+
+    def __str__(self) -> str:
+        return f"cron[{self.expression}] {self.zone_name}"
+
+    def __repr__(self) -> str:
+        return f"<WallClockCronTrigger ({self.expression!r}, zone={self.zone_name!r}, jitter={self.jitter})>"
+
+
+def build_trigger(schedule: Schedule, default_zone: str) -> BaseTrigger:
+    zone_name = schedule.time_zone or default_zone
+    if schedule.cron:
+        return WallClockCronTrigger(schedule.cron, zone_name, schedule.jitter_seconds)
+    return IntervalTrigger(
+        seconds=schedule.interval_seconds, timezone=zone(zone_name), jitter=schedule.jitter_seconds or None
+    )
+
+
+# --- retries ---------------------------------------------------------------------------
+
+# Failures a later attempt may not meet: the target down or overloaded, a deadline,
+# a conflict, or an unexplained server error. The target RPCs are idempotent per
+# request_id, so repeating one is safe.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def is_transient(code: grpc.StatusCode | None) -> bool:
+    """Whether a failed call is worth another attempt (None: not a gRPC failure)."""
+    return code in TRANSIENT_CODES
+
+
+def retry_delay_seconds(attempt: int, *, base: float, maximum: float) -> float:
+    """Delay after failed attempt `attempt` (1-based): base, 2*base, 4*base... capped."""
+    return min(maximum, base * 2 ** (attempt - 1))
+
+
+def next_status_after_failure(attempt: int, max_attempts: int, transient: bool) -> RunStatus:
+    return RunStatus.FAILED if transient and attempt < max_attempts else RunStatus.DEAD_LETTERED
