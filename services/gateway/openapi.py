@@ -8,6 +8,8 @@ so every message schema says `additionalProperties: false`.
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from libs.auth import ROLE_NAMES
@@ -71,7 +73,7 @@ def openapi_document(table: RouteTable, *, title: str = "Loom API", version: str
         seen_operations[name] = seen_operations.get(name, 0) + 1
         operation_id = name if seen_operations[name] == 1 else f"{name}_{seen_operations[name]}"
         operation = _operation(binding, operation_id, schemas)
-        paths.setdefault(binding.template.openapi_path, {})[binding.http_method.lower()] = operation
+        paths.setdefault(openapi_path(binding), {})[binding.http_method.lower()] = operation
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version, "description": INFO_DESCRIPTION},
@@ -81,6 +83,21 @@ def openapi_document(table: RouteTable, *, title: str = "Loom API", version: str
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def parameter_name(binding: Binding, variable: str) -> str:
+    """A path variable's parameter name: `{post.post_id}` becomes `post_id` (tools choke on dots)."""
+    leaf = variable.rsplit(".", 1)[-1]
+    if leaf == variable or leaf not in binding.rpc.descriptor.input_type.fields_by_name:
+        return leaf
+    return variable.replace(".", "_")
+
+
+def openapi_path(binding: Binding) -> str:
+    """The template in OpenAPI syntax: each variable `{name}`, sub-patterns dropped."""
+    return re.sub(
+        r"\{([^}=]+)(=[^}]*)?\}", lambda found: "{" + parameter_name(binding, found.group(1)) + "}", binding.template.template
+    )
 
 
 def _operation(binding: Binding, operation_id: str, schemas: dict[str, dict]) -> dict:
@@ -134,7 +151,7 @@ def _path_parameters(binding: Binding, schemas: dict[str, dict]) -> list[dict]:
         schema = _field_schema(field, schemas)
         if schema.get("type") == "string" and "pattern" not in schema and "enum" not in schema:
             schema = {**schema, "minLength": 1}
-        parameters.append({"name": variable, "in": "path", "required": True, "schema": schema})
+        parameters.append({"name": parameter_name(binding, variable), "in": "path", "required": True, "schema": schema})
     return parameters
 
 

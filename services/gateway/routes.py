@@ -73,11 +73,6 @@ class PathTemplate:
             return None
         return {name: unquote(value) for name, value in zip(self.variables, found.groups(), strict=True)}
 
-    @property
-    def openapi_path(self) -> str:
-        """The template with each variable as `{field.path}` (OpenAPI path syntax)."""
-        return re.sub(r"\{([^}=]+)(=[^}]*)?\}", r"{\1}", self.template)
-
 
 def parse_template(template: str) -> PathTemplate:
     if not template.startswith("/"):
