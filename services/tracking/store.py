@@ -516,43 +516,46 @@ async def popularity(conn: AsyncConnection, product_id: str, paired_limit: int) 
 
 
 async def recommendations(conn: AsyncConnection, user_id: str | None, session_id: str | None, limit: int):
-    """[(product, score, reason product, percentage)]: products paired with the actor's own
-    recent products that they have not used yet, best pairing first; popular products fill up."""
-    rows = (
-        await conn.execute(
-            text(
-                """WITH own AS (
-                    SELECT product_id, count(*) AS uses FROM tracking.interactions
+    """[(product, score, because)]: products paired with the actor's own products (a user's
+    include their attributed sessions) that they have not used yet, best pairing first;
+    popular products (because None) fill up the list."""
+    own = dict(
+        (
+            await conn.execute(
+                text(
+                    """SELECT product_id, count(*) FROM tracking.interactions
                     WHERE (CAST(:user_id AS text) IS NOT NULL AND (user_id = :user_id OR session_id IN
                               (SELECT session_id FROM tracking.session_users WHERE user_id = :user_id)))
                        OR (CAST(:session_id AS text) IS NOT NULL AND session_id = :session_id)
-                    GROUP BY product_id
-                ), candidates AS (
-                    SELECT DISTINCT ON (p.paired_product_id) p.paired_product_id AS product_id,
-                           p.percentage, p.product_id AS because
-                    FROM own JOIN tracking.product_pairs p ON p.product_id = own.product_id
-                    WHERE p.paired_product_id NOT IN (SELECT product_id FROM own)
-                    ORDER BY p.paired_product_id, p.percentage DESC, own.uses DESC, p.product_id
-                )
-                SELECT product_id, percentage, because FROM candidates
-                ORDER BY percentage DESC, product_id LIMIT :limit"""
-            ),
-            {"user_id": user_id, "session_id": session_id, "limit": limit},
-        )
-    ).all()
+                    GROUP BY product_id"""
+                ),
+                {"user_id": user_id, "session_id": session_id},
+            )
+        ).all()
+    )
+    rows = await conn.execute(
+        text(
+            """SELECT product_id, percentage, because FROM (
+                SELECT DISTINCT ON (p.paired_product_id) p.paired_product_id AS product_id, p.percentage,
+                       p.product_id AS because
+                FROM tracking.product_pairs p
+                JOIN unnest(CAST(:own AS text[]), CAST(:uses AS bigint[])) AS own(product_id, uses)
+                  ON p.product_id = own.product_id
+                WHERE p.paired_product_id <> ALL(:own)
+                ORDER BY p.paired_product_id, p.percentage DESC, own.uses DESC, p.product_id
+            ) candidates ORDER BY percentage DESC, product_id LIMIT :limit"""
+        ),
+        {"own": list(own), "uses": list(own.values()), "limit": limit},
+    )
     picked = [(p, pct, because) for p, pct, because in rows]
     if len(picked) < limit:
-        taken = [p for p, _, _ in picked]
+        taken = list(own) + [p for p, _, _ in picked]
         popular = await conn.execute(
             text(
                 """SELECT product_id, score FROM tracking.product_popularity
-                WHERE product_id <> ALL(:taken) AND score > 0 AND product_id NOT IN (
-                    SELECT product_id FROM tracking.interactions
-                    WHERE (CAST(:user_id AS text) IS NOT NULL AND user_id = :user_id)
-                       OR (CAST(:session_id AS text) IS NOT NULL AND session_id = :session_id))
-                ORDER BY score DESC, product_id LIMIT :limit"""
+                WHERE product_id <> ALL(:taken) AND score > 0 ORDER BY score DESC, product_id LIMIT :limit"""
             ),
-            {"taken": taken, "user_id": user_id, "session_id": session_id, "limit": limit - len(picked)},
+            {"taken": taken, "limit": limit - len(picked)},
         )
         picked += [(p, score, None) for p, score in popular]
     return picked
