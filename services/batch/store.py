@@ -438,8 +438,6 @@ async def update_order_status(
     if target == OrderStatus.CANCELLED:
         return await cancel_order(conn, order, reason, now)
     current = OrderStatus(order["status"])
-    if current == target:
-        return order
     if not domain.order_transition_allowed(current, target):
         raise FailedPrecondition(
             f"an order cannot go from {current} to {target}", reason="BAD_TRANSITION", subject=f"orders/{order_id}"
@@ -591,8 +589,6 @@ async def advance_batch(conn: AsyncConnection, batch_id: str, target: BatchStatu
     """confirmed -> in_production -> completed; the batch's confirmed orders go into production with it."""
     batch = await get_batch(conn, batch_id, for_update=True)
     current = BatchStatus(batch["status"])
-    if current == target:
-        return batch
     if target not in (BatchStatus.IN_PRODUCTION, BatchStatus.COMPLETED) or not domain.batch_transition_allowed(
         current, target
     ):
