@@ -266,7 +266,8 @@ class WallClockCronTrigger(BaseTrigger):
         instant = self.next_instant(earliest)
         if instant is None:
             return None
-        return self._apply_jitter(instant.astimezone(self._zone), self.jitter, now)
+        # In UTC: an aware time inside a repeated hour never compares equal across zones.
+        return self._apply_jitter(instant, self.jitter, now)
 
     def __str__(self) -> str:
         return f"cron[{self.expression}] {self.zone_name}"
