@@ -276,7 +276,8 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             merged = supplier_message(await store.get_supplier(conn, request.supplier.supplier_id, for_update=True))
             for path in paths:
                 if path in ("categories", "price_tiers"):
-                    getattr(merged, path)[:] = getattr(request.supplier, path)
+                    del getattr(merged, path)[:]
+                    getattr(merged, path).extend(getattr(request.supplier, path))
                 else:
                     setattr(merged, path, getattr(request.supplier, path))
             violations = Violations()
