@@ -30,6 +30,7 @@ from libs.clients import CHANNEL_OPTIONS
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import SERVICE_NAMES
 from services.gateway import forwarding
+from services.gateway.console import console_routes
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import Binding, Rpc, RouteTable, build_table
 from services.gateway.settings import GatewaySettings
@@ -253,6 +254,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/openapi.json", openapi),
+        *console_routes(),
         Route("/{path:path}", transcoder.handle, methods=methods),
     ]
     middleware = [

@@ -362,3 +362,9 @@ async def test_openapi_document_describes_every_route(gateway, http):
     assert "get" in document["paths"]["/v1/batches/{batch_id}:watch"]
     assert document["components"]["schemas"]["google.rpc.Status"]["required"] == ["code", "message", "details"]
 
+
+
+async def test_admin_console_is_served_by_the_gateway(http):
+    reply = await http.get("/console/", follow_redirects=True)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/html")
