@@ -14,10 +14,10 @@ function niceMax(value) {
 }
 
 function dataTable(caption, head, rows) {
-  return h('table', { class: 'visually-hidden' },
+  return h('div', { class: 'visually-hidden' }, h('table', {},
     h('caption', {}, caption),
     h('thead', {}, h('tr', {}, head.map((c) => h('th', { scope: 'col' }, c)))),
-    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))));
+    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c)))))));
 }
 
 function figure(label, svg, table, legend) {
