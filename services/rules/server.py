@@ -315,7 +315,8 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
     async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
-        await run_in_transaction(self._db, lambda conn: store.insert_events(conn, records))
+        lease = self._settings.event_lease_seconds
+        await run_in_transaction(self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease))
         return [await self._engine.process(record, traced=traced) for record in records]
 
     async def ExecuteRules(self, request, context):

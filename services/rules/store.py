@@ -250,12 +250,16 @@ async def active_rules(conn: AsyncConnection) -> list[dict[str, Any]]:
 # --- events -----------------------------------------------------------------------------
 
 
-async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]]) -> int:
-    """Stores events not seen before (by event_id); returns how many were new."""
+async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]], *, lease_seconds: float = 0) -> int:
+    """Stores events not seen before (by event_id); returns how many were new.
+
+    With a lease, the caller evaluates them itself and the worker leaves them alone meanwhile.
+    """
     if not batch:
         return 0
+    lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds)} if lease_seconds else {}
     inserted = await conn.execute(
-        insert(events).values(batch).on_conflict_do_nothing(index_elements=["event_id"]).returning(events.c.event_id)
+        insert(events).values([{**event, **lease} for event in batch]).on_conflict_do_nothing(index_elements=["event_id"]).returning(events.c.event_id)
     )
     return len(inserted.all())
 

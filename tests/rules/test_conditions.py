@@ -30,10 +30,10 @@ def test_the_compact_form_users_write_becomes_a_tree():
     }
     assert tree_of(compact) == {
         "all": [
+            {"fact": "batch.fill_percentage", "operator": "greater_than", "value": 75},
+            {"fact": "supplier.lead_time_days", "operator": "less_than", "value": 30},
             {"fact": "order.status", "operator": "equal", "value": "awaiting_supplier"},
             {"fact": "supplier.capacity", "operator": "between", "value": [100, 1000]},
-            {"fact": "supplier.lead_time_days", "operator": "less_than", "value": 30},
-            {"fact": "batch.fill_percentage", "operator": "greater_than", "value": 75},
         ]
     }
 

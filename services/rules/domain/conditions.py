@@ -90,7 +90,9 @@ def _node(raw: Any, where: str, violations: list[Violation], depth: int, limits:
         return {key: [_node(c, f"{where}.{key}[{i}]", violations, depth + 1, limits) for i, c in enumerate(children)]}
     if "fact" in raw:
         return _leaf(raw, where, violations, limits)
-    return {"all": [_compact_leaf(key, value, where, violations, limits) for key, value in raw.items()]}
+    # JSON objects have no order (Struct and JSONB do not keep it): leaves are sorted by key
+    # so the normal form is one and the same however the compact form arrived.
+    return {"all": [_compact_leaf(key, value, where, violations, limits) for key, value in sorted(raw.items())]}
 
 
 def _leaf(raw: dict, where: str, violations: list[Violation], limits: RegexLimits) -> dict:
