@@ -4,6 +4,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from libs.scratch_db import create_database, drop_database, server_url
+from libs.settings import SERVICE_NAMES
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS, live_suite
 
 
@@ -18,11 +19,17 @@ async def browser():
 
 
 @pytest.fixture(scope="module")
-async def suite():
-    """A database of the module's own (engagement figures are global) and the whole suite on it."""
+def services() -> tuple[str, ...]:
+    """The services a test module's pages need (override in the module)."""
+    return SERVICE_NAMES
+
+
+@pytest.fixture(scope="module")
+async def suite(services):
+    """A database of the module's own (engagement figures are global) and the services on it."""
     admin_url = server_url()
     url = create_database(admin_url, prefix="loom_console")
-    async with live_suite(url) as running:
+    async with live_suite(url, services) as running:
         yield running
     drop_database(admin_url, url)
 

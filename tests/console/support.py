@@ -11,15 +11,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-import uvicorn
 from playwright.async_api import Browser, Page
 
 from libs.server import start
 from libs.settings import SERVICE_NAMES
-from services.gateway.app import create_app
-from services.gateway.console import console_routes
-from services.gateway.settings import GatewaySettings
-from tests.gateway.support import RunningGateway, gateway_settings
+from tests.gateway.support import RunningGateway, gateway_settings, run_gateway
 from tests.support import free_port, settings_for, token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,43 +38,13 @@ class Suite:
         )
 
 
-def gateway_app(settings: GatewaySettings):
-    app = create_app(settings)
-    if not any(getattr(route, "path", "") == "/console" for route in app.router.routes):
-        # The gateway's app includes console_routes() itself (issue 7); until that lands, add them first.
-        app.router.routes[0:0] = console_routes()
-    return app
-
-
 @asynccontextmanager
-async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
-    """The real gateway app under uvicorn on a free loopback port, in this event loop."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise TimeoutError("gateway did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", settings)
-    finally:
-        server.should_exit = True
-        await task
-
-
-@asynccontextmanager
-async def live_suite(database_url: str, **overrides) -> AsyncIterator[Suite]:
-    """Every service on its own free port, each told where the others are, and the gateway."""
+async def live_suite(database_url: str, services: tuple[str, ...] = SERVICE_NAMES, **overrides) -> AsyncIterator[Suite]:
+    """The services a page needs, each on its own free port and told where the others are, and the gateway."""
     ports = {name: free_port() for name in SERVICE_NAMES}
     targets = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     async with AsyncExitStack() as stack:
-        for name in SERVICE_NAMES:
+        for name in services:
             spec = importlib.import_module(f"services.{name}.service").SPEC
             settings = settings_for(name, database_url, **{f"{n}_port": p for n, p in ports.items()}, **overrides)
             running = await start(spec, settings, port=ports[name])

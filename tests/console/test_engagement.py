@@ -11,6 +11,11 @@ from tests.console.pixels import decode, widest_run
 from tests.console.support import signed_in
 from tests.support import token
 
+@pytest.fixture(scope="module")
+def services():
+    return ("tracking",)
+
+
 pytestmark = pytest.mark.timeout(180)
 
 BAR_BLUE = "#1565c0"

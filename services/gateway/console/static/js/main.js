@@ -64,6 +64,8 @@ function showChrome(claims) {
 }
 
 function expire(message) {
+  // Several calls in flight may be refused at once: the first one signs out, the rest have nothing to do.
+  if (!session.token()) return;
   session.signOut();
   signInMessage = message;
   navigate(`#/signin?next=${encodeURIComponent(location.hash.startsWith('#/signin') ? '#/' : location.hash)}`);
