@@ -16,7 +16,7 @@ async def setup(context: ServiceContext) -> None:
     """Registers the servicer and starts the watch listener and the outbox dispatcher."""
     settings = context.settings
     assert isinstance(settings, BatchSettings) and context.engine is not None
-    watcher = BatchWatcher(context.engine)
+    watcher = BatchWatcher(context.engine, interval_seconds=settings.watch_interval_seconds)
     context.exit_stack.push_async_callback(watcher.close)
     dispatcher = OutboxDispatcher(
         context.engine,

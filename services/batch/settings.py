@@ -41,6 +41,9 @@ class BatchSettings(Settings):
     outbox_max_backoff_seconds: float = Field(
         default=30.0, description="Longest wait between delivery attempts while the rules service is down."
     )
+    watch_interval_seconds: float = Field(
+        default=0.2, description="How often the batches being watched (WatchBatch) are looked at for changes."
+    )
     outbox_dispatch: bool = Field(default=True, description="Run the outbox dispatcher that delivers events to rules.")
 
 

@@ -27,8 +27,6 @@ from services.batch.domain import BatchStatus, OrderStatus
 
 METADATA = MetaData(schema="batch")
 IDEMPOTENCY = idempotency_table(METADATA)
-WATCH_CHANNEL = "loom_batch"
-ALL_BATCHES = "*"
 ORCHESTRATE_LOCK = "batch.orchestrate"
 OUTBOX_LOCK = "batch.outbox"
 PLACE_ATTEMPTS = 20
@@ -47,14 +45,6 @@ async def _one(conn: AsyncConnection, sql: str, **params: Any) -> RowMapping | N
 
 async def _all(conn: AsyncConnection, sql: str, **params: Any) -> list[RowMapping]:
     return list((await conn.execute(text(sql), params)).mappings().all())
-
-
-async def notify_batches(conn: AsyncConnection, batch_ids: Sequence[str]) -> None:
-    """Tells WatchBatch streams (in every replica) that these batches changed, on commit."""
-    await conn.execute(
-        text("SELECT pg_notify(:channel, id) FROM unnest(CAST(:ids AS text[])) AS id"),
-        {"channel": WATCH_CHANNEL, "ids": list(batch_ids)},
-    )
 
 
 # ---------------------------------------------------------------- suppliers
@@ -235,7 +225,7 @@ WITH b AS (
            jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b::batch.batches))
     FROM o, b
 )
-SELECT b.*, pg_notify(:channel, b.id::text) AS notified FROM b, c
+SELECT b.* FROM b, c
 """
 
 
@@ -261,7 +251,6 @@ async def _join(
         margin_amount=price.margin_amount,
         total=price.total,
         now=now,
-        channel=WATCH_CHANNEL,
     )
 
 
@@ -420,7 +409,6 @@ async def cancel_order(conn: AsyncConnection, order: RowMapping, reason: str, no
         )
     await _set_order_status(conn, str(order["id"]), OrderStatus.CANCELLED, reason, now)
     await _order_event(conn, "order.cancelled", str(order["id"]), now, reason=reason)
-    await notify_batches(conn, [str(released["id"])])
     return await get_order(conn, str(order["id"]))
 
 
@@ -525,7 +513,6 @@ async def assign_batch_supplier(
     for row in moved:
         await _order_event(conn, "order.supplier_assigned", str(row["id"]), now)
     await _batch_event(conn, "batch.status_changed", str(batch["id"]), now, change="supplier_assigned")
-    await notify_batches(conn, [str(batch["id"])])
     return await get_batch(conn, batch_id)
 
 
@@ -617,7 +604,6 @@ async def advance_batch(conn: AsyncConnection, batch_id: str, target: BatchStatu
             {"now": now, "id": batch["id"]},
         )
     await _batch_event(conn, "batch.status_changed", str(batch["id"]), now, previous_status=current.value)
-    await notify_batches(conn, [str(batch["id"])])
     return await get_batch(conn, batch_id)
 
 
@@ -793,8 +779,6 @@ async def orchestrate(conn: AsyncConnection, thresholds: domain.Thresholds, now:
     )
     counts.nearing_target = await _flag(conn, domain.Action.NEARING_TARGET, params)
     counts.closing_soon = await _flag(conn, domain.Action.CLOSING_SOON, params)
-    if counts.confirmed or counts.flagged_for_review or counts.cancelled or counts.nearing_target or counts.closing_soon:
-        await notify_batches(conn, [ALL_BATCHES])
     return counts
 
 
@@ -842,7 +826,6 @@ async def resolve_review(conn: AsyncConnection, batch_id: str, confirm: bool, no
         refunded = 0
     else:
         _, refunded = await cancel_batches(conn, "b.id = :id", params, note or "cancelled after admin review")
-    await notify_batches(conn, [str(batch["id"])])
     return refunded
 
 

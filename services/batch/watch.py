@@ -1,9 +1,10 @@
-"""Live batch changes for WatchBatch, from PostgreSQL LISTEN/NOTIFY.
+"""Live batch changes for WatchBatch.
 
-Every transaction that changes a batch calls pg_notify('loom_batch', id) (or '*'
-after set-based orchestration); the notification arrives after commit in every
-replica. One listening connection per process fans changes out to the streams
-watching those batches: a stream wakes only when its batch changed.
+One loop per process looks at the batches being watched (one query for all of
+them, only while someone watches) and pushes each new version to the streams
+watching that batch; clients get a push stream and never poll. Write paths pay
+nothing for it: no trigger and no NOTIFY, whose commit-time global lock would
+serialise every PlaceOrder in the database.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import datetime
 
-import psycopg
 import structlog
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.batch import store
 
 log = structlog.get_logger("loom.batch.watch")
-RECONNECT_SECONDS = 1.0
 
 
 class LatestBatch:
@@ -42,58 +42,56 @@ class LatestBatch:
 
 
 class BatchWatcher:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, interval_seconds: float) -> None:
         self._engine = engine
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._interval = interval_seconds
         self._watchers: dict[str, set[LatestBatch]] = {}
-        self._listener: asyncio.Task | None = None
-        self._listening = asyncio.Event()
+        self._seen: dict[str, datetime] = {}
+        self._someone_watches = asyncio.Event()
+        self._loop: asyncio.Task | None = None
 
     @asynccontextmanager
     async def watch(self, batch_id: str) -> AsyncIterator[LatestBatch]:
-        """Subscribes to one batch for the block; returns once the listener is live."""
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="batch-watch-listener")
-        await self._listening.wait()
+        """Subscribes to one batch for the block."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name="batch-watch")
         mailbox = LatestBatch()
         self._watchers.setdefault(batch_id, set()).add(mailbox)
+        self._someone_watches.set()
         try:
             yield mailbox
         finally:
             self._watchers[batch_id].discard(mailbox)
             if not self._watchers[batch_id]:
                 del self._watchers[batch_id]
+                self._seen.pop(batch_id, None)
+            if not self._watchers:
+                self._someone_watches.clear()
 
-    async def _listen(self) -> None:
+    async def _run(self) -> None:
         while True:
+            await self._someone_watches.wait()
             try:
-                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {store.WATCH_CHANNEL}")
-                    if self._listening.is_set():  # reconnected: changes may have been missed
-                        await self._refresh(set(self._watchers))
-                    self._listening.set()
-                    async for notification in conn.notifies():
-                        if notification.payload == store.ALL_BATCHES:
-                            await self._refresh(set(self._watchers))
-                        elif notification.payload in self._watchers:
-                            await self._refresh({notification.payload})
+                await self._refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - the listener must outlive database restarts
-                log.warning("batch watch listener lost its connection", error=type(error).__name__)
-                await asyncio.sleep(RECONNECT_SECONDS)
+            except Exception as error:  # noqa: BLE001 - a database hiccup must not end the watch loop
+                log.warning("batch watch refresh failed", error=type(error).__name__)
+            await asyncio.sleep(self._interval)
 
-    async def _refresh(self, batch_ids: set[str]) -> None:
-        if not batch_ids:
-            return
+    async def _refresh(self) -> None:
         async with self._engine.connect() as conn:
-            rows = await store.get_batches(conn, sorted(batch_ids))
+            rows = await store.get_batches(conn, sorted(self._watchers))
         for row in rows:
-            for mailbox in self._watchers.get(str(row["id"]), ()):
+            batch_id = str(row["id"])
+            if self._seen.get(batch_id) == row["update_time"]:
+                continue
+            self._seen[batch_id] = row["update_time"]
+            for mailbox in self._watchers.get(batch_id, ()):
                 mailbox.put(row)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        if self._loop is not None:
+            self._loop.cancel()
             with suppress(asyncio.CancelledError):
-                await self._listener
+                await self._loop
