@@ -230,8 +230,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def WatchJobRuns(self, request: pb.WatchJobRunsRequest, context):
         if request.job_name:
             _job_name(request.job_name)
-        async for row in self._watch.watch(request.job_name):
-            yield pb.WatchJobRunsResponse(run=run_message(row))
+        async with self._watch.subscribe(request.job_name) as runs:
+            # Headers go out once listening, so a client that has them misses nothing after.
+            await context.send_initial_metadata(())
+            async for row in runs:
+                yield pb.WatchJobRunsResponse(run=run_message(row))
 
     async def GetJobSummary(self, request: pb.GetJobSummaryRequest, context) -> pb.GetJobSummaryResponse:
         name = _job_name(request.job_name)

@@ -29,7 +29,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.idempotency import idempotency_table
@@ -329,7 +329,7 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID) -> Row | None:
 async def last_runs(conn: AsyncConnection) -> dict[str, Row]:
     rows = await conn.execute(
         select(job_runs)
-        .distinct(job_runs.c.job_name)
+        .ext(distinct_on(job_runs.c.job_name))
         .order_by(job_runs.c.job_name, job_runs.c.start_time.desc(), job_runs.c.id.desc())
     )
     return {row.job_name: row for row in rows}

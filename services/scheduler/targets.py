@@ -74,7 +74,7 @@ def result_of(response: Message) -> dict[str, Any]:
     )
     for field in response.DESCRIPTOR.fields:
         # JSON renders 64-bit integers as strings; the log keeps them as numbers.
-        if field.type in _INT64_TYPES and field.label != FieldDescriptor.LABEL_REPEATED and field.name in found:
+        if field.type in _INT64_TYPES and not field.is_repeated and field.name in found:
             found[field.name] = int(found[field.name])
     return found
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 
 import psycopg
 import structlog
@@ -30,7 +30,7 @@ RECONNECT_SECONDS = 1.0
 class _Watcher:
     def __init__(self, job_name: str) -> None:
         self.job_name = job_name
-        self.queue: asyncio.Queue[Row | None] = asyncio.Queue(WATCHER_BACKLOG)
+        self.queue: asyncio.Queue[Row] = asyncio.Queue(WATCHER_BACKLOG)
         self.overflowed = False
 
     def offer(self, run: Row) -> None:
@@ -49,21 +49,26 @@ class RunWatch:
         self._listener: asyncio.Task | None = None
         self._listening = asyncio.Event()
 
-    async def watch(self, job_name: str) -> AsyncIterator[Row]:
-        """Runs as they are created or change, until the caller stops iterating."""
+    @asynccontextmanager
+    async def subscribe(self, job_name: str) -> AsyncIterator[AsyncIterator[Row]]:
+        """Runs as they are created or change, from the moment this is entered."""
         watcher = _Watcher(job_name)
         self._watchers.add(watcher)
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="job-run-watch")
         try:
             await self._listening.wait()
-            while True:
-                run = await watcher.queue.get()
-                if watcher.overflowed:
-                    raise Unavailable("this watcher fell behind the job-run stream; watch again")
-                yield run
+            yield self._follow(watcher)
         finally:
             self._watchers.discard(watcher)
+
+    @staticmethod
+    async def _follow(watcher: _Watcher) -> AsyncIterator[Row]:
+        while True:
+            run = await watcher.queue.get()
+            if watcher.overflowed:
+                raise Unavailable("this watcher fell behind the job-run stream; watch again")
+            yield run
 
     async def _listen(self) -> None:
         while True:
