@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -81,8 +82,9 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             max_age=timedelta(seconds=settings.max_event_age_seconds),
             max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
         )
+        self._staged: weakref.WeakSet = weakref.WeakSet()
         self.committer = GroupCommitter(
-            lambda events: store.store_interactions(engine, events, self._limits.dedup_window),
+            lambda events: store.store_interactions(engine, events, self._limits.dedup_window, self._staged),
             max_batch=settings.ingest_max_batch_events,
             writers=settings.ingest_writers,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -60,25 +61,43 @@ class SaltBook:
 
 # ---------------------------------------------------------------------------- ingestion
 
+# Each group is first COPied (binary) into a per-connection staging table: far cheaper
+# than array parameters, and every statement below reads it with plain SQL.
+STAGE_COLUMNS = (
+    "id", "occurred_at", "type", "product_id", "session_id", "user_id", "anonymous_id", "client_event_id",
+    "page", "referrer_host", "country", "browser", "os", "device", "ip_hash",
+)
+STAGE_TYPES = (
+    "int4", "uuid", "timestamptz", "int2", "text", "text", "text", "text", "text", "text", "text", "text",
+    "text", "text", "text", "bytea",
+)
+CREATE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
+    round int, id uuid, occurred_at timestamptz, type smallint, product_id text, session_id text, user_id text,
+    anonymous_id text, client_event_id text, page text, referrer_host text, country text, browser text, os text,
+    device text, ip_hash bytea
+) ON COMMIT DELETE ROWS
+"""
+COPY_STAGE = f"COPY ingest_stage (round, {', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+# Claims the staged client ids; answers only those already taken, with their event.
 CLAIM_CLIENT_IDS = """
-INSERT INTO tracking.client_events AS c (client_event_id, interaction_id)
-SELECT * FROM unnest(%(client_event_id)s::text[], %(id)s::uuid[]) ORDER BY 1
-ON CONFLICT (client_event_id) DO UPDATE SET client_event_id = EXCLUDED.client_event_id
-RETURNING client_event_id, interaction_id
+WITH claimed AS (
+    INSERT INTO tracking.client_events AS c (client_event_id, interaction_id)
+    SELECT client_event_id, id FROM ingest_stage WHERE client_event_id IS NOT NULL ORDER BY client_event_id
+    ON CONFLICT (client_event_id) DO UPDATE SET client_event_id = EXCLUDED.client_event_id
+    RETURNING client_event_id, interaction_id
+)
+SELECT s.id, claimed.interaction_id FROM claimed JOIN ingest_stage s USING (client_event_id)
+WHERE claimed.interaction_id <> s.id
 """
 
 # One round of representatives with distinct (session, product, type): open or join the
 # de-duplication window, store the events that opened one, note the sessions' users and
-# add to the hourly counters, all in one statement.
+# add to the hourly counters, all in one statement. Answers only the duplicates.
 STORE_ROUND = """
 WITH input AS (
-    SELECT * FROM unnest(
-        %(id)s::uuid[], %(occurred_at)s::timestamptz[], %(type)s::smallint[], %(product_id)s::text[],
-        %(session_id)s::text[], %(user_id)s::text[], %(anonymous_id)s::text[], %(client_event_id)s::text[],
-        %(page)s::text[], %(referrer_host)s::text[], %(country)s::text[], %(browser)s::text[], %(os)s::text[],
-        %(device)s::text[], %(ip_hash)s::bytea[]
-    ) AS t(id, occurred_at, type, product_id, session_id, user_id, anonymous_id, client_event_id, page,
-           referrer_host, country, browser, os, device, ip_hash)
+    SELECT * FROM ingest_stage WHERE round = %(round)s
 ),
 windows AS (
     INSERT INTO tracking.dedup_windows AS w (session_id, product_id, type, window_start, interaction_id)
@@ -115,6 +134,12 @@ counted AS (
 )
 SELECT input.id, windows.interaction_id
 FROM input JOIN windows USING (session_id, product_id, type)
+WHERE windows.interaction_id <> input.id
+"""
+
+RESET_ROUNDS = """
+UPDATE ingest_stage SET round = v.round
+FROM unnest(%(id)s::uuid[], %(round)s::int[]) AS v(id, round) WHERE ingest_stage.id = v.id
 """
 
 RELINK_CLIENT_IDS = """
@@ -123,72 +148,85 @@ FROM unnest(%(client_event_id)s::text[], %(interaction_id)s::uuid[]) AS v(client
 WHERE c.client_event_id = v.client_event_id
 """
 
-EVENT_COLUMNS = (
-    "id", "occurred_at", "type", "product_id", "session_id", "user_id", "anonymous_id", "client_event_id",
-    "page", "referrer_host", "country", "browser", "os", "device", "ip_hash",
-)
+
+def _round_numbers(rounds: list[dict[int, list[int]]]) -> dict[int, int]:
+    return {representative: number for number, round_ in enumerate(rounds) for representative in round_}
 
 
-def _columns(events: list[Event]) -> dict[str, list]:
-    return {column: [getattr(e, column) for e in events] for column in EVENT_COLUMNS}
-
-
-async def store_interactions(engine: AsyncEngine, events: list[Event], window: timedelta) -> list[Outcome]:
+async def store_interactions(
+    engine: AsyncEngine, events: list[Event], window: timedelta, staged: weakref.WeakSet
+) -> list[Outcome]:
     """Stores a group of events in one transaction; an outcome per event, in order.
 
     A repeated client event id gets the first event's answer; a repeated
     (session, product, type) within the window is a duplicate of the window's event.
+    `staged` remembers the connections that already have the staging table.
     """
 
     async def attempt(conn: AsyncConnection) -> list[Outcome]:
         raw = (await conn.get_raw_connection()).driver_connection
-        outcomes: dict[int, Outcome] = {}
-        repeats = first_claims([e.client_event_id for e in events])
-        claimants = [i for i, e in enumerate(events) if e.client_event_id is not None and i not in repeats]
-        undecided = [i for i in range(len(events)) if i not in repeats]
-        async with raw.cursor() as cursor:
-            newly_claimed: list[int] = []
-            if claimants:
-                await cursor.execute(
-                    CLAIM_CLIENT_IDS,
-                    {"client_event_id": [events[i].client_event_id for i in claimants], "id": [events[i].id for i in claimants]},
-                )
-                owner = dict(await cursor.fetchall())
-                for i in claimants:
-                    if owner[events[i].client_event_id] != events[i].id:
-                        outcomes[i] = Outcome(owner[events[i].client_event_id], True)
-                undecided = [i for i in undecided if i not in outcomes]
-            newly_claimed = [i for i in claimants if i not in outcomes]
-            for round_ in session_rounds(events, undecided, window):
-                representatives = list(round_)
-                await cursor.execute(
-                    STORE_ROUND,
-                    {**_columns([events[i] for i in representatives]), "window": window,
-                     "shard": random.randrange(COUNTER_SHARDS)},
-                )
-                winner = dict(await cursor.fetchall())
-                for i in representatives:
-                    stored_id = winner[events[i].id]
-                    outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
-                    for follower in round_[i]:
-                        outcomes[follower] = Outcome(stored_id, True)
-            # A new client id whose event joined an existing window answers, now and on
-            # every replay, with the window's event.
-            relinks = [
-                (events[i].client_event_id, outcomes[i].interaction_id)
-                for i in newly_claimed
-                if outcomes[i].interaction_id != events[i].id
-            ]
-            if relinks:
-                await cursor.execute(
-                    RELINK_CLIENT_IDS,
-                    {"client_event_id": [r[0] for r in relinks], "interaction_id": [r[1] for r in relinks]},
-                )
-        for i, first in repeats.items():
-            outcomes[i] = Outcome(outcomes[first].interaction_id, True)
-        return [outcomes[i] for i in range(len(events))]
+        try:
+            async with raw.cursor() as cursor:
+                if raw not in staged:
+                    await cursor.execute(CREATE_STAGE)
+                    staged.add(raw)
+                return await _store_group(cursor, events, window)
+        except BaseException:
+            staged.discard(raw)  # a rolled-back transaction takes a new staging table with it
+            raise
 
     return await run_in_transaction(engine, attempt)
+
+
+async def _store_group(cursor, events: list[Event], window: timedelta) -> list[Outcome]:
+    repeats = first_claims([e.client_event_id for e in events])
+    candidates = [i for i in range(len(events)) if i not in repeats]
+    rounds = session_rounds(events, candidates, window)
+    round_of = _round_numbers(rounds)
+    outcomes: dict[int, Outcome] = {}
+    async with cursor.copy(COPY_STAGE) as copy:
+        copy.set_types(STAGE_TYPES)
+        for i in candidates:
+            e = events[i]
+            await copy.write_row(
+                (round_of.get(i), e.id, e.occurred_at, e.type, e.product_id, e.session_id, e.user_id,
+                 e.anonymous_id, e.client_event_id, e.page, e.referrer_host, e.country, e.browser, e.os,
+                 e.device, e.ip_hash)
+            )
+    if any(events[i].client_event_id is not None for i in candidates):
+        await cursor.execute(CLAIM_CLIENT_IDS)
+        by_id = {events[i].id: i for i in candidates}
+        for staged_id, owner in await cursor.fetchall():
+            outcomes[by_id[staged_id]] = Outcome(owner, True)
+        if outcomes:
+            # Events answered by their client id leave the de-duplication plan.
+            rounds = session_rounds(events, [i for i in candidates if i not in outcomes], window)
+            round_of = _round_numbers(rounds)
+            await cursor.execute(
+                RESET_ROUNDS,
+                {"id": [events[i].id for i in candidates], "round": [round_of.get(i) for i in candidates]},
+            )
+    newly_claimed = [i for i in candidates if events[i].client_event_id is not None and i not in outcomes]
+    for number, round_ in enumerate(rounds):
+        await cursor.execute(STORE_ROUND, {"round": number, "window": window, "shard": random.randrange(COUNTER_SHARDS)})
+        joined = dict(await cursor.fetchall())
+        for i, followers in round_.items():
+            stored_id = joined.get(events[i].id, events[i].id)
+            outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
+            for follower in followers:
+                outcomes[follower] = Outcome(stored_id, True)
+    # A new client id whose event joined an existing window answers, now and on every
+    # replay, with the window's event.
+    relinks = [(events[i].client_event_id, outcomes[i].interaction_id) for i in newly_claimed if outcomes[i].duplicate]
+    if relinks:
+        await cursor.execute(
+            RELINK_CLIENT_IDS,
+            {"client_event_id": [r[0] for r in relinks], "interaction_id": [r[1] for r in relinks]},
+        )
+    for i, first in repeats.items():
+        outcomes[i] = Outcome(outcomes[first].interaction_id, True)
+    return [outcomes[i] for i in range(len(events))]
+
 
 # ---------------------------------------------------------------------------- posts
 
