@@ -119,9 +119,11 @@ export function renderRuleEditor(main, ctx) {
         params.value = JSON.stringify(ACTION_EXAMPLES[typeSelect.value.replace('ACTION_TYPE_', '')], null, 2);
       });
       const item = h('li', { class: 'action field' },
-        h('div', { class: 'row' }, typeSelect,
-          h('button', { type: 'button', class: 'secondary small', 'aria-label': 'Remove this action', onclick: () => { item.remove(); renumber(); } }, 'Remove')),
-        params,
+        h('div', { class: 'action-part', dataset: { part: 'type' } },
+          h('div', { class: 'row' }, typeSelect,
+            h('button', { type: 'button', class: 'secondary small', 'aria-label': 'Remove this action', onclick: () => { item.remove(); renumber(); } }, 'Remove')),
+          h('div', { class: 'violation', 'aria-live': 'polite' })),
+        h('div', { class: 'action-part', dataset: { part: 'params' } }, params, h('div', { class: 'violation', 'aria-live': 'polite' })),
         h('div', { class: 'violation', 'aria-live': 'polite' }));
       actionsList.append(item);
       renumber();
@@ -130,6 +132,7 @@ export function renderRuleEditor(main, ctx) {
     function renumber() {
       [...actionsList.children].forEach((li, i) => {
         li.dataset.field = `actions.${i}`;
+        for (const part of li.querySelectorAll('.action-part')) part.dataset.field = `actions.${i}.${part.dataset.part}`;
         li.querySelector('.action-type').setAttribute('aria-label', `Action ${i + 1} type`);
         li.querySelector('.action-params').setAttribute('aria-label', `Action ${i + 1} parameters (JSON)`);
       });
