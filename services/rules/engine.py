@@ -31,6 +31,7 @@ from services.rules.domain.evaluation import (
     event_facts,
     facts_to_fetch,
     in_evaluation_order,
+    plan_actions,
 )
 from services.rules.domain.operators import RegexLimits
 from services.rules.settings import RulesSettings
@@ -73,6 +74,8 @@ def batch_facts(batch: batch_pb2.Batch) -> dict[str, Any]:
 @dataclass
 class Evaluation:
     outcomes: list[RuleOutcome]
+    # The event's facts and those fetched for it.
+    facts: dict[str, Any]
     fetched: dict[str, Any]
     # Facts that could not be fetched because a service was unreachable.
     unavailable: list[str] = field(default_factory=list)
@@ -125,7 +128,8 @@ class Engine:
         rules = await self.active_rules()
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
         fetched, unavailable = await self._fetch(facts_to_fetch(rules, event["type"], facts), facts)
-        return Evaluation(evaluate(rules, event["type"], {**facts, **fetched}, traced=traced), fetched, unavailable)
+        facts = {**facts, **fetched}
+        return Evaluation(evaluate(rules, event["type"], facts, traced=traced), facts, fetched, unavailable)
 
     async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
         """Evaluates a stored event and runs what matched, at most once per (rule, event).
@@ -160,7 +164,7 @@ class Engine:
                             "attempts": 0,
                             "duration_ms": 0.0,
                         }
-                        for a in outcome.actions
+                        for a in plan_actions(outcome.rule.actions, evaluation.facts)
                     ],
                     lease_seconds=self._settings.execution_lease_seconds,
                 )

@@ -120,8 +120,8 @@ def test_a_rule_only_sees_the_event_types_it_listens_to():
     assert "does not listen" in evaluate([listening], "batch.confirmed", FACTS, traced=True)[0].skipped_reason
 
 
-def test_matched_rules_plan_their_actions_with_rendered_parameters():
-    (outcome,) = evaluate([rule("a", 1, {})], "batch.confirmed", FACTS)
+def test_a_traced_match_shows_its_actions_with_rendered_parameters():
+    (outcome,) = evaluate([rule("a", 1, {})], "batch.confirmed", FACTS, traced=True)
     assert outcome.actions[0].params["subject"] == "Batch b-1"
 
 

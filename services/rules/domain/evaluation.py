@@ -102,7 +102,8 @@ def facts_to_fetch(rules: list[ActiveRule], event_type: str, facts: dict[str, An
 def evaluate(
     rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False
 ) -> list[RuleOutcome]:
-    """Outcomes in evaluation order; without `traced`, only the matched rules (the hot path)."""
+    """Outcomes in evaluation order; without `traced`, only the matched rules (the hot path),
+    and their actions are left for `plan_actions` when they are to run."""
     outcomes: list[RuleOutcome] = []
     stopped_by: ActiveRule | None = None
     for rule in rules:
@@ -117,7 +118,9 @@ def evaluate(
         trace = rule.condition.trace(facts) if traced else None
         matched = trace.passed if trace is not None else rule.condition.test(facts)
         if matched:
-            outcomes.append(RuleOutcome(rule, True, trace=trace, actions=plan_actions(rule.actions, facts)))
+            # Rendering is the executor's business; the dry run shows it too.
+            actions = plan_actions(rule.actions, facts) if traced else []
+            outcomes.append(RuleOutcome(rule, True, trace=trace, actions=actions))
             if rule.stop_processing:
                 stopped_by = rule
         elif traced:
