@@ -671,6 +671,8 @@ async def _mark(conn: AsyncConnection, action: str, set_sql: str, where: str, pa
         ),
         {**params, "action": action},
     )
+    # Fresh statistics, so the follow-up joins it by hash instead of looping over it.
+    await conn.execute(text("ANALYZE orchestrated"))
     return result.rowcount
 
 
