@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ class Agent:
     device: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """A validated, enriched interaction ready to store (no raw IP: only its salted hash)."""
 
@@ -74,19 +75,24 @@ class Event:
     ip_hash: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     interaction_id: object
     duplicate: bool
+
+
+MALFORMED_ID = f"malformed: 1-{MAX_ID_LENGTH} letters, digits or ._:@/+=- starting with a letter or digit"
+
+
+def _acceptable_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_ID_LENGTH and ID_PATTERN.fullmatch(value) is not None
 
 
 def id_problem(value: str, *, required: bool) -> str | None:
     """Why an id is unacceptable, or None."""
     if not value:
         return "required" if required else None
-    if len(value) > MAX_ID_LENGTH or not ID_PATTERN.fullmatch(value):
-        return f"malformed: 1-{MAX_ID_LENGTH} letters, digits or ._:@/+=- starting with a letter or digit"
-    return None
+    return None if _acceptable_id(value) else MALFORMED_ID
 
 
 def interaction_violations(
@@ -104,6 +110,17 @@ def interaction_violations(
     now: datetime,
     limits: IngestLimits,
 ) -> list[FieldViolation]:
+    if (  # the common case, decided without building anything
+        type in INTERACTION_TYPES
+        and _acceptable_id(product_id) and _acceptable_id(session_id)
+        and (not user_id or _acceptable_id(user_id))
+        and (not anonymous_id or _acceptable_id(anonymous_id))
+        and (not client_event_id or _acceptable_id(client_event_id))
+        and (occurred_at is None or now - limits.max_age <= occurred_at <= now + limits.max_skew)
+        and len(referrer) <= MAX_URL_LENGTH and len(page) <= MAX_URL_LENGTH
+        and len(user_agent) <= MAX_USER_AGENT_LENGTH
+    ):
+        return []
     found: list[FieldViolation] = []
     if type not in INTERACTION_TYPES:
         found.append(FieldViolation("type", f"must be one of {', '.join(INTERACTION_TYPES.values())}"))
@@ -132,6 +149,7 @@ def interaction_violations(
     return found
 
 
+@lru_cache(maxsize=16384)
 def referrer_host(referrer: str) -> str | None:
     if not referrer:
         return None
