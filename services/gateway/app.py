@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
 
 from libs.client_ip import parse_networks
 from libs.clients import CHANNEL_OPTIONS
@@ -255,7 +255,6 @@ def create_app(settings: GatewaySettings) -> Starlette:
         Route("/healthz", healthz),
         Route("/openapi.json", openapi),
         *console_routes(),
-        Route("/{path:path}", transcoder.handle, methods=methods),
     ]
     middleware = [
         Middleware(
@@ -267,5 +266,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
             max_age=600,
         )
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # Everything the fixed routes do not match is the transcoder's: as the router's default
+    # rather than a catch-all route, so even paths a route pattern cannot match (a %0A in an
+    # id) get a JSON answer.
+    app.router.default = request_response(transcoder.handle)
+    return app
 

@@ -368,3 +368,13 @@ async def test_admin_console_is_served_by_the_gateway(http):
     reply = await http.get("/console/", follow_redirects=True)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/html")
+
+
+async def test_a_control_character_in_a_path_variable_still_gets_a_json_answer(backend, http):
+    async def get_batch(request, context):
+        raise NotFound("batch", request.batch_id)
+
+    backend.answer("GetBatch", get_batch)
+    reply = await http.get("/v1/batches/a%0Ab", headers=ADMIN)
+    assert reply.status_code == 404
+    assert reply.json()["details"][0]["resourceName"] == "a\nb"
