@@ -98,3 +98,9 @@ def widest_run(image: Image, colour: str, y: int, tolerance: int = 24) -> int:
         run = run + 1 if close(image.pixel(x, y), want, tolerance) else 0
         best = max(best, run)
     return best
+
+
+def rightmost(image: Image, colour: str, y: int, tolerance: int = 24) -> int:
+    """One past the last x on row y that has that colour (0 when none): how far a fill reaches."""
+    want = hex_colour(colour)
+    return max((x + 1 for x in range(image.width) if close(image.pixel(x, y), want, tolerance)), default=0)

@@ -53,7 +53,9 @@ async def live_suite(database_url: str, services: tuple[str, ...] = SERVICE_NAME
         yield Suite(gateway, targets)
 
 
-async def signed_in(browser: Browser, suite: Suite, role: str = "admin", **context_options) -> Page:
+async def signed_in(
+    browser: Browser, suite: Suite, role: str = "admin", *, subject: str | None = None, **context_options
+) -> Page:
     """A fresh browser context signed in through the sign-in form."""
     context = await browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context_options})
     page = await context.new_page()
@@ -61,7 +63,7 @@ async def signed_in(browser: Browser, suite: Suite, role: str = "admin", **conte
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors  # type: ignore[attr-defined]
     await page.goto(suite.console)
-    await page.get_by_label("Token").fill(token(role, f"{role}-tester"))
+    await page.get_by_label("Token").fill(token(role, subject or f"{role}-tester"))
     await page.get_by_role("button", name="Sign in").click()
     await page.locator("#who-label").wait_for()
     return page
