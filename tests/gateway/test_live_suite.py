@@ -78,11 +78,16 @@ async def assert_http_equals_grpc(http_reply, grpc_call) -> None:
     assert http_reply.json() == json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
 
 
-async def test_batch_over_http_equals_grpc(http, stubs):
-    supplier = {"name": "Gateway Mill", "categories": ["t_shirts"], "moq": "100", "capacity": "500",
+async def create_supplier(http, category: str):
+    """CreateSupplier over HTTP: the supplier JSON is the body, the idempotency key a query parameter."""
+    supplier = {"name": f"{category} mill", "categories": [category], "moq": "100", "capacity": "500",
                 "priceTiers": [{"minQuantity": "1", "unitPrice": "4.50"}], "leadTimeDays": 10, "rating": 4.5,
                 "active": True, "maxStylesPerBatch": 3, "contactEmail": "mill@example.com"}
-    created = await http.post(f"/v1/suppliers?requestId={uuid.uuid4()}", json=supplier, headers=admin_headers())
+    return await http.post(f"/v1/suppliers?requestId={uuid.uuid4()}", json=supplier, headers=admin_headers())
+
+
+async def test_batch_over_http_equals_grpc(http, stubs):
+    created = await create_supplier(http, "t_shirts")
     if created.status_code == 200:
         supplier_id = created.json()["supplier"]["supplierId"]
         await assert_http_equals_grpc(
@@ -197,10 +202,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(suite)
 
 
 async def test_watch_batch_streams_server_sent_events_as_the_batch_fills(http, stubs):
-    supplier = {"name": "Stream Mill", "categories": ["hoodies"], "moq": "100", "capacity": "500",
-                "priceTiers": [{"minQuantity": "1", "unitPrice": "9.00"}], "leadTimeDays": 7, "rating": 4.0,
-                "active": True, "maxStylesPerBatch": 5, "contactEmail": "stream@example.com"}
-    created = await http.post(f"/v1/suppliers?requestId={uuid.uuid4()}", json=supplier, headers=admin_headers())
+    created = await create_supplier(http, "hoodies")
     if created.status_code == 501:
         pytest.skip("the batch service does not implement CreateSupplier yet")
     assert created.status_code == 200, created.text
