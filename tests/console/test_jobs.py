@@ -1,0 +1,58 @@
+"""The jobs page against the live scheduler: run now and watch the run arrive in the
+feed and the history chart, pause and resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.console.pixels import count_colour, decode
+from tests.console.support import signed_in
+
+SUCCEEDED_GREEN = "#2e7d32"
+
+
+@pytest.fixture(scope="module")
+def services():
+    return ("scheduler", "batch", "rules", "tracking")
+
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_run_now_shows_the_run_in_the_live_feed_and_the_history_chart(browser, suite, screenshots):
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/jobs")
+    card = page.locator('article.job[data-job="orchestrate-batches"]')
+    await card.locator(".summary .stat").first.wait_for()
+    await page.locator(".badge.live", has_text="live").wait_for()
+    columns_before = await card.locator("rect.column").count()
+
+    await card.get_by_role("button", name="Run now").click()
+    feed_item = page.locator('.feed li[data-status="JOB_RUN_STATUS_SUCCEEDED"]', has_text="orchestrate-batches").filter(has_text="manual")
+    await feed_item.first.wait_for(timeout=15000)
+    await card.locator("rect.column").nth(columns_before).wait_for()
+    assert await card.locator(".facts").get_by_text("succeeded").count() == 1
+    assert "runs" in await card.locator(".summary").inner_text()
+
+    await page.screenshot(path=screenshots / "jobs.png", full_page=True)
+    chart = decode(await card.get_by_role("img", name="Duration of the last").screenshot(path=screenshots / "jobs-history.png"))
+    assert count_colour(chart, SUCCEEDED_GREEN, tolerance=8) > 0
+    assert page.errors == []
+    await page.context.close()
+
+
+async def test_pause_and_resume_change_the_schedule_shown_and_stored(browser, suite):
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/jobs")
+    card = page.locator('article.job[data-job="aggregate-popularity"]')
+    await card.get_by_role("button", name="Pause").click()
+    await card.locator(".badge", has_text="paused").wait_for()
+    assert "none (paused)" in await card.locator(".facts").inner_text()
+    async with suite.http("admin") as admin:
+        assert (await admin.get("/v1/jobs/aggregate-popularity")).json()["job"]["paused"] is True
+    await card.get_by_role("button", name="Resume").click()
+    await card.locator(".badge", has_text="scheduled").wait_for()
+    async with suite.http("admin") as admin:
+        job = (await admin.get("/v1/jobs/aggregate-popularity")).json()["job"]
+    assert not job.get("paused") and job["nextRunTime"]
+    await page.context.close()
