@@ -1,4 +1,5 @@
 import uvicorn
+from prometheus_client import start_http_server
 
 from libs import logs
 from services.gateway.app import create_app
@@ -8,6 +9,8 @@ from services.gateway.settings import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     logs.configure(service="gateway", level=settings.log_level, redaction_key=settings.jwt_key)
+    if settings.gateway_metrics_port:
+        start_http_server(settings.gateway_metrics_port, addr=settings.bind_host)
     uvicorn.run(
         create_app(settings),
         host=settings.bind_host,

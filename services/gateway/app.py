@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 import structlog
+from prometheus_client import Counter, Histogram
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
@@ -44,6 +45,15 @@ FIRST_EVENT_GRACE_SECONDS = 0.5
 JSON_TYPE = "application/json"
 
 log = structlog.get_logger("loom.gateway")
+HANDLED = Counter(
+    "loom_gateway_requests_total", "HTTP requests answered, by route template and status.", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "loom_gateway_request_seconds",
+    "Time from reading a request to its response (streams: to the first event).",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class Backends:
@@ -115,13 +125,16 @@ class Transcoder:
         except Exception:  # noqa: BLE001 - a gateway bug is a bare 500, never a traceback to the client
             log.exception("gateway failure", request_id=request_id)
             response = error_response(internal_error(), request_id)
+        elapsed = time.perf_counter() - started
+        HANDLED.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(elapsed)
         log.info(
             "http",
             request_id=request_id,
             method=request.method,
             route=route,
             status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            duration_ms=round(elapsed * 1000, 3),
         )
         return response
 

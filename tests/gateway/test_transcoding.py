@@ -7,6 +7,7 @@ import json
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from loom.batch.v1 import batch_pb2
 from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
@@ -378,3 +379,14 @@ async def test_a_control_character_in_a_path_variable_still_gets_a_json_answer(b
     reply = await http.get("/v1/batches/a%0Ab", headers=ADMIN)
     assert reply.status_code == 404
     assert reply.json()["details"][0]["resourceName"] == "a\nb"
+
+
+async def test_requests_are_counted_by_route_template_and_status(backend, http):
+    async def get_batch(request, context):
+        return batch_pb2.GetBatchResponse()
+
+    backend.answer("GetBatch", get_batch)
+    labels = {"method": "GET", "route": "/v1/batches/{batch_id}", "status": "200"}
+    before = REGISTRY.get_sample_value("loom_gateway_requests_total", labels) or 0
+    await http.get("/v1/batches/b-counted", headers=ADMIN)
+    assert REGISTRY.get_sample_value("loom_gateway_requests_total", labels) == before + 1
