@@ -56,3 +56,25 @@ async def test_pause_and_resume_change_the_schedule_shown_and_stored(browser, su
         job = (await admin.get("/v1/jobs/aggregate-popularity")).json()["job"]
     assert not job.get("paused") and job["nextRunTime"]
     await page.context.close()
+
+
+PAGES = ("batches", "rules", "rules/new", "jobs", "engagement")
+
+
+async def test_every_page_fits_a_phone_and_labels_every_control(browser, suite, screenshots):
+    page = await signed_in(browser, suite, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    for name in PAGES:
+        await page.goto(f"{suite.console}#/{name}")
+        await page.locator("main h1").wait_for()
+        await page.wait_for_function("!document.querySelector('main').textContent.includes('Loading…')")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, name
+        unlabelled = await page.evaluate(
+            """[...document.querySelectorAll('main input, main select, main textarea, main button')]
+                .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+                                  || (el.tagName === 'BUTTON' && el.textContent.trim())))
+                .map((el) => el.outerHTML.slice(0, 80))"""
+        )
+        assert unlabelled == [], name
+        await page.screenshot(path=screenshots / f"phone-{name.replace('/', '-')}.png", full_page=True)
+    assert page.errors == []
+    await page.context.close()

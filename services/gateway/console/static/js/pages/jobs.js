@@ -43,9 +43,10 @@ export function renderJobs(main, ctx) {
   const jobsSection = h('div', { class: 'grid jobs' }, h('p', { class: 'muted' }, 'Loading…'));
   const feedBadge = liveBadge();
   const feed = h('ol', { class: 'feed', 'aria-label': 'Job runs, newest first' });
-  replace(main, h('h1', {}, 'Jobs'), jobsSection,
+  replace(main, h('h1', {}, 'Jobs'),
     h('section', { class: 'card', 'aria-labelledby': 'feed-heading' },
-      h('div', { class: 'title-row' }, h('h2', { id: 'feed-heading' }, 'Live feed of runs'), feedBadge), feed));
+      h('div', { class: 'title-row' }, h('h2', { id: 'feed-heading' }, 'Live feed of runs'), feedBadge), feed),
+    jobsSection);
 
   const cards = new Map();
 
