@@ -55,7 +55,12 @@ def generate(out: Path) -> None:
 
 
 def _files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != ".stamp"}
+    """Generated files under folder; bytecode Python caches beside them is not ours to compare."""
+    return {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".stamp" and "__pycache__" not in p.parts
+    }
 
 
 def stale_files() -> list[str]:
