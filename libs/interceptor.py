@@ -17,9 +17,11 @@ from collections.abc import Callable
 import grpc
 import structlog
 from prometheus_client import Counter, Histogram
+from sqlalchemy import exc as sa_exc
 
 from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
-from libs.errors import DomainError
+from libs.db import is_transient
+from libs.errors import DomainError, Unavailable
 from libs.logs import Redactor, peer_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -106,6 +108,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        if isinstance(error, sa_exc.DBAPIError) and is_transient(error):
+            # The database went away (restart, failover) and the transaction's own
+            # retries ran out: the client may retry, which idempotency keys make safe.
+            _log.warning("database unavailable", error=type(error.orig or error).__name__)
+            error = Unavailable("the database is briefly unavailable; retry", reason="DATABASE_UNAVAILABLE")
         if isinstance(error, DomainError):
             outcome.code, outcome.error = error.code, error.message
             status = error.to_grpc_status()
