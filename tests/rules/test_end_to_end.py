@@ -1,0 +1,152 @@
+"""Rules and the real batch service together: events flow from batch's outbox dispatcher into
+rules.DeliverEvents, rules' actions change orders in batch, e-mail reaches a real SMTP server.
+
+Orchestrate touches every filling batch of its database, so this module has its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from contextlib import AsyncExitStack
+
+import psycopg
+import pytest
+from loom.batch.v1 import batch_pb2
+from loom.rules.v1 import rules_pb2
+
+from libs.scratch_db import create_database, drop_database, plain_url, server_url
+from libs.server import start
+from tests.rules.conftest import ADMIN, action, create, rule_message
+from tests.rules.peers import SmtpServer, eventually
+from tests.support import auth, free_port, settings_for, stub_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def own_database():
+    admin_url = server_url()
+    url = create_database(admin_url)
+    yield url
+    drop_database(admin_url, url)
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def stubs(own_database, smtp):
+    """Batch and rules in-process on ports chosen up front, so each is told where the other is."""
+    ports = {"batch": free_port(), "rules": free_port()}
+    overrides = {
+        "batch_target": f"127.0.0.1:{ports['batch']}",
+        "rules_target": f"127.0.0.1:{ports['rules']}",
+        "client_deadline_seconds": 5.0,
+    }
+    own = {
+        "batch": {"outbox_poll_seconds": 0.1, "outbox_max_backoff_seconds": 0.5},
+        "rules": {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "worker_poll_seconds": 0.2, "action_backoff_seconds": 0.05},
+    }
+    async with AsyncExitStack() as stack:
+        for name in ("rules", "batch"):
+            spec = importlib.import_module(f"services.{name}.service").SPEC
+            running = await start(spec, settings_for(name, own_database, **overrides, **own[name]), port=ports[name])
+            stack.push_async_callback(running.stop, 1)
+        batch = await stack.enter_async_context(stub_for("batch", overrides["batch_target"]))
+        rules = await stack.enter_async_context(stub_for("rules", overrides["rules_target"]))
+        yield batch, rules
+
+
+def sql(database_url: str, statement: str) -> list[tuple]:
+    with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def create_supplier(batch, category: str, name: str) -> batch_pb2.Supplier:
+    supplier = batch_pb2.Supplier(
+        name=name, categories=[category], moq=100, capacity=200, lead_time_days=10, rating=4.5, active=True,
+        max_styles_per_batch=10, contact_email="ops@supplier.example",
+        price_tiers=[batch_pb2.PriceTier(min_quantity=1, unit_price="6.00"), batch_pb2.PriceTier(min_quantity=100, unit_price="5.00")],
+    )
+    reply = await batch.CreateSupplier(batch_pb2.CreateSupplierRequest(request_id=str(uuid.uuid4()), supplier=supplier), metadata=ADMIN)
+    return reply.supplier
+
+
+async def place(batch, category: str, quantity: int) -> batch_pb2.PlaceOrderResponse:
+    return await batch.PlaceOrder(
+        batch_pb2.PlaceOrderRequest(
+            request_id=str(uuid.uuid4()), category=category, quantity=quantity,
+            style=batch_pb2.StyleDetails(style_count=1, colors=["black"], sizes=["M"]),
+        ),
+        metadata=auth("buyer", "buyer-e2e"),
+    )
+
+
+async def finished_executions(rules, rule_id: str, count: int) -> list[rules_pb2.Execution] | None:
+    listed = (await rules.ListExecutions(rules_pb2.ListExecutionsRequest(rule_id=rule_id), metadata=ADMIN)).executions
+    done = [e for e in listed if e.status != rules_pb2.EXECUTION_STATUS_RUNNING]
+    return done if len(done) == count else None
+
+
+async def test_a_batch_crossing_75_percent_mails_once_and_moves_its_orders_into_production(stubs, smtp, own_database):
+    batch, rules = stubs
+    category = f"e2e_{uuid.uuid4().hex[:8]}"
+    first_supplier = await create_supplier(batch, category, "First Fabrics")
+    orders = [(await place(batch, category, 40)).order for _ in range(2)]  # 80 of 100: the batch is at 80%
+    assert orders[0].batch_id == orders[1].batch_id and orders[0].supplier_id == first_supplier.supplier_id
+    second_supplier = await create_supplier(batch, category, "Second Stitch")
+
+    mail = await create(rules, rule_message(
+        "mail ops when a batch is confirmed",
+        event_types=["batch.confirmed"],
+        conditions={"batch_fill_percentage": ">= 75", "batch_category": category},
+        actions=[action("send_email", recipient="ops@example.com", subject="Batch {{batch.id}} confirmed",
+                        body="{{batch.category}} reached {{batch.fill_percentage}}% with {{supplier.name}}")],
+    ))
+    production = await create(rules, rule_message(
+        "confirmed orders go to the second supplier and into production",
+        type=rules_pb2.RULE_TYPE_STATUS_UPDATE,
+        event_types=["order.status_changed"],
+        conditions={"order_status": "confirmed", "order_category": category},
+        actions=[
+            action("assign_supplier", entity="order", id="{{order.id}}", supplier_id=second_supplier.supplier_id, priority=5),
+            action("update_status", entity="order", id="{{order.id}}", status="in_production", reason="rule: production"),
+        ],
+    ))
+
+    orchestrated = await batch.Orchestrate(batch_pb2.OrchestrateRequest(request_id=str(uuid.uuid4())), metadata=ADMIN)
+    assert orchestrated.batches_confirmed == 1
+
+    (sent,) = await eventually(lambda: finished_executions(rules, mail.rule_id, 1), timeout=30)
+    moved = await eventually(lambda: finished_executions(rules, production.rule_id, 2), timeout=30)
+    assert sent.status == rules_pb2.EXECUTION_STATUS_SUCCESS
+    assert [e.status for e in moved] == [rules_pb2.EXECUTION_STATUS_SUCCESS] * 2
+    (message,) = smtp.sink.messages
+    assert message.rcpt_tos == ["ops@example.com"]
+    assert f"Subject: Batch {orders[0].batch_id} confirmed".encode() in message.content
+    assert f"{category} reached 80.00% with First Fabrics".encode() in message.content
+    for order in orders:
+        current = (await batch.GetOrder(batch_pb2.GetOrderRequest(order_id=order.order_id), metadata=ADMIN)).order
+        assert (current.status, current.supplier_id) == (batch_pb2.ORDER_STATUS_IN_PRODUCTION, second_supplier.supplier_id)
+
+    # Batch's dispatcher offers every event again (as after a crash before marking them delivered).
+    redelivered = sql(own_database, "UPDATE batch.outbox SET delivered_time = NULL RETURNING id")
+    assert len(redelivered) >= 5  # 2 placed, 1 confirmed, 2 confirmed orders, and the rule's own changes
+
+    async def all_delivered() -> bool:
+        return sql(own_database, "SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL") == [(0,)]
+
+    await eventually(all_delivered, timeout=30)
+
+    async def all_evaluated() -> bool:
+        return sql(own_database, "SELECT count(*) FROM rules.events WHERE evaluated_time IS NULL") == [(0,)]
+
+    await eventually(all_evaluated, timeout=30)
+    assert sql(own_database, "SELECT count(*) FROM rules.events") == [(len(redelivered),)]
+    assert await finished_executions(rules, mail.rule_id, 1) and await finished_executions(rules, production.rule_id, 2)
+    assert len(smtp.sink.messages) == 1
