@@ -1,0 +1,102 @@
+"""Restart PostgreSQL under a mixed load: services recover by themselves and lose no acknowledged write.
+
+The server is a scratch one started for this module (pgserver's binaries in a
+temporary directory), never the machine's shared server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from libs.scratch_db import plain_url
+from tests.deploy.twin import Twin
+from tests.faults.load import MixedLoad
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+LOAD_SECONDS_EACH_SIDE = 2.0
+
+
+@pytest.fixture(scope="module")
+def scratch_server():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    # its own temporary directory: concurrent pytest sessions prune each other's tmp_path bases
+    home = Path(tempfile.mkdtemp(prefix="loom-faults-pg-"))
+    server = pgserver.get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        server.psql("ALTER SYSTEM SET max_connections = 300;")
+        restart_postgres(server)
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def restart_postgres(server) -> None:
+    """pg_ctl restart (fast): every open connection is cut, the server comes back with its old options.
+
+    pg_ctl runs as the server's system user through runuser, a plain fork+exec:
+    subprocess's own user switching runs Python in the forked child, which
+    crashes in a process whose gRPC threads are busy.
+    """
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    argv = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-t", "60", "-m", "fast",
+            "restart"]
+    if server.system_user:
+        argv = ["runuser", "-u", server.system_user, "--", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, f"pg_ctl restart failed: {done.stdout}{done.stderr}\n{server.log.read_text()[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def twin(scratch_server):
+    url = scratch_server.get_uri()
+    with Twin(server_url=url) as running:
+        yield running
+
+
+async def test_a_postgres_restart_under_load_heals_without_restarting_services_and_loses_nothing(twin, scratch_server):
+    load = MixedLoad(twin)
+    await load.prepare()
+    pids = {name: [p.popen.pid for p in processes] for name, processes in twin.processes.items()}
+    stop = asyncio.Event()
+    running = asyncio.create_task(load.run(stop))
+    try:
+        await asyncio.sleep(LOAD_SECONDS_EACH_SIDE)
+        acknowledged_before = sum(len(v) for v in load.acknowledged.values())
+        await asyncio.to_thread(restart_postgres, scratch_server)
+        await asyncio.sleep(LOAD_SECONDS_EACH_SIDE)
+    finally:
+        stop.set()
+        await running
+        await load.close()
+
+    assert not load.failures, load.failures
+    assert sum(len(v) for v in load.acknowledged.values()) > acknowledged_before, "no progress after the restart"
+    assert {name: [p.popen.pid for p in processes] for name, processes in twin.processes.items()} == pids
+    assert all(p.popen.poll() is None for processes in twin.processes.values() for p in processes)
+
+    with psycopg.connect(plain_url(twin.admin_url), autocommit=True) as conn:
+        orders = {i for (i,) in conn.execute("SELECT id::text FROM batch.orders WHERE category = %s", (load.category,))}
+        interactions = {
+            i for (i,) in conn.execute(
+                "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE %s", (f"ix-{load.category}-%",)
+            )
+        }
+        shares = {i for (i,) in conn.execute("SELECT id::text FROM tracking.shares WHERE post_id = %s", (load.post_id,))}
+        runs = {i for (i,) in conn.execute("SELECT id::text FROM scheduler.job_runs")}
+    assert orders == set(load.acknowledged["order"].values())
+    assert interactions == set(load.acknowledged["interaction"].values())
+    assert shares == set(load.acknowledged["share"].values())
+    assert set(load.acknowledged["job_run"].values()) <= runs
