@@ -66,7 +66,7 @@ async def test_every_page_fits_a_phone_and_labels_every_control(browser, suite, 
     for name in PAGES:
         await page.goto(f"{suite.console}#/{name}")
         await page.locator("main h1").wait_for()
-        await page.wait_for_function("!document.querySelector('main').textContent.includes('Loading…')")
+        await page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading…')")
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390, name
         unlabelled = await page.evaluate(
             """[...document.querySelectorAll('main input, main select, main textarea, main button')]
