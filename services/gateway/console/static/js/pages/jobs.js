@@ -73,7 +73,7 @@ export function renderJobs(main, ctx) {
       h('header', {}, h('h2', { id: `job-${job.jobName}` }, job.jobName), h('div', { class: 'badges' })),
       h('p', { class: 'muted small description' }),
       h('dl', { class: 'facts' }),
-      h('div', { class: 'summary' }),
+      h('div', { class: 'summary' }, h('p', { class: 'muted' }, 'Loading…')),
       h('div', { class: 'history' }));
     card.append(control(job, card));
     cards.set(job.jobName, card);
