@@ -285,6 +285,18 @@ def build_trigger(schedule: Schedule, default_zone: str) -> BaseTrigger:
     )
 
 
+def same_trigger(stored: BaseTrigger, wanted: BaseTrigger) -> bool:
+    """Whether a job store's trigger already fires as `wanted` (e.g. after a change of
+    the default time zone it does not, though the job's own row did not change)."""
+    if isinstance(stored, WallClockCronTrigger) and isinstance(wanted, WallClockCronTrigger):
+        return stored.__getstate__() == wanted.__getstate__()
+    if isinstance(stored, IntervalTrigger) and isinstance(wanted, IntervalTrigger):
+        return (stored.interval, stored.jitter, str(stored.timezone)) == (
+            wanted.interval, wanted.jitter, str(wanted.timezone)
+        )
+    return False
+
+
 # --- retries ---------------------------------------------------------------------------
 
 # Failures a later attempt may not meet: the target down or overloaded, a deadline,

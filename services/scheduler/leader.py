@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs import db
 from libs.scratch_db import plain_url
 from services.scheduler import store
-from services.scheduler.domain import JOBS, build_trigger, zone
+from services.scheduler.domain import JOBS, build_trigger, same_trigger, zone
 from services.scheduler.runner import Runner
 from services.scheduler.settings import SchedulerSettings
 
@@ -131,6 +131,9 @@ class Replica:
                 await self._hold(conn, poll)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 log.warning("lost the lock connection; standing by", error=str(error))
+            except Exception:
+                # e.g. the job store failing while taking the lead: let go, try again.
+                log.exception("replica failed; releasing its locks")
             finally:
                 self._step_down()
                 await conn.close()
@@ -184,9 +187,11 @@ class Replica:
         async with self._engine.connect() as conn:
             rows = await store.job_rows(conn)
         for row in rows:
-            # A job the store already holds at its current version keeps its next run
-            # time, so firings missed while no replica led are coalesced into one.
-            if scheduler.get_job(row.name) is None or row.version != row.applied_version:
+            # A job the store already holds as configured keeps its next run time, so
+            # firings missed while no replica led are coalesced into one.
+            stored = scheduler.get_job(row.name)
+            wanted = build_trigger(store.schedule_of(row), self._settings.scheduler_time_zone)
+            if stored is None or row.version != row.applied_version or not same_trigger(stored.trigger, wanted):
                 await self._apply(row)
         scheduler.resume()
 

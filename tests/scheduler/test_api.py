@@ -1,6 +1,7 @@
 """The scheduler's API against a real PostgreSQL and real gRPC peers (in-process server)."""
 
 import asyncio
+from datetime import UTC, datetime
 import uuid
 from contextlib import asynccontextmanager
 
@@ -402,3 +403,16 @@ async def test_job_summary_gives_success_rate_and_p95_duration(stub, scheduler_d
     assert summary.last_error == "UNAVAILABLE: down"
     assert "window_hours" in await invalid(stub.GetJobSummary(
         pb.GetJobSummaryRequest(job_name="orchestrate-batches", window_hours=-1), metadata=ADMIN))
+
+
+async def test_a_new_default_time_zone_moves_cron_jobs_that_name_none(scheduler_db, peer):
+    async with scheduler(scheduler_db, peer):
+        await eventually(lambda: _applied(scheduler_db))
+    async with scheduler(scheduler_db, peer, scheduler_time_zone="Asia/Tokyo"):
+        async def moved():
+            with psycopg.connect(plain_url(scheduler_db)) as conn:
+                (stamp,) = conn.execute("SELECT next_run_time FROM scheduler.apscheduler_jobs "
+                                        "WHERE id = 'aggregate-popularity'").fetchone()
+            return datetime.fromtimestamp(stamp, UTC).hour == 17  # 02:00 in Tokyo
+
+        await eventually(moved)

@@ -19,6 +19,7 @@ from services.scheduler.domain import (
     next_status_after_failure,
     parse_schedule_spec,
     retry_delay_seconds,
+    same_trigger,
     validate_schedule,
 )
 
@@ -172,6 +173,17 @@ def test_interval_trigger_fires_every_interval():
     trigger = build_trigger(Schedule(interval_seconds=300), "UTC")
     times = firings(trigger, datetime(2025, 1, 1, tzinfo=UTC), 3)
     assert [b - a for a, b in zip(times, times[1:])] == [timedelta(seconds=300)] * 2
+
+
+def test_a_stored_trigger_matches_only_the_same_schedule_and_zone():
+    daily = Schedule(cron="0 2 * * *")
+    assert same_trigger(build_trigger(daily, "UTC"), build_trigger(daily, "UTC"))
+    assert not same_trigger(build_trigger(daily, "UTC"), build_trigger(daily, "Europe/Berlin"))
+    assert not same_trigger(build_trigger(daily, "UTC"), build_trigger(Schedule(cron="0 3 * * *"), "UTC"))
+    every = Schedule(interval_seconds=60)
+    assert same_trigger(build_trigger(every, "UTC"), build_trigger(every, "UTC"))
+    assert not same_trigger(build_trigger(every, "UTC"), build_trigger(Schedule(interval_seconds=61), "UTC"))
+    assert not same_trigger(build_trigger(every, "UTC"), build_trigger(daily, "UTC"))
 
 
 # --- retries ----------------------------------------------------------------------------
