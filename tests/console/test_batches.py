@@ -113,14 +113,18 @@ async def test_a_batch_page_lists_its_orders_with_times_in_the_viewers_zone(brow
     await page.context.close()
 
 
-async def test_an_admin_resolves_a_flagged_batch_from_its_page(browser, suite, category, screenshots):
-    placed = await place_order(suite, category, 60)
-    batch = placed["batch"]
+async def flagged_batch(suite, category: str) -> dict:
+    """A batch at 60% of target whose window has closed: orchestration flags it for review."""
+    batch = (await place_order(suite, category, 60))["batch"]
     after_close = datetime.fromisoformat(batch["windowCloseTime"].replace("Z", "+00:00")) + timedelta(hours=1)
     async with suite.http("admin") as admin:
         reply = await admin.post("/v1/batches:orchestrate", json={"requestId": str(uuid.uuid4()), "now": after_close.isoformat()})
         assert reply.status_code == 200 and reply.json()["flaggedForReview"] >= 1, reply.text
+    return batch
 
+
+async def test_an_admin_resolves_a_flagged_batch_from_its_page(browser, suite, category, screenshots):
+    batch = await flagged_batch(suite, category)
     page = await signed_in(browser, suite)
     await page.goto(f"{suite.console}#/batches?status=FILLING&category={category}&review=1")
     await page.locator(f'[data-batch-id="{batch["batchId"]}"] .badge', has_text="needs review").wait_for()
@@ -139,11 +143,7 @@ async def test_an_admin_resolves_a_flagged_batch_from_its_page(browser, suite, c
 
 
 async def test_a_supplier_sees_its_batch_but_is_not_offered_review_resolution(browser, suite, supplier, category):
-    placed = await place_order(suite, category, 60)
-    batch = placed["batch"]
-    after_close = datetime.fromisoformat(batch["windowCloseTime"].replace("Z", "+00:00")) + timedelta(hours=1)
-    async with suite.http("admin") as admin:
-        await admin.post("/v1/batches:orchestrate", json={"requestId": str(uuid.uuid4()), "now": after_close.isoformat()})
+    batch = await flagged_batch(suite, category)
     page = await signed_in(browser, suite, "supplier", subject=supplier["supplierId"])
     await page.goto(f"{suite.console}#/batches/{batch['batchId']}")
     await page.locator(".facts .badge", has_text="needs review").wait_for()

@@ -148,3 +148,15 @@ async def test_the_execution_log_shows_a_delivered_event_with_its_action_results
     assert "send email" in await row.inner_text()
     await page.screenshot(path=screenshots / "rule-execution-log.png", full_page=True)
     await page.context.close()
+
+
+async def test_editing_a_rule_saves_a_new_version(browser, suite):
+    rule = await create_rule(suite, f"Edited {uuid.uuid4().hex[:6]}")
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules/{rule['ruleId']}")
+    await page.get_by_label("Priority", exact=True).fill("321")
+    await page.get_by_role("button", name="Save new version").click()
+    await page.get_by_role("status").filter(has_text="version 2").wait_for()
+    saved = await rule_now(suite, rule["ruleId"])
+    assert saved["priority"] == 321 and saved["version"] == 2 and saved["name"] == rule["name"]
+    await page.context.close()
