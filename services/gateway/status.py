@@ -34,7 +34,6 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
-_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class HttpError(Exception):
@@ -114,7 +113,3 @@ def _attached_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
                 return None
     return None
 
-
-def code_name(number: int) -> str:
-    code = _BY_NUMBER.get(number)
-    return code.name if code else str(number)
