@@ -12,6 +12,7 @@ evaluates the same predicates and reports each leaf's actual value.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -205,67 +206,113 @@ class CompiledCondition:
 
 def compile_condition(tree: dict, limits: RegexLimits = RegexLimits()) -> CompiledCondition:
     predicates: dict[int, Any] = {}  # built once per leaf, on the first trace
-    return CompiledCondition(tree, _compile(tree, limits), lambda facts: _trace(tree, facts, limits, predicates))
+    return CompiledCondition(tree, _SourceBuilder(limits).build(tree), lambda facts: _trace(tree, facts, limits, predicates))
 
 
-def _compile(tree: dict, limits: RegexLimits) -> Test:
-    if "fact" in tree:
-        return _compile_leaf(tree, limits)
-    if "not" in tree:
-        inner = _compile(tree["not"], limits)
-        return lambda facts: not inner(facts)
-    children = tuple(_compile(child, limits) for child in tree.get("all", tree.get("any", [])))
-    if "all" in tree:
-        if len(children) == 1:
-            return children[0]
-        if len(children) == 2:
-            first, second = children
-            return lambda facts: first(facts) and second(facts)
+class _SourceBuilder:
+    """Turns a validated tree into the source of one Python function, compiled once.
 
-        def all_of(facts: Facts) -> bool:
-            for child in children:
-                if not child(facts):
-                    return False
-            return True
+    The hot path is one call with no per-leaf closures: each entity is looked up once,
+    each leaf is an inline expression whose fast path covers the common actual types
+    (numbers for comparisons, strings for equal/in/starts_with) and falls back to the
+    operator's own predicate otherwise, so both paths decide exactly as the predicate
+    does (the trace uses the predicate alone). Constants go in as literals (strings,
+    ints, finite floats: their repr is a literal) or as parameters of the factory.
+    """
 
-        return all_of
-    if len(children) == 2:
-        first, second = children
-        return lambda facts: first(facts) or second(facts)
+    def __init__(self, limits: RegexLimits) -> None:
+        self._limits = limits
+        self._bound: dict[str, Any] = {"MISSING": MISSING, "NUMBER": (int, float), "EMPTY": {}}
+        self._entities: dict[str, str] = {}
+        self._leaves = 0
 
-    def any_of(facts: Facts) -> bool:
-        for child in children:
-            if child(facts):
-                return True
-        return False
+    def build(self, tree: dict) -> Test:
+        body = self._node(tree)
+        lookups = "".join(
+            f"    {name} = facts.get({entity!r})\n    if type({name}) is not dict:\n      {name} = EMPTY\n"
+            for entity, name in self._entities.items()
+        )
+        source = (
+            f"def factory({', '.join(self._bound)}):\n"
+            f"  def test(facts):\n{lookups}    return {body}\n"
+            "  return test\n"
+        )
+        namespace: dict[str, Any] = {}
+        exec(compile(source, "<condition>", "exec"), namespace)  # noqa: S102 - source built from a validated tree
+        return namespace["factory"](**self._bound)
 
-    return any_of
+    def _bind(self, value: Any) -> str:
+        name = f"k{len(self._bound)}"
+        self._bound[name] = value
+        return name
+
+    def _node(self, tree: dict) -> str:
+        if "fact" in tree:
+            return self._leaf(tree)
+        if "not" in tree:
+            return f"(not {self._node(tree['not'])})"
+        if "all" in tree:
+            children = [self._node(child) for child in tree["all"]]
+            return f"({' and '.join(children)})" if children else "True"
+        children = [self._node(child) for child in tree["any"]]
+        return f"({' or '.join(children)})" if children else "False"
+
+    def _value(self, path: str) -> str:
+        parts = path.split(".")
+        if len(parts) == 1:
+            return f"facts.get({path!r}, MISSING)"
+        if len(parts) == 2:
+            entity = self._entities.setdefault(parts[0], f"e{len(self._entities)}")
+            return f"{entity}.get({parts[1]!r}, MISSING)"
+        return f"{self._bind(fact_getter(path))}(facts)"
+
+    def _leaf(self, leaf: dict) -> str:
+        operator = OPERATORS[leaf["operator"]]
+        predicate = operator.build(leaf["value"], self._limits)
+        value, expected = self._value(leaf["fact"]), leaf["value"]
+        v = f"v{self._leaves}"
+        self._leaves += 1
+        if operator.may_fail:
+            return f"{self._bind(_guarded(predicate))}({value})"
+        fallback = self._bind(predicate)
+        name = operator.name
+        if name in _INLINE_COMPARISONS and _is_literal_number(expected):
+            return f"({v} {_INLINE_COMPARISONS[name]} {expected!r} if type({v} := {value}) in NUMBER else {fallback}({v}))"
+        if name == "between" and all(_is_literal_number(bound) for bound in expected):
+            low, high = expected
+            return f"({low!r} <= {v} <= {high!r} if type({v} := {value}) in NUMBER else {fallback}({v}))"
+        if name == "equal" and type(expected) is str:
+            return f"(({v} := {value}) == {expected!r} and type({v}) is str)"
+        if name == "in" and any(type(item) is str for item in expected):
+            strings = self._bind(frozenset(item for item in expected if type(item) is str))
+            return f"({v} in {strings} if type({v} := {value}) is str else {fallback}({v}))"
+        if name == "starts_with":
+            return f"(type({v} := {value}) is str and {v}.startswith({expected!r}))"
+        return f"{fallback}({value})"
 
 
-def _compile_leaf(leaf: dict, limits: RegexLimits) -> Test:
-    operator = OPERATORS[leaf["operator"]]
-    predicate = operator.build(leaf["value"], limits)
-    parts = leaf["fact"].split(".")
-    if operator.may_fail:
-        get = fact_getter(leaf["fact"])
+_INLINE_COMPARISONS = {
+    "equal": "==",
+    "less_than": "<",
+    "less_than_inclusive": "<=",
+    "greater_than": ">",
+    "greater_than_inclusive": ">=",
+}
 
-        def guarded(facts: Facts) -> bool:
-            try:
-                return predicate(get(facts))
-            except OperatorError:
-                return False
 
-        return guarded
-    if len(parts) == 2:
-        entity, name = parts
+def _is_literal_number(value: Any) -> bool:
+    """An int or finite float: compared as is by the predicate, and its repr is a literal."""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
 
-        def leaf2(facts: Facts) -> bool:
-            found = facts.get(entity)
-            return predicate(found.get(name, MISSING) if type(found) is dict else MISSING)
 
-        return leaf2
-    get = fact_getter(leaf["fact"])
-    return lambda facts: predicate(get(facts))
+def _guarded(predicate: Callable[[Any], bool]) -> Test:
+    def guarded(actual: Any) -> bool:
+        try:
+            return predicate(actual)
+        except OperatorError:
+            return False
+
+    return guarded
 
 
 def _trace(tree: dict, facts: Facts, limits: RegexLimits, built: dict[int, Any]) -> ConditionTrace:
