@@ -16,12 +16,14 @@ from collections.abc import Callable
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
+from libs import wellformed
 from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
 from libs.db import is_transient
-from libs.errors import DomainError, Unavailable
+from libs.errors import DomainError, InvalidArgument, Unavailable
 from libs.logs import Redactor, peer_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -48,6 +50,13 @@ class _Outcome:
         self.error: str | None = None
 
 
+def _require_wellformed(request) -> None:
+    """Enum numbers no proto declares and out-of-range timestamps are bad input, not INTERNAL."""
+    found = wellformed.violations(request) if isinstance(request, Message) else []
+    if found:
+        raise InvalidArgument(found)
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor) -> None:
         self._jwt_key = jwt_key
@@ -67,6 +76,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
                     self._enter(context, method, rule)
+                    _require_wellformed(request)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
                     await self._fail(context, outcome, error)
@@ -80,6 +90,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
                     self._enter(context, method, rule)
+                    _require_wellformed(request)
                     produced = behavior(request, context)
                     if inspect.isasyncgen(produced):
                         async for item in produced:
