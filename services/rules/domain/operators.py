@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import operator
-import re
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import regex
 
 
 class _Missing:
@@ -36,7 +35,7 @@ class OperatorError(Exception):
 
 @dataclass(frozen=True)
 class RegexLimits:
-    """Bounds of the `matches` operator: Python's `re` backtracks, so both length and time are capped."""
+    """Bounds of the `matches` operator: a backtracking engine can take exponential time, so both length and time are capped."""
 
     max_pattern_length: int = 256
     max_input_length: int = 4096
@@ -182,38 +181,22 @@ def _exists(expected: Any, _: RegexLimits) -> Predicate:
     return lambda actual: (actual is not MISSING and actual is not None) == wanted
 
 
-class _RegexTimeout(Exception):
-    pass
-
-
-def _raise_timeout(signum: int, frame: object) -> None:
-    raise _RegexTimeout
-
-
-def bounded_search(pattern: re.Pattern[str], text: str, limits: RegexLimits) -> bool:
+def bounded_search(pattern: regex.Pattern[str], text: str, limits: RegexLimits) -> bool:
     """pattern.search(text) within the limits, else OperatorError.
 
-    CPython's regex engine checks for signals as it backtracks, so on the main
-    thread (where the gRPC aio server and the worker run) an interval timer stops
-    a catastrophic pattern. Off the main thread only the length bound applies.
+    The `regex` engine checks its own deadline as it backtracks, so the time bound
+    holds on any thread (the worker, a gRPC handler, a to_thread call) without signals.
     """
     if len(text) > limits.max_input_length:
         raise OperatorError(f"input longer than {limits.max_input_length} characters")
-    if threading.current_thread() is not threading.main_thread():
-        return pattern.search(text) is not None
-    previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, limits.timeout_seconds)
     try:
-        return pattern.search(text) is not None
-    except _RegexTimeout:
+        return pattern.search(text, timeout=limits.timeout_seconds) is not None
+    except TimeoutError:
         raise OperatorError(f"regex took longer than {limits.timeout_seconds * 1000:g} ms") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _matches(expected: str, limits: RegexLimits) -> Predicate:
-    pattern = re.compile(expected)
+    pattern = regex.compile(expected)
 
     def test(actual: Any) -> bool:
         return type(actual) is str and bounded_search(pattern, actual, limits)
@@ -264,8 +247,8 @@ def _need_regex(value: Any, limits: RegexLimits) -> str | None:
     if len(value) > limits.max_pattern_length:
         return f"regular expression longer than {limits.max_pattern_length} characters"
     try:
-        re.compile(value)
-    except re.error as error:
+        regex.compile(value)
+    except regex.error as error:
         return f"regular expression does not compile: {error}"
     return None
 
