@@ -13,13 +13,19 @@ from libs import logs
 from libs.scratch_db import create_database, drop_database, server_url
 
 
-async def run_all(names: list[str], runs: int, quick: bool, database_url: str) -> list[Figure]:
+async def run_all(names: list[str], runs: int, quick: bool, database_url: str) -> tuple[list[Figure], dict[str, str]]:
+    """Every selected benchmark in turn; one that fails is reported and the others still run."""
     figures: list[Figure] = []
+    failed: dict[str, str] = {}
     context = BenchContext(database_url=database_url, runs=runs, quick=quick)
     for bench in selected(names):
         print(f"# {bench.name} ...", file=sys.stderr, flush=True)
-        figures.extend(await bench.run(context))
-    return figures
+        try:
+            figures.extend(await bench.run(context))
+        except Exception as error:  # noqa: BLE001 - reported below and in the markdown
+            failed[bench.name] = f"{type(error).__name__}: {error}"[:300]
+            print(f"# {bench.name} FAILED: {failed[bench.name]}", file=sys.stderr, flush=True)
+    return figures, failed
 
 
 def main() -> None:
@@ -41,7 +47,7 @@ def main() -> None:
     admin_url = server_url()
     database_url = create_database(admin_url, prefix="loom_bench")
     try:
-        figures = asyncio.run(run_all(args.names, args.runs, args.quick, database_url))
+        figures, failed = asyncio.run(run_all(args.names, args.runs, args.quick, database_url))
     finally:
         drop_database(admin_url, database_url)
     if args.json:
@@ -49,7 +55,9 @@ def main() -> None:
     else:
         print("\n".join(f.line() for f in figures))
     if args.markdown:
-        write_markdown(args.markdown, figures, machine())
+        write_markdown(args.markdown, figures, machine(), runs=args.runs, quick=args.quick, failed=failed)
+    if failed:
+        raise SystemExit(f"{len(failed)} benchmark(s) failed: {', '.join(sorted(failed))}")
 
 
 main()

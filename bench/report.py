@@ -1,25 +1,89 @@
-"""The markdown table of a benchmark run, with the machine it ran on."""
+"""The markdown report of a benchmark run: every figure with its ratio, the machine,
+and how cost grows with the amount of work for figures measured at several sizes."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from pathlib import Path
 
 from bench.harness import Figure
 
+SIZE_LABEL = re.compile(r"^(?P<family>.+)\.(?P<size>\d+(?:\.\d+)?)(?P<scale>[km]?)$")
+SCALES = {"": 1, "k": 1_000, "m": 1_000_000}
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
-def write_markdown(path: str, figures: list[Figure], machine: str) -> None:
+
+def workload_size(name: str) -> tuple[str, int] | None:
+    """`batch.orchestrate.100k` -> ("batch.orchestrate", 100000); None for a name without a size."""
+    match = SIZE_LABEL.match(name)
+    if not match:
+        return None
+    return match["family"], int(float(match["size"]) * SCALES[match["scale"]])
+
+
+def growth_rows(figures: list[Figure]) -> list[str]:
+    """One row per sized time figure: work, time, time per item, and the exponent of growth
+    from the previous size (1.0 = linear, below 1 = better than linear)."""
+    families: dict[str, list[tuple[int, Figure]]] = {}
+    for figure in figures:
+        sized = workload_size(figure.name)
+        if sized and figure.unit in TIME_UNITS:
+            families.setdefault(sized[0], []).append((sized[1], figure))
+    rows = []
+    for family, members in sorted(families.items()):
+        if len(members) < 2:
+            continue
+        previous: tuple[int, float] | None = None
+        for size, figure in sorted(members, key=lambda m: m[0]):
+            seconds = figure.value * TIME_UNITS[figure.unit]
+            per_item_us = seconds / size * 1e6
+            exponent = "" if previous is None else f"{math.log(seconds / previous[1]) / math.log(size / previous[0]):.2f}"
+            rows.append(f"| `{family}` | {size:,} | {seconds:.4g} s | {per_item_us:.3g} us | {exponent} |")
+            previous = (size, seconds)
+    return rows
+
+
+def write_markdown(
+    path: str,
+    figures: list[Figure],
+    machine: str,
+    *,
+    runs: int | None = None,
+    quick: bool = False,
+    failed: dict[str, str] | None = None,
+) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    how = f"the median of {runs} runs" if runs else "the median of several runs"
     lines = [
         "# Loom benchmark results",
         "",
-        f"Measured {when} on {machine}. Each value is the median of several runs;",
-        "the ratio compares it with a baseline measured in the same run.",
-        "",
-        "| figure | value | unit | ratio | vs |",
-        "| --- | ---: | --- | ---: | --- |",
+        f"Measured {when} on {machine}. Each value is {how}; the ratio compares it with a",
+        "baseline measured in the same run on the same machine (`vs`), so a noisy, shared machine",
+        "moves both sides alike. Regenerate with `.venv/bin/python -m bench --markdown bench/RESULTS.md`.",
     ]
+    if quick:
+        lines += ["", "**Quick run**: small workloads (`--quick`); sized figures keep their full-size names."]
+    lines += ["", "| figure | value | unit | ratio | vs |", "| --- | ---: | --- | ---: | --- |"]
     for f in figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.3g}"
         lines.append(f"| `{f.name}` | {f.value:.4g} | {f.unit} | {ratio} | {f.vs} |")
+    growth = [] if quick else growth_rows(figures)
+    if growth:
+        lines += [
+            "",
+            "## How cost grows with work",
+            "",
+            "Figures measured at several sizes (sizes are set per benchmark, e.g. `BENCH_ORCHESTRATE_1M`).",
+            "The growth exponent is log(time ratio) / log(size ratio) from the previous size:",
+            "1.0 is linear, below 1 means fixed costs still dominate, above 1 means worse than linear.",
+            "",
+            "| work | size | time | time per item | growth exponent |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *growth,
+        ]
+    if failed:
+        lines += ["", "## Benchmarks that did not finish", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in sorted(failed.items())]
     Path(path).write_text("\n".join(lines) + "\n")

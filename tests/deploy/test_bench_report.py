@@ -1,0 +1,32 @@
+"""The benchmark report: every figure with its ratio, the machine, and how cost grows with work."""
+
+from bench.harness import Figure
+from bench.report import growth_rows, workload_size, write_markdown
+
+
+def test_sized_figure_names_give_their_workload():
+    assert workload_size("batch.orchestrate.100k") == ("batch.orchestrate", 100_000)
+    assert workload_size("batch.orchestrate.1m") == ("batch.orchestrate", 1_000_000)
+    assert workload_size("tracking.ingest.unary.p99") is None
+
+
+def test_growth_exponent_is_one_for_linear_cost_and_below_for_fixed_costs():
+    linear = [Figure("w.10k", 1.0, "s", 2.0, "x"), Figure("w.100k", 10.0, "s", 2.0, "x")]
+    assert growth_rows(linear)[1].endswith("| 1.00 |")
+    flat = [Figure("w.10k", 1.0, "s", 2.0, "x"), Figure("w.100k", 1.0, "s", 2.0, "x")]
+    assert growth_rows(flat)[1].endswith("| 0.00 |")
+
+
+def test_report_notes_the_machine_lists_every_figure_and_failures(tmp_path):
+    figures = [
+        Figure("batch.orchestrate.10k", 0.5, "s", 3.0, "one raw UPDATE"),
+        Figure("batch.orchestrate.100k", 4.0, "s", 2.5, "one raw UPDATE"),
+        Figure("foundation.interceptor", 9000.0, "calls/s", 0.8, "bare grpc.aio server"),
+    ]
+    path = tmp_path / "RESULTS.md"
+    write_markdown(str(path), figures, "2 cores (test cpu)", runs=5, failed={"rules.evaluate": "RuntimeError: boom"})
+    text = path.read_text()
+    assert "2 cores (test cpu)" in text and "median of 5 runs" in text
+    assert all(f"`{f.name}`" in text for f in figures)
+    assert "## How cost grows with work" in text and "| `batch.orchestrate` | 100,000 |" in text
+    assert "`rules.evaluate`: RuntimeError: boom" in text
