@@ -29,12 +29,14 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    literal,
     or_,
     select,
     text,
     tuple_,
     update,
 )
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -403,11 +405,16 @@ async def list_executions(
     if status:
         query = query.where(executions.c.status == status)
     if after:
-        query = query.where(
-            tuple_(executions.c.start_time, executions.c.execution_id) < tuple_(datetime.fromisoformat(after[0]), after[1])
-        )
+        query = query.where(_before(executions.c.start_time, executions.c.execution_id, after))
     query = query.order_by(executions.c.start_time.desc(), executions.c.execution_id.desc()).limit(limit)
     return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+def _before(time_column: Column, id_column: Column, cursor: list) -> ColumnElement[bool]:
+    """Rows after the cursor [time, id] in (time, id) descending order. The bound values carry
+    the columns' types: a bare string would be VARCHAR, and uuid < varchar has no operator."""
+    bound = tuple_(literal(datetime.fromisoformat(cursor[0]), time_column.type), literal(cursor[1], id_column.type))
+    return tuple_(time_column, id_column) < bound
 
 
 # --- notifications ------------------------------------------------------------------------
@@ -459,10 +466,7 @@ async def list_notifications(
             return []
         query = query.where(notifications.c.rule_id == rule_id)
     if after:
-        query = query.where(
-            tuple_(notifications.c.create_time, notifications.c.notification_id)
-            < tuple_(datetime.fromisoformat(after[0]), after[1])
-        )
+        query = query.where(_before(notifications.c.create_time, notifications.c.notification_id, after))
     query = query.order_by(notifications.c.create_time.desc(), notifications.c.notification_id.desc()).limit(limit)
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
