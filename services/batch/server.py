@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from libs.auth import current_caller, require_self_or
 from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
-from libs.idempotency import run_idempotent
+from libs.idempotency import idempotent, run_idempotent
 from libs.pagination import decode_token, encode_token, page_size
 from services.batch import domain, store
+from services.batch.combiner import GroupCommitter
 from services.batch.domain import BatchStatus, OrderStatus
 from services.batch.settings import BatchSettings
 from services.batch.watch import BatchWatcher
@@ -205,8 +206,12 @@ def next_token(rows: list[RowMapping], limit: int, scope: str) -> str:
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
-    def __init__(self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None],
+        orders: GroupCommitter,
+    ) -> None:
         self._engine = engine
+        self._orders = orders
         self._settings = settings
         self._watcher = watcher
         self._wake_dispatcher = wake_dispatcher
@@ -360,7 +365,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                 batch_opened=placed.batch_opened,
             )
 
-        return await self._idempotent("PlaceOrder", request, pb.PlaceOrderResponse, work)
+        # Grouped with concurrent PlaceOrders: one commit (one WAL flush under the hot batch's
+        # row lock) for the group; answered only once that commit is durable.
+        response = await self._orders.submit(idempotent(store.IDEMPOTENCY, "PlaceOrder", request, pb.PlaceOrderResponse, work))
+        self._wake_dispatcher()
+        return response
 
     def _check_order_access(self, row: RowMapping) -> None:
         require_self_or(current_caller(), row["buyer_id"], ADMIN, SERVICE)

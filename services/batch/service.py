@@ -6,6 +6,7 @@ from contextlib import suppress
 from loom.batch.v1 import batch_pb2_grpc
 
 from libs.server import ServiceContext, ServiceSpec
+from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
 from services.batch.server import BatchServicer
 from services.batch.settings import BatchSettings
@@ -33,8 +34,12 @@ async def setup(context: ServiceContext) -> None:
                 await task
 
         context.exit_stack.push_async_callback(stop_dispatcher)
+    orders = GroupCommitter(
+        context.engine, attempts=settings.db_retry_attempts, max_group=settings.group_commit_max_orders
+    )
+    context.exit_stack.push_async_callback(orders.close)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(
-        BatchServicer(context.engine, settings, watcher, dispatcher.wake), context.server
+        BatchServicer(context.engine, settings, watcher, dispatcher.wake, orders), context.server
     )
 
 

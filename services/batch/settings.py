@@ -44,6 +44,10 @@ class BatchSettings(Settings):
     watch_interval_seconds: float = Field(
         default=0.2, description="How often the batches being watched (WatchBatch) are looked at for changes."
     )
+    group_commit_max_orders: int = Field(
+        default=64,
+        description="Most concurrent PlaceOrders applied in one shared transaction (each under its own savepoint).",
+    )
     outbox_dispatch: bool = Field(default=True, description="Run the outbox dispatcher that delivers events to rules.")
 
 

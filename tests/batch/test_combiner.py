@@ -1,0 +1,169 @@
+"""Group commit of PlaceOrders: one transaction per group, one savepoint per order, answers after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import grpc
+import psycopg
+import pytest
+from loom.batch.v1 import batch_pb2 as pb
+
+from libs.db import make_engine
+from libs.errors import FailedPrecondition, InvalidArgument
+from libs.idempotency import idempotent
+from libs.scratch_db import plain_url
+from services.batch import domain, store
+from services.batch.combiner import GroupCommitter
+from tests.batch.conftest import create_supplier, request_id, unique_category
+from tests.support import ServiceProcess, auth, free_port, process_env, stub_for, wait_serving
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def committer(database_url):
+    engine = make_engine(database_url, application_name="test-combiner", pool_size=2)
+    yield GroupCommitter(engine, attempts=3, max_group=64)
+    await engine.dispose()
+
+
+def order_work(category: str, quantity: int, rid: str):
+    """What PlaceOrder submits: the idempotent placement of one order, answering its order id."""
+    request = pb.PlaceOrderRequest(request_id=rid, category=category, quantity=quantity)
+    order = domain.OrderRequest("buyer", category, quantity, 1, [], [], "")
+
+    async def work(conn) -> pb.PlaceOrderResponse:
+        placed = await store.place_order(
+            conn, order, {"style_count": 1}, margin_percent=Decimal(15), currency="USD", window=timedelta(days=14),
+            now=datetime.now(UTC),
+        )
+        return pb.PlaceOrderResponse(order=pb.Order(order_id=placed.order_id), batch=pb.Batch(batch_id=str(placed.batch["id"])))
+
+    return idempotent(store.IDEMPOTENCY, "PlaceOrder", request, pb.PlaceOrderResponse, work)
+
+
+async def test_a_failing_order_in_a_group_rolls_back_alone(stub, committer, sql):
+    category = unique_category()
+    await create_supplier(stub, category, capacity=200)
+    first, replayed = request_id(), request_id()
+    outcomes = await asyncio.gather(
+        committer.submit(order_work(category, 10, first)),
+        committer.submit(order_work(category, 500, request_id())),  # more than any supplier's capacity
+        committer.submit(order_work(category, 20, replayed)),
+        committer.submit(order_work(category, 21, replayed)),  # same request_id, another request
+        committer.submit(order_work(category, 10, first)),  # replay inside the same group
+        committer.submit(order_work(category, 30, request_id())),
+        return_exceptions=True,
+    )
+    placed, too_big, second, conflict, replay, third = outcomes
+    assert isinstance(too_big, FailedPrecondition)
+    assert isinstance(conflict, InvalidArgument)
+    assert replay == placed
+    rows = sql.execute(
+        "SELECT id::text, quantity FROM batch.orders WHERE category = %s ORDER BY quantity", (category,)
+    ).fetchall()
+    assert [r[0] for r in rows] == [placed.order.order_id, second.order.order_id, third.order.order_id]
+    batch = sql.execute(
+        "SELECT current_quantity, order_count FROM batch.batches WHERE category = %s", (category,)
+    ).fetchall()
+    assert batch == [(60, 3)]
+
+
+async def test_no_order_of_a_group_is_answered_before_the_group_commits(stub, committer, database_url, sql):
+    free, locked = unique_category(), unique_category()
+    for category in (free, locked):
+        await create_supplier(stub, category)
+    opened = await committer.submit(order_work(locked, 1, request_id()))
+    with psycopg.connect(plain_url(database_url), autocommit=True) as locker:
+        locker.execute("BEGIN")
+        locker.execute("SELECT 1 FROM batch.batches WHERE id = %s FOR UPDATE", (opened.batch.batch_id,))
+        done_first = asyncio.ensure_future(committer.submit(order_work(free, 2, request_id())))
+        blocked = asyncio.ensure_future(committer.submit(order_work(locked, 2, request_id())))
+        deadline = time.monotonic() + 10
+        while not sql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the second order never reached the locked batch"
+            await asyncio.sleep(0.01)
+        # The first order is written (the group has moved on to the second), but neither
+        # committed nor answered: the two share one transaction.
+        assert not done_first.done() and not blocked.done()
+        assert sql.execute("SELECT count(*) FROM batch.orders WHERE category = %s", (free,)).fetchone()[0] == 0
+        locker.execute("COMMIT")
+    first, second = await asyncio.wait_for(asyncio.gather(done_first, blocked), 10)
+    stored = sql.execute(
+        "SELECT count(*) FROM batch.orders WHERE id IN (%s, %s)", (first.order.order_id, second.order.order_id)
+    ).fetchone()[0]
+    assert stored == 2
+
+
+async def hot_load(stub, category: str, acknowledged: dict[str, str], stop: asyncio.Event, client: int) -> None:
+    n = 0
+    while not stop.is_set():
+        rid = f"crash-{client}-{n}-{category}"
+        n += 1
+        try:
+            reply = await stub.PlaceOrder(
+                pb.PlaceOrderRequest(request_id=rid, category=category, quantity=1, style=pb.StyleDetails(style_count=1)),
+                metadata=auth("buyer", f"b{client}"),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError:
+            return  # the server died under us: this one was never acknowledged
+        acknowledged[rid] = reply.order.order_id
+
+
+@pytest.mark.e2e
+async def test_every_acknowledged_order_survives_kill_9(stub, database_url, sql):
+    category = unique_category()
+    await create_supplier(stub, category, moq=100_000, capacity=1_000_000, max_styles_per_batch=1_000)
+    port = free_port()
+    env = process_env("batch", database_url, port, LOOM_OUTBOX_DISPATCH="false")
+    server = ServiceProcess("batch", env).start()
+    target = f"127.0.0.1:{port}"
+    acknowledged: dict[str, str] = {}
+    try:
+        await wait_serving(target)
+        stop = asyncio.Event()
+        async with stub_for("batch", target) as crash_stub:
+            clients = [asyncio.create_task(hot_load(crash_stub, category, acknowledged, stop, c)) for c in range(16)]
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            server.kill()  # mid-load: groups are being applied and committed
+            stop.set()
+            await asyncio.gather(*clients)
+        assert len(acknowledged) >= 200
+        stored = {
+            str(r[0])
+            for r in sql.execute("SELECT id FROM batch.orders WHERE category = %s", (category,)).fetchall()
+        }
+        assert set(acknowledged.values()) <= stored
+        current, contributed = sql.execute(
+            """
+            SELECT sum(b.current_quantity), (SELECT sum(c.quantity) FROM batch.contributions c
+                                             JOIN batch.batches cb ON cb.id = c.batch_id WHERE cb.category = %s)
+            FROM batch.batches b WHERE b.category = %s
+            """,
+            (category, category),
+        ).fetchone()
+        assert current == contributed == len(stored)
+
+        server = ServiceProcess("batch", env).start()
+        await wait_serving(target)
+        async with stub_for("batch", target) as crash_stub:
+            for rid in list(acknowledged)[:20]:
+                client = rid.split("-")[1]
+                replay = await crash_stub.PlaceOrder(
+                    pb.PlaceOrderRequest(request_id=rid, category=category, quantity=1, style=pb.StyleDetails(style_count=1)),
+                    metadata=auth("buyer", f"b{client}"),
+                )
+                assert replay.order.order_id == acknowledged[rid]
+        assert sql.execute("SELECT count(*) FROM batch.orders WHERE category = %s", (category,)).fetchone()[0] == len(stored)
+    finally:
+        if server.process and server.process.poll() is None:
+            server.kill()
