@@ -1,8 +1,12 @@
 """Tracking ingestion and aggregation, each against a ceiling measured in the same run.
 
+Servers run in processes of their own and the load comes from this one, as in production;
+requests and COPY payloads are built before the clock starts, so the client's own work
+is the same small share of the machine on both sides of a ratio.
+
 - tracking.ingest.unary: TrackInteraction from 32 concurrent clients (each call waits for
   its group commit) vs an empty TrackInteraction handler on the same server bootstrap.
-- tracking.ingest.batch: TrackInteractions of 1,000 events vs a raw binary COPY of the same
+- tracking.ingest.batch: TrackInteractions of 1,000 events vs a raw COPY of the same
   enriched rows into a copy of the interactions table (same indexes), 1,000 rows a commit.
 - tracking.aggregate.1m: AggregatePopularity over 1M stored interactions (a full first run)
   vs one GROUP BY scan of the same rows.
@@ -13,7 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -21,11 +29,12 @@ from loom.tracking.v1 import tracking_pb2 as pb
 from loom.tracking.v1 import tracking_pb2_grpc
 
 from bench.harness import BenchContext, Figure, benchmark, closed_loop, median, percentile
+from libs.clients import open_channel
 from libs.scratch_db import plain_url
-from libs.server import ServiceSpec, start
+from libs.server import ServiceSpec, main
 from services.tracking.ingest import uuid7
 from services.tracking.settings import TrackingSettings
-from tests.support import auth, serve, settings_for, stub_for
+from tests.support import ROOT, auth, free_port, process_env, serve, stub_for, wait_serving
 
 CLIENTS = 32
 BATCH = 1000
@@ -47,6 +56,34 @@ async def _empty_setup(context) -> None:
 
 
 EMPTY = ServiceSpec("tracking", TrackingSettings, ("loom.tracking.v1.TrackingService",), _empty_setup, uses_database=False)
+EMPTY_MODULE = "bench.tracking_ingest"  # `python -m bench.tracking_ingest` serves EMPTY
+
+
+@asynccontextmanager
+async def server_process(module: str, database_url: str) -> AsyncIterator[str]:
+    """Runs `python -m module` (a service's main) as its own OS process; yields its target."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", module], env={**os.environ, **process_env("tracking", database_url, port)},
+        cwd=ROOT, stdout=subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        await wait_serving(target)
+        yield target
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 30)
+
+
+async def raw_calls(target: str, method: str, payloads: list[bytes], clients: int) -> tuple[float, list[float]]:
+    """Calls/s and latencies of a unary method fed pre-serialized requests (replies left unparsed)."""
+    channel = open_channel(target)
+    try:
+        call = channel.unary_unary(f"/loom.tracking.v1.TrackingService/{method}")
+        return await closed_loop(lambda i: call(payloads[i], timeout=60), clients=clients, total=len(payloads))
+    finally:
+        await channel.close()
 
 
 def _interaction(run: str, n: int) -> pb.Interaction:
@@ -62,29 +99,28 @@ def _interaction(run: str, n: int) -> pb.Interaction:
 
 
 async def _unary(target: str, run: str, total: int) -> tuple[float, float]:
-    async with stub_for("tracking", target) as stub:
-        requests = [pb.TrackInteractionRequest(interaction=_interaction(run, n)) for n in range(total)]
-        rate, latencies = await closed_loop(lambda i: stub.TrackInteraction(requests[i]), clients=CLIENTS, total=total)
+    payloads = [pb.TrackInteractionRequest(interaction=_interaction(run, n)).SerializeToString() for n in range(total)]
+    rate, latencies = await raw_calls(target, "TrackInteraction", payloads, CLIENTS)
     return rate, percentile(latencies, 99) * 1000
 
 
 @benchmark("tracking.ingest.unary", figures=("tracking.ingest.unary", "tracking.ingest.unary.p99"))
 async def ingest_unary(ctx: BenchContext) -> list[Figure]:
     total = ctx.size("BENCH_TRACKING_UNARY_CALLS", full=10_000, quick=1_000)
-    empty = await start(EMPTY, settings_for("tracking", database_url=None), port=0)
     rates, p99s, empty_rates, empty_p99s = [], [], [], []
-    try:
-        async with serve("tracking", ctx.database_url) as tracking:
-            await _unary(tracking.target, "warm", 200)
-            for run in range(ctx.runs):
-                rate, p99 = await _unary(empty.target, f"e{run}", total)
-                empty_rates.append(rate)
-                empty_p99s.append(p99)
-                rate, p99 = await _unary(tracking.target, f"u{run}-{os.getpid()}", total)
-                rates.append(rate)
-                p99s.append(p99)
-    finally:
-        await empty.stop(0)
+    async with (
+        server_process(EMPTY_MODULE, ctx.database_url) as empty,
+        server_process("services.tracking", ctx.database_url) as tracking,
+    ):
+        await _unary(empty, "warm", 200)
+        await _unary(tracking, f"warm-{os.getpid()}", 200)
+        for run in range(ctx.runs):
+            rate, p99 = await _unary(empty, f"e{run}", total)
+            empty_rates.append(rate)
+            empty_p99s.append(p99)
+            rate, p99 = await _unary(tracking, f"u{run}-{os.getpid()}", total)
+            rates.append(rate)
+            p99s.append(p99)
     rate, p99 = median(rates), median(p99s)
     return [
         Figure("tracking.ingest.unary", rate, "events/s", rate / median(empty_rates), "empty handler"),
@@ -92,39 +128,33 @@ async def ingest_unary(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-def _rows(batch: list[pb.Interaction], now: datetime) -> list[tuple]:
-    """The rows ingestion stores for these events (enrichment done once, as the service caches it)."""
-    ip_hash = os.urandom(16)
-    return [
-        (uuid7(), now, i.type, i.product_id, i.session_id, None, None, i.client_event_id, i.page, "www.google.com",
-         "US", "Chrome", "Windows", "desktop", ip_hash)
+def _copy_payload(batch: list[pb.Interaction], now: datetime) -> bytes:
+    """The rows ingestion stores for these events, in COPY text format (enrichment done
+    once, as the service caches it)."""
+    ip_hash = "\\\\x" + os.urandom(16).hex()
+    stamp = now.isoformat()
+    return "".join(
+        f"{uuid7()}\t{stamp}\t{i.type}\t{i.product_id}\t{i.session_id}\t\\N\t\\N\t{i.client_event_id}\t{i.page}\t"
+        f"www.google.com\tUS\tChrome\tWindows\tdesktop\t{ip_hash}\n"
         for i in batch
-    ]
+    ).encode()
 
 
-async def _copy(url: str, table: str, batches: list[list[tuple]]) -> float:
-    """Rows/s of binary COPY, BATCH_CLIENTS connections, one commit per batch."""
-    queue = iter(batches)
+async def _copy(url: str, table: str, payloads: list[bytes]) -> float:
+    """Rows/s of COPY, BATCH_CLIENTS connections, one commit per batch."""
+    queue = iter(payloads)
 
     async def writer() -> None:
         async with await psycopg.AsyncConnection.connect(plain_url(url)) as conn:
-            for rows in queue:
+            for payload in queue:
                 async with conn.cursor() as cursor:
                     async with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                        for row in rows:
-                            await copy.write_row(row)
+                        await copy.write(payload)
                 await conn.commit()
 
     started = time.perf_counter()
     await asyncio.gather(*(writer() for _ in range(BATCH_CLIENTS)))
-    return sum(len(b) for b in batches) / (time.perf_counter() - started)
-
-
-async def _batched(target: str, batches: list[list[pb.Interaction]]) -> float:
-    async with stub_for("tracking", target) as stub:
-        requests = [pb.TrackInteractionsRequest(interactions=b) for b in batches]
-        rate, _ = await closed_loop(lambda i: stub.TrackInteractions(requests[i]), clients=BATCH_CLIENTS, total=len(requests))
-    return rate * BATCH
+    return len(payloads) * BATCH / (time.perf_counter() - started)
 
 
 @benchmark("tracking.ingest.batch", figures=("tracking.ingest.batch",))
@@ -135,14 +165,16 @@ async def ingest_batch(ctx: BenchContext) -> list[Figure]:
         await conn.execute("DROP TABLE IF EXISTS tracking.bench_copy")
         await conn.execute("CREATE TABLE tracking.bench_copy (LIKE tracking.interactions INCLUDING ALL)")
     rates, copy_rates = [], []
-    async with serve("tracking", url) as tracking:
+    async with server_process("services.tracking", url) as tracking:
         for run in range(ctx.runs):
             tag = f"b{run}-{os.getpid()}"
             events = [_interaction(tag, n) for n in range(total)]
             batches = [events[i : i + BATCH] for i in range(0, total, BATCH)]
-            now = datetime.now(UTC)
-            copy_rates.append(await _copy(url, "tracking.bench_copy", [_rows(b, now) for b in batches]))
-            rates.append(await _batched(tracking.target, batches))
+            copies = [_copy_payload(b, datetime.now(UTC)) for b in batches]
+            requests = [pb.TrackInteractionsRequest(interactions=b).SerializeToString() for b in batches]
+            copy_rates.append(await _copy(url, "tracking.bench_copy", copies))
+            rate, _ = await raw_calls(tracking, "TrackInteractions", requests, BATCH_CLIENTS)
+            rates.append(rate * BATCH)
     async with await psycopg.AsyncConnection.connect(plain_url(url), autocommit=True) as conn:
         await conn.execute("DROP TABLE tracking.bench_copy")
     rate = median(rates)
@@ -202,3 +234,7 @@ async def aggregate_1m(ctx: BenchContext) -> list[Figure]:
             assert reply.interactions_scanned == total, reply
     value = median(seconds)
     return [Figure("tracking.aggregate.1m", value, "s", value / median(scans), "one GROUP BY scan of the rows")]
+
+
+if __name__ == "__main__":
+    main(EMPTY)

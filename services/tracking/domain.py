@@ -58,7 +58,7 @@ class Agent:
 class Event:
     """A validated, enriched interaction ready to store (no raw IP: only its salted hash)."""
 
-    id: object  # uuid.UUID, proposed; the stored id may differ for a duplicate
+    id: str  # a UUID, proposed; the stored id may differ for a duplicate
     occurred_at: datetime
     type: int
     product_id: str
@@ -77,7 +77,7 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    interaction_id: object
+    interaction_id: str
     duplicate: bool
 
 
@@ -95,6 +95,24 @@ def id_problem(value: str, *, required: bool) -> str | None:
     return None if _acceptable_id(value) else MALFORMED_ID
 
 
+def interaction_acceptable(
+    type: int, product_id: str, session_id: str, user_id: str, anonymous_id: str, client_event_id: str,
+    occurred_at: datetime, earliest: datetime, latest: datetime, referrer: str, user_agent: str, page: str,
+) -> bool:
+    """The common case of ingestion, decided without building anything (positional: it runs per event)."""
+    return (
+        type in INTERACTION_TYPES
+        and _acceptable_id(product_id) and _acceptable_id(session_id)
+        and (not user_id or _acceptable_id(user_id))
+        and (not anonymous_id or _acceptable_id(anonymous_id))
+        and (not client_event_id or _acceptable_id(client_event_id))
+        and earliest <= occurred_at <= latest
+        and len(referrer) <= MAX_URL_LENGTH and len(page) <= MAX_URL_LENGTH
+        and len(user_agent) <= MAX_USER_AGENT_LENGTH
+        and "\x00" not in page and "\x00" not in referrer and "\x00" not in user_agent
+    )
+
+
 def interaction_violations(
     *,
     type: int,
@@ -110,17 +128,6 @@ def interaction_violations(
     now: datetime,
     limits: IngestLimits,
 ) -> list[FieldViolation]:
-    if (  # the common case, decided without building anything
-        type in INTERACTION_TYPES
-        and _acceptable_id(product_id) and _acceptable_id(session_id)
-        and (not user_id or _acceptable_id(user_id))
-        and (not anonymous_id or _acceptable_id(anonymous_id))
-        and (not client_event_id or _acceptable_id(client_event_id))
-        and (occurred_at is None or now - limits.max_age <= occurred_at <= now + limits.max_skew)
-        and len(referrer) <= MAX_URL_LENGTH and len(page) <= MAX_URL_LENGTH
-        and len(user_agent) <= MAX_USER_AGENT_LENGTH
-    ):
-        return []
     found: list[FieldViolation] = []
     if type not in INTERACTION_TYPES:
         found.append(FieldViolation("type", f"must be one of {', '.join(INTERACTION_TYPES.values())}"))
@@ -146,6 +153,8 @@ def interaction_violations(
     ):
         if len(value) > limit:
             found.append(FieldViolation(field, f"at most {limit} characters"))
+        elif "\x00" in value:  # PostgreSQL text cannot hold it
+            found.append(FieldViolation(field, "must not contain NUL characters"))
     return found
 
 
@@ -193,7 +202,7 @@ def first_claims(client_event_ids: Sequence[str | None]) -> dict[int, int]:
     return repeats
 
 
-def session_rounds(events: Sequence[Event], indices: Sequence[int], window: timedelta) -> list[dict[int, list[int]]]:
+def session_rounds(events: Sequence[Event], indices: Sequence[int], window: timedelta) -> list[dict[int, Sequence[int]]]:
     """Splits a batch into rounds of events with distinct (session, product, type) keys.
 
     In each round every key appears once, as a representative; later events of the
@@ -205,6 +214,8 @@ def session_rounds(events: Sequence[Event], indices: Sequence[int], window: time
     for index in indices:
         event = events[index]
         by_key[(event.session_id, event.product_id, event.type)].append(index)
+    if len(by_key) == len(indices):  # the common case: no key repeats, one round
+        return [dict.fromkeys(indices, ())] if indices else []
     rounds: list[dict[int, list[int]]] = []
     for group in by_key.values():
         group.sort(key=lambda i: events[i].occurred_at)

@@ -21,8 +21,8 @@ from libs.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from libs.idempotency import claim, idempotency_table, remember, run_idempotent, validate_request_id
 from libs.pagination import decode_token, encode_token, page_size
 from services.tracking import domain, store
-from services.tracking.domain import Event, IngestLimits
-from services.tracking.ingest import Enricher, GroupCommitter, uuid7
+from services.tracking.domain import Agent, Event, IngestLimits
+from services.tracking.ingest import Enricher, GroupCommitter, uuid7_batch
 from services.tracking.settings import TrackingSettings
 
 IDEMPOTENCY = idempotency_table(MetaData(schema="tracking"))
@@ -95,87 +95,93 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         ip = client_ip(context, self._proxies)
         return ip, domain.ip_hash(await self._salts.salt(now.date()), ip)
 
-    def _event(
-        self, item: pb.Interaction, caller: Caller, ip: str, ip_hash: bytes, now: datetime
-    ) -> Event | list[FieldViolation]:
-        """The enriched event, or why the item is rejected."""
-        user_id = item.user_id
-        ownership: list[FieldViolation] = []
-        if caller.anonymous and user_id:
-            ownership.append(FieldViolation("user_id", "anonymous callers cannot name a user; sign in"))
+    def _events(
+        self, items, caller: Caller, ip: str, ip_hash: bytes, now: datetime
+    ) -> tuple[list[tuple[int, Event]], dict[int, list[FieldViolation]]]:
+        """The enriched events of a batch (with their indexes) and why the others are rejected.
+
+        Runs per event, so whatever is the same for the whole batch (bounds, the caller's
+        identity, the country, ids) is worked out once and each distinct user agent parsed once.
+        """
+        earliest, latest = now - self._limits.max_age, now + self._limits.max_skew
+        country = self._enricher.country(ip)
+        if caller.anonymous:
+            own_user, named_user_problem = None, "anonymous callers cannot name a user; sign in"
         elif caller.role in (access_pb2.ROLE_BUYER, access_pb2.ROLE_SUPPLIER):
-            if user_id and user_id != caller.subject:
-                ownership.append(FieldViolation("user_id", "must be the caller's own id"))
-            user_id = user_id or caller.subject
-        occurred_at = _time(item.occurred_time, item.HasField("occurred_time"))
-        violations = ownership + domain.interaction_violations(
-            type=item.type,
-            product_id=item.product_id,
-            session_id=item.session_id,
-            user_id=user_id,
-            anonymous_id=item.anonymous_id,
-            client_event_id=item.client_event_id,
-            occurred_at=occurred_at,
-            referrer=item.referrer,
-            user_agent=item.user_agent,
-            page=item.page,
-            now=now,
-            limits=self._limits,
-        )
-        if violations:
-            return violations
-        agent = self._enricher.agent(item.user_agent)
-        return Event(
-            id=uuid7(),
-            occurred_at=occurred_at or now,
-            type=item.type,
-            product_id=item.product_id,
-            session_id=item.session_id,
-            user_id=user_id or None,
-            anonymous_id=item.anonymous_id or None,
-            client_event_id=item.client_event_id or None,
-            page=item.page or None,
-            referrer_host=domain.referrer_host(item.referrer),
-            country=self._enricher.country(ip),
-            browser=agent.browser,
-            os=agent.os,
-            device=agent.device,
-            ip_hash=ip_hash,
-        )
+            own_user, named_user_problem = caller.subject, "must be the caller's own id"
+        else:
+            own_user, named_user_problem = None, None
+        agents: dict[str, Agent] = {}
+        ids = uuid7_batch(len(items))
+        accepted: list[tuple[int, Event]] = []
+        rejected: dict[int, list[FieldViolation]] = {}
+        for index, item in enumerate(items):
+            user_id = item.user_id
+            if named_user_problem is not None and user_id and user_id != own_user:
+                rejected[index] = [FieldViolation("user_id", named_user_problem)]
+                continue
+            user_id = user_id or own_user
+            occurred_at = item.occurred_time.ToDatetime(tzinfo=UTC) if item.HasField("occurred_time") else now
+            type_, product_id, session_id = item.type, item.product_id, item.session_id
+            anonymous_id, client_event_id = item.anonymous_id, item.client_event_id
+            referrer, user_agent, page = item.referrer, item.user_agent, item.page
+            if not domain.interaction_acceptable(
+                type_, product_id, session_id, user_id or "", anonymous_id, client_event_id,
+                occurred_at, earliest, latest, referrer, user_agent, page,
+            ):
+                rejected[index] = domain.interaction_violations(
+                    type=type_, product_id=product_id, session_id=session_id, user_id=user_id or "",
+                    anonymous_id=anonymous_id, client_event_id=client_event_id,
+                    occurred_at=occurred_at if item.HasField("occurred_time") else None,
+                    referrer=referrer, user_agent=user_agent, page=page, now=now, limits=self._limits,
+                )
+                continue
+            agent = agents.get(user_agent)
+            if agent is None:
+                agent = agents[user_agent] = self._enricher.agent(user_agent)
+            accepted.append((index, Event(
+                ids[index], occurred_at, type_, product_id, session_id, user_id or None, anonymous_id or None,
+                client_event_id or None, page or None, domain.referrer_host(referrer), country,
+                agent.browser, agent.os, agent.device, ip_hash,
+            )))
+        return accepted, rejected
 
     async def TrackInteraction(self, request, context):
         now = datetime.now(UTC)
         ip, ip_hash = await self._ip_hash(context, now)
-        event = self._event(request.interaction, current_caller(), ip, ip_hash, now)
-        if isinstance(event, list):
-            raise InvalidArgument([FieldViolation(f"interaction.{v.field}", v.description) for v in event])
-        [outcome] = await self.committer.submit([event])
-        return pb.TrackInteractionResponse(interaction_id=str(outcome.interaction_id), duplicate=outcome.duplicate)
+        accepted, rejected = self._events((request.interaction,), current_caller(), ip, ip_hash, now)
+        if rejected:
+            raise InvalidArgument([FieldViolation(f"interaction.{v.field}", v.description) for v in rejected[0]])
+        [outcome] = await self.committer.submit([accepted[0][1]])
+        return pb.TrackInteractionResponse(interaction_id=outcome.interaction_id, duplicate=outcome.duplicate)
 
     async def TrackInteractions(self, request, context):
-        count = len(request.interactions)
+        items = request.interactions
+        count = len(items)
         if not 0 < count <= domain.MAX_BATCH:
             raise InvalidArgument.field("interactions", f"between 1 and {domain.MAX_BATCH} items")
         now = datetime.now(UTC)
         ip, ip_hash = await self._ip_hash(context, now)
-        caller = current_caller()
-        results = [pb.InteractionResult(index=i) for i in range(count)]
-        accepted: list[tuple[int, Event]] = []
-        for index, item in enumerate(request.interactions):
-            event = self._event(item, caller, ip, ip_hash, now)
-            if isinstance(event, list):
-                results[index].error.CopyFrom(InvalidArgument(event).to_status())
-            else:
-                accepted.append((index, event))
+        accepted, rejected = self._events(items, current_caller(), ip, ip_hash, now)
         outcomes = await self.committer.submit([event for _, event in accepted]) if accepted else []
+        response = pb.TrackInteractionsResponse(rejected=len(rejected))
+        add = response.results.add
         duplicates = 0
-        for (index, _), outcome in zip(accepted, outcomes, strict=True):
-            results[index].interaction_id = str(outcome.interaction_id)
-            results[index].duplicate = outcome.duplicate
-            duplicates += outcome.duplicate
-        return pb.TrackInteractionsResponse(
-            results=results, accepted=len(accepted) - duplicates, duplicates=duplicates, rejected=count - len(accepted)
-        )
+        outcome_of = iter(outcomes)
+        for index in range(count):  # results in request order, each field set only when not default
+            violations = rejected.get(index) if rejected else None
+            if violations is not None:
+                add(index=index, error=InvalidArgument(violations).to_status())
+                continue
+            outcome = next(outcome_of)
+            if outcome.duplicate:
+                duplicates += 1
+                add(index=index, interaction_id=outcome.interaction_id, duplicate=True)
+            else:
+                add(index=index, interaction_id=outcome.interaction_id)
+        response.accepted = len(accepted) - duplicates
+        response.duplicates = duplicates
+        return response
 
     # ------------------------------------------------------------------ posts and shares
 
