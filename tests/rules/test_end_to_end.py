@@ -1,7 +1,8 @@
 """Rules and the real batch service together: events flow from batch's outbox dispatcher into
 rules.DeliverEvents, rules' actions change orders in batch, e-mail reaches a real SMTP server.
 
-Orchestrate touches every filling batch of its database, so this module has its own.
+Orchestrate touches every filling batch of its database, so this module has its own
+(`own_database`, as the batch tests do). `smtp` is the module-scoped aiosmtpd server of conftest.
 """
 
 from __future__ import annotations
@@ -15,27 +16,14 @@ import pytest
 from loom.batch.v1 import batch_pb2
 from loom.rules.v1 import rules_pb2
 
-from libs.scratch_db import create_database, drop_database, plain_url, server_url
+from libs.scratch_db import plain_url
 from libs.server import start
+from tests.batch.conftest import create_supplier, own_database, place  # noqa: F401 - own_database is a fixture
 from tests.rules.conftest import ADMIN, action, create, rule_message
-from tests.rules.peers import SmtpServer, eventually
-from tests.support import auth, free_port, settings_for, stub_for
+from tests.rules.peers import eventually
+from tests.support import free_port, settings_for, stub_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def own_database():
-    admin_url = server_url()
-    url = create_database(admin_url)
-    yield url
-    drop_database(admin_url, url)
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +55,6 @@ def sql(database_url: str, statement: str) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
-async def create_supplier(batch, category: str, name: str) -> batch_pb2.Supplier:
-    supplier = batch_pb2.Supplier(
-        name=name, categories=[category], moq=100, capacity=200, lead_time_days=10, rating=4.5, active=True,
-        max_styles_per_batch=10, contact_email="ops@supplier.example",
-        price_tiers=[batch_pb2.PriceTier(min_quantity=1, unit_price="6.00"), batch_pb2.PriceTier(min_quantity=100, unit_price="5.00")],
-    )
-    reply = await batch.CreateSupplier(batch_pb2.CreateSupplierRequest(request_id=str(uuid.uuid4()), supplier=supplier), metadata=ADMIN)
-    return reply.supplier
-
-
-async def place(batch, category: str, quantity: int) -> batch_pb2.PlaceOrderResponse:
-    return await batch.PlaceOrder(
-        batch_pb2.PlaceOrderRequest(
-            request_id=str(uuid.uuid4()), category=category, quantity=quantity,
-            style=batch_pb2.StyleDetails(style_count=1, colors=["black"], sizes=["M"]),
-        ),
-        metadata=auth("buyer", "buyer-e2e"),
-    )
-
-
 async def finished_executions(rules, rule_id: str, count: int) -> list[rules_pb2.Execution] | None:
     listed = (await rules.ListExecutions(rules_pb2.ListExecutionsRequest(rule_id=rule_id), metadata=ADMIN)).executions
     done = [e for e in listed if e.status != rules_pb2.EXECUTION_STATUS_RUNNING]
@@ -96,10 +64,10 @@ async def finished_executions(rules, rule_id: str, count: int) -> list[rules_pb2
 async def test_a_batch_crossing_75_percent_mails_once_and_moves_its_orders_into_production(stubs, smtp, own_database):
     batch, rules = stubs
     category = f"e2e_{uuid.uuid4().hex[:8]}"
-    first_supplier = await create_supplier(batch, category, "First Fabrics")
+    first_supplier = await create_supplier(batch, category, name="First Fabrics")
     orders = [(await place(batch, category, 40)).order for _ in range(2)]  # 80 of 100: the batch is at 80%
     assert orders[0].batch_id == orders[1].batch_id and orders[0].supplier_id == first_supplier.supplier_id
-    second_supplier = await create_supplier(batch, category, "Second Stitch")
+    second_supplier = await create_supplier(batch, category, name="Second Stitch")
 
     mail = await create(rules, rule_message(
         "mail ops when a batch is confirmed",
