@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
+import httpx
 from google.protobuf import json_format, struct_pb2
 from loom.batch.v1 import batch_pb2
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
@@ -26,6 +27,7 @@ from tests.deploy.twin import Twin
 from tests.support import auth
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+RETRYABLE_HTTP = {502, 503, 504}
 ATTEMPT_TIMEOUT_SECONDS = 3.0
 GIVE_UP_SECONDS = 90.0
 ADMIN = auth("admin")
@@ -41,6 +43,7 @@ class MixedLoad:
     post_id: str = ""
     rule_id: str = ""
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _http: httpx.AsyncClient | None = None
 
     def stub(self, service: str):
         if service not in self._channels:
@@ -51,6 +54,26 @@ class MixedLoad:
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def post(self, path: str, body: dict) -> dict:
+        """One logical HTTP call through the gateway, repeated while the gateway or its backend is down."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=f"http://{self.twin.target('gateway')}", timeout=ATTEMPT_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + GIVE_UP_SECONDS
+        while True:
+            try:
+                reply = await self._http.post(path, json=body)
+            except httpx.TransportError:
+                reply = None
+            if reply is not None and reply.status_code not in RETRYABLE_HTTP:
+                reply.raise_for_status()
+                return reply.json()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"POST {path}: gave up after {GIVE_UP_SECONDS}s")
+            self.retried["gateway"] += 1
+            await asyncio.sleep(0.2)
 
     async def call(self, service: str, method: str, request, metadata=ADMIN):
         """One logical operation: the same request until it is answered (retrying only transient failures)."""
@@ -97,6 +120,12 @@ class MixedLoad:
                                                  product_id=f"product-{i % 13}", session_id=f"session-{i}")), metadata=())
         self.acknowledged["interaction"][key] = reply.interaction_id
 
+    async def web_interaction(self, i: int) -> None:
+        key = f"web-{self.category}-{i}"
+        reply = await self.post("/v1/interactions", {"interaction": {
+            "clientEventId": key, "type": "INTERACTION_TYPE_HOVER", "productId": f"product-{i % 13}", "sessionId": f"web-{i}"}})
+        self.acknowledged["interaction"][key] = reply["interactionId"]
+
     async def share(self, i: int) -> None:
         key = f"share-{self.category}-{i}"
         # a fresh client IP per share keeps the 10-per-hour limit out of the way
@@ -113,7 +142,7 @@ class MixedLoad:
         self.acknowledged["job_run"][key] = reply.run.run_id
 
     async def run(self, stop: asyncio.Event, *, clients: int = 4) -> None:
-        operations = (self.order, self.interaction, self.order, self.share, self.interaction, self.job_run)
+        operations = (self.order, self.interaction, self.order, self.share, self.web_interaction, self.job_run)
         counter = iter(range(10**9))
 
         async def client() -> None:
@@ -125,6 +154,9 @@ class MixedLoad:
                     await operation(i)
                 except grpc.aio.AioRpcError as error:
                     self.failures.append(f"{operation.__name__} {i}: {error.code().name} {error.details()}")
+                    return
+                except (httpx.HTTPError, TimeoutError) as error:
+                    self.failures.append(f"{operation.__name__} {i}: {error}")
                     return
 
         await asyncio.gather(*(client() for _ in range(clients)))

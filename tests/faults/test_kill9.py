@@ -21,7 +21,7 @@ from tests.faults.load import MixedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-KILL_ORDER = ("batch", "rules", "tracking", "scheduler")
+KILL_ORDER = ("batch", "rules", "tracking", "scheduler", "gateway")
 LOAD_BETWEEN_KILLS_SECONDS = 1.5
 SETTLE_SECONDS = 60.0
 FAST_RECOVERY = {"batch": {"LOOM_OUTBOX_MAX_BACKOFF_SECONDS": "1", "LOOM_OUTBOX_POLL_SECONDS": "0.2"}}
@@ -74,7 +74,7 @@ async def test_kill_9_of_each_service_under_load_loses_nothing_and_duplicates_no
     for kind in ("order", "interaction", "share", "job_run"):
         assert load.acknowledged[kind], f"no {kind} was acknowledged"
     # Clients met the dead services (the rules service is only reached through the outbox).
-    assert {"batch", "tracking", "scheduler"} <= set(load.retried), load.retried
+    assert {"batch", "tracking", "scheduler", "gateway"} <= set(load.retried), load.retried
 
     orders = load.acknowledged["order"]
     stored = rows(twin, "SELECT id::text FROM batch.orders WHERE category = %s", load.category)
@@ -90,7 +90,10 @@ async def test_kill_9_of_each_service_under_load_loses_nothing_and_duplicates_no
     assert rows(twin, "SELECT count(*) = count(DISTINCT batch_id) FROM batch.supplier_orders") == [(True,)]
 
     interactions = load.acknowledged["interaction"]
-    stored = rows(twin, "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE %s", f"ix-{load.category}-%")
+    stored = rows(
+        twin, "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE ANY(%s)",
+        [f"ix-{load.category}-%", f"web-{load.category}-%"],
+    )
     assert sorted(i for (i,) in stored) == sorted(interactions.values()), "interactions lost or stored twice"
 
     shares = load.acknowledged["share"]

@@ -91,7 +91,8 @@ async def test_a_postgres_restart_under_load_heals_without_restarting_services_a
         orders = {i for (i,) in conn.execute("SELECT id::text FROM batch.orders WHERE category = %s", (load.category,))}
         interactions = {
             i for (i,) in conn.execute(
-                "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE %s", (f"ix-{load.category}-%",)
+                "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE ANY(%s)",
+                ([f"ix-{load.category}-%", f"web-{load.category}-%"],),
             )
         }
         shares = {i for (i,) in conn.execute("SELECT id::text FROM tracking.shares WHERE post_id = %s", (load.post_id,))}
