@@ -7,6 +7,7 @@ Orchestrate touches every filling batch of its database, so this module has its 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import uuid
 from contextlib import AsyncExitStack
@@ -49,10 +50,16 @@ async def stubs(own_database, smtp):
         yield batch, rules
 
 
-def sql(database_url: str, statement: str) -> list[tuple]:
-    with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
-        cursor = conn.execute(statement)
-        return cursor.fetchall() if cursor.description else []
+async def sql(database_url: str, statement: str) -> list[tuple]:
+    """Off the event loop: the in-process services run on it, and a statement waiting for one of
+    their row locks must not stop them from committing."""
+
+    def run() -> list[tuple]:
+        with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    return await asyncio.to_thread(run)
 
 
 async def finished_executions(rules, rule_id: str, count: int) -> list[rules_pb2.Execution] | None:
@@ -103,18 +110,18 @@ async def test_a_batch_crossing_75_percent_mails_once_and_moves_its_orders_into_
         assert (current.status, current.supplier_id) == (batch_pb2.ORDER_STATUS_IN_PRODUCTION, second_supplier.supplier_id)
 
     # Batch's dispatcher offers every event again (as after a crash before marking them delivered).
-    redelivered = sql(own_database, "UPDATE batch.outbox SET delivered_time = NULL RETURNING id")
+    redelivered = await sql(own_database, "UPDATE batch.outbox SET delivered_time = NULL RETURNING id")
     assert len(redelivered) >= 5  # 2 placed, 1 confirmed, 2 confirmed orders, and the rule's own changes
 
     async def all_delivered() -> bool:
-        return sql(own_database, "SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL") == [(0,)]
+        return await sql(own_database, "SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL") == [(0,)]
 
     await eventually(all_delivered, timeout=30)
 
     async def all_evaluated() -> bool:
-        return sql(own_database, "SELECT count(*) FROM rules.events WHERE evaluated_time IS NULL") == [(0,)]
+        return await sql(own_database, "SELECT count(*) FROM rules.events WHERE evaluated_time IS NULL") == [(0,)]
 
     await eventually(all_evaluated, timeout=30)
-    assert sql(own_database, "SELECT count(*) FROM rules.events") == [(len(redelivered),)]
+    assert await sql(own_database, "SELECT count(*) FROM rules.events") == [(len(redelivered),)]
     assert await finished_executions(rules, mail.rule_id, 1) and await finished_executions(rules, production.rule_id, 2)
     assert len(smtp.sink.messages) == 1

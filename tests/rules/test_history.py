@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -19,8 +20,17 @@ CONFIRM_ORDER = action("update_status", entity="order", id="{{order.id}}", statu
 
 @pytest.fixture
 def sql(database_url):
+    """Runs a statement off the event loop (the in-process service may hold a lock it waits for)."""
     with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
-        yield conn
+
+        def execute(statement: str, params: tuple) -> list[tuple]:
+            cursor = conn.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+
+        async def run(statement: str, params: tuple = ()) -> list[tuple]:
+            return await asyncio.to_thread(execute, statement, params)
+
+        yield run
 
 
 async def execute(rules, events) -> rules_pb2.ExecuteRulesResponse:
@@ -88,12 +98,12 @@ async def test_purge_deletes_only_what_is_older_than_the_retention(rules, smtp, 
     assert created.executions_created == 2 and len(smtp.sink.messages) == 2
     old_execution = next(e for e in created.executions if e.event_id == old.event_id)
     forty_days_ago = "now() - interval '40 days'"
-    sql.execute(f"UPDATE rules.events SET evaluated_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
-    sql.execute(f"UPDATE rules.executions SET finish_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
-    sql.execute(f"UPDATE rules.notifications SET create_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
+    await sql(f"UPDATE rules.events SET evaluated_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
+    await sql(f"UPDATE rules.executions SET finish_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
+    await sql(f"UPDATE rules.notifications SET create_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
     old_key = str(uuid.uuid4())
     await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=old_key, rule_id=rule.rule_id, active=True), metadata=ADMIN)
-    sql.execute(f"UPDATE rules.idempotency_keys SET create_time = {forty_days_ago} WHERE request_id = %s", (old_key,))
+    await sql(f"UPDATE rules.idempotency_keys SET create_time = {forty_days_ago} WHERE request_id = %s", (old_key,))
 
     purge = rules_pb2.PurgeOldDataRequest(request_id=str(uuid.uuid4()), retention_days=30)
     purged = await rules.PurgeOldData(purge, metadata=ADMIN)
@@ -107,7 +117,7 @@ async def test_purge_deletes_only_what_is_older_than_the_retention(rules, smtp, 
     assert kept.event_id == recent.event_id
     notified = await rules.ListNotifications(rules_pb2.ListNotificationsRequest(rule_id=rule.rule_id), metadata=ADMIN)
     assert [n.event_id for n in notified.notifications] == [recent.event_id]
-    remaining = sql.execute("SELECT event_id FROM rules.events WHERE event_id = ANY(%s)", ([old.event_id, recent.event_id],))
+    remaining = await sql("SELECT event_id FROM rules.events WHERE event_id = ANY(%s)", ([old.event_id, recent.event_id],))
     assert [row[0] for row in remaining] == [recent.event_id]
 
 
