@@ -55,13 +55,15 @@ def write_markdown(
     failed: dict[str, str] | None = None,
 ) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    how = f"the median of {runs} runs" if runs else "the median of several runs"
+    how = "a single run" if runs == 1 else f"the median of {runs} runs" if runs else "the median of several runs"
     lines = [
         "# Loom benchmark results",
         "",
-        f"Measured {when} on {machine}. Each value is {how}; the ratio compares it with a",
-        "baseline measured in the same run on the same machine (`vs`), so a noisy, shared machine",
-        "moves both sides alike. Regenerate with `.venv/bin/python -m bench --markdown bench/RESULTS.md`.",
+        f"Measured {when} on {machine}.",
+        "",
+        f"Each value is {how}; the ratio compares it with a baseline measured in the same run",
+        "on the same machine (`vs`), so a noisy, shared machine moves both sides alike.",
+        "Regenerate with `.venv/bin/python -m bench --markdown bench/RESULTS.md`.",
     ]
     if quick:
         lines += ["", "**Quick run**: small workloads (`--quick`); sized figures keep their full-size names."]
