@@ -232,6 +232,16 @@ def session_rounds(events: Sequence[Event], indices: Sequence[int], window: time
     return rounds
 
 
+def share_lock_keys(today_hash: bytes, yesterday_hash: bytes) -> list[int]:
+    """Advisory-lock keys that serialise one address's shares across the midnight salt rotation.
+
+    A share locks the keys of both its hashes, lowest first: just before midnight that is
+    {hash(day D), hash(D-1)}, just after it {hash(D+1), hash(D)}; the two share hash(D), so
+    they cannot both count the same hour at once, and the fixed order cannot deadlock.
+    """
+    return sorted({int.from_bytes(h[:4], "big", signed=True) for h in (today_hash, yesterday_hash)})
+
+
 def share_decision(recent: int, oldest: datetime | None, now: datetime, limit: int) -> float | None:
     """None when one more share is allowed; otherwise seconds until the oldest share leaves the hour."""
     if recent < limit:

@@ -6,6 +6,7 @@ parameters: one multi-row statement per group commit, whatever its size.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import uuid
@@ -18,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.db import run_in_transaction
-from libs.errors import NotFound
-from services.tracking.domain import Event, Outcome, first_claims, session_rounds
+from libs.errors import FailedPrecondition, NotFound
+from services.tracking.domain import Event, Outcome, first_claims, session_rounds, share_lock_keys
 
 log = structlog.get_logger("loom.tracking.store")
 SALT_BYTES = 32
@@ -39,11 +40,17 @@ class SaltBook:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._salts: dict[date, bytes] = {}
+        self._fetching = asyncio.Lock()  # the first calls of a day wait for one fetch, not one each
 
     async def salt(self, day: date) -> bytes:
         cached = self._salts.get(day)
         if cached is not None:
             return cached
+        async with self._fetching:
+            cached = self._salts.get(day)
+            return cached if cached is not None else await self._fetch(day)
+
+    async def _fetch(self, day: date) -> bytes:
 
         async def fetch(conn: AsyncConnection) -> bytes:
             await conn.execute(
@@ -332,7 +339,7 @@ async def list_posts(conn: AsyncConnection, after: tuple[datetime, str] | None, 
 
 # ---------------------------------------------------------------------------- shares
 
-# Advisory-lock class of per-IP share limits (the other int is 32 bits of the IP hash).
+# Advisory-lock class of per-IP share limits (the other int is 32 bits of an IP hash).
 SHARE_LIMIT_LOCK_CLASS = 0x53484152  # "SHAR"
 
 
@@ -358,19 +365,21 @@ async def record_share(
     now: datetime,
     decide,
 ) -> ShareOutcome:
-    """Checks the post and the IP's sliding hour, then stores the share and raises the count.
+    """Checks the post (known and published) and the IP's sliding hour, then stores the share and raises the count.
 
     ip_hashes is (today's hash, yesterday's hash) of the caller's address: the hour may
-    span midnight. Shares from one IP are serialised by an advisory lock, so the count
-    read is exact across replicas. A rejection is recorded (for the stats) and returned,
-    not raised, so that it commits.
+    span midnight. Shares from one IP are serialised by advisory locks (see
+    share_lock_keys), so the count read is exact across replicas, midnight included.
+    A rejection is recorded (for the stats) and returned, not raised, so that it commits.
     """
-    await get_post(conn, post_id)
+    post = await get_post(conn, post_id)
+    if not post.published:
+        raise FailedPrecondition(f"post {post_id!r} is not published", reason="POST_NOT_PUBLISHED", subject=f"posts/{post_id}")
     today_hash, yesterday_hash = ip_hashes
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(:class, :key)"),
-        {"class": SHARE_LIMIT_LOCK_CLASS, "key": int.from_bytes(today_hash[:4], "big", signed=True)},
-    )
+    for key in share_lock_keys(today_hash, yesterday_hash):
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:class, :key)"), {"class": SHARE_LIMIT_LOCK_CLASS, "key": key}
+        )
     recent, oldest = (
         await conn.execute(
             text(

@@ -87,3 +87,13 @@ def test_post_fields_are_checked_only_where_asked():
         "post.title", "post.url",
     }
     assert domain.post_violations(post_id="", title="", url="", check=set()) == []
+
+
+def test_share_locks_before_and_after_the_midnight_salt_rotation_overlap():
+    def hash_on(day: str) -> bytes:
+        return domain.ip_hash(day.encode(), "203.0.113.9")
+
+    before_midnight = domain.share_lock_keys(hash_on("D"), hash_on("D-1"))
+    after_midnight = domain.share_lock_keys(hash_on("D+1"), hash_on("D"))
+    assert set(before_midnight) & set(after_midnight)
+    assert before_midnight == sorted(before_midnight) and after_midnight == sorted(after_midnight)

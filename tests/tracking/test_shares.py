@@ -83,6 +83,16 @@ async def test_sharing_an_unknown_post_is_not_found(stub, unique):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_sharing_an_unpublished_post_fails_its_precondition_and_counts_nothing(stub, unique):
+    post = await create_post(stub, unique, published=False)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await share(stub, post.post_id, ip_for(unique))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    stats = await stub.GetShareStats(pb.GetShareStatsRequest(post_id=post.post_id), metadata=ADMIN)
+    assert stats.total == 0
+    assert (await stub.GetPost(pb.GetPostRequest(post_id=post.post_id), metadata=ADMIN)).post.share_count == 0
+
+
 async def test_an_unknown_platform_is_invalid(stub, unique):
     post = await create_post(stub, unique)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
