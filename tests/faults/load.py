@@ -12,10 +12,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
 import httpx
+import psycopg
 from google.protobuf import json_format, struct_pb2
 from loom.batch.v1 import batch_pb2
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
@@ -23,11 +25,13 @@ from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.clients import STUBS
+from libs.scratch_db import plain_url
 from tests.deploy.twin import Twin
 from tests.support import auth
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 RETRYABLE_HTTP = {502, 503, 504}
+JOB = "capture-price-snapshot"  # a job whose runs the load asks for (cheap, and never fires on its own in a test)
 ATTEMPT_TIMEOUT_SECONDS = 3.0
 GIVE_UP_SECONDS = 90.0
 ADMIN = auth("admin")
@@ -138,8 +142,37 @@ class MixedLoad:
     async def job_run(self, i: int) -> None:
         key = f"run-{self.category}-{i}"
         reply = await self.call("scheduler", "RunJobNow", scheduler_pb2.RunJobNowRequest(
-            request_id=key, job_name="capture-price-snapshot"))
+            request_id=key, job_name=JOB))
         self.acknowledged["job_run"][key] = reply.run.run_id
+
+    async def around(self, disturb: Callable[[], Awaitable[None]]) -> None:
+        """Runs the load while `disturb()` does its damage, then stops it and waits for every client."""
+        stop = asyncio.Event()
+        running = asyncio.create_task(self.run(stop))
+        try:
+            await disturb()
+        finally:
+            stop.set()
+            await running
+            await self.close()
+
+    def stored(self) -> dict[str, set[str]]:
+        """The ids the database holds for what this load wrote, by kind (compare with `acknowledged`)."""
+        queries = {
+            "order": ("SELECT id::text FROM batch.orders WHERE category = %s", self.category),
+            "interaction": (
+                "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE ANY(%s)",
+                [f"ix-{self.category}-%", f"web-{self.category}-%"],
+            ),
+            "share": ("SELECT id::text FROM tracking.shares WHERE post_id = %s", self.post_id),
+            # first attempts only: a retry of a run is a later attempt of the same run
+            "job_run": ("SELECT id::text FROM scheduler.job_runs WHERE job_name = %s AND attempt = 1", JOB),
+        }
+        with psycopg.connect(plain_url(self.twin.admin_url), autocommit=True) as conn:
+            return {kind: {i for (i,) in conn.execute(sql, (arg,))} for kind, (sql, arg) in queries.items()}
+
+    def acknowledged_ids(self) -> dict[str, set[str]]:
+        return {kind: set(ids.values()) for kind, ids in self.acknowledged.items()}
 
     async def run(self, stop: asyncio.Event, *, clients: int = 4) -> None:
         operations = (self.order, self.interaction, self.order, self.share, self.web_interaction, self.job_run)

@@ -13,10 +13,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from libs.scratch_db import plain_url
 from tests.deploy.twin import Twin
 from tests.faults.load import MixedLoad
 
@@ -70,34 +68,18 @@ async def test_a_postgres_restart_under_load_heals_without_restarting_services_a
     load = MixedLoad(twin)
     await load.prepare()
     pids = {name: [p.popen.pid for p in processes] for name, processes in twin.processes.items()}
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
-    try:
+    progress: list[int] = []
+
+    async def restart_midway() -> None:
         await asyncio.sleep(LOAD_SECONDS_EACH_SIDE)
-        acknowledged_before = sum(len(v) for v in load.acknowledged.values())
+        progress.append(sum(len(v) for v in load.acknowledged.values()))
         await asyncio.to_thread(restart_postgres, scratch_server)
         await asyncio.sleep(LOAD_SECONDS_EACH_SIDE)
-    finally:
-        stop.set()
-        await running
-        await load.close()
+
+    await load.around(restart_midway)
 
     assert not load.failures, load.failures
-    assert sum(len(v) for v in load.acknowledged.values()) > acknowledged_before, "no progress after the restart"
+    assert sum(len(v) for v in load.acknowledged.values()) > progress[0], "no progress after the restart"
     assert {name: [p.popen.pid for p in processes] for name, processes in twin.processes.items()} == pids
     assert all(p.popen.poll() is None for processes in twin.processes.values() for p in processes)
-
-    with psycopg.connect(plain_url(twin.admin_url), autocommit=True) as conn:
-        orders = {i for (i,) in conn.execute("SELECT id::text FROM batch.orders WHERE category = %s", (load.category,))}
-        interactions = {
-            i for (i,) in conn.execute(
-                "SELECT id::text FROM tracking.interactions WHERE client_event_id LIKE ANY(%s)",
-                ([f"ix-{load.category}-%", f"web-{load.category}-%"],),
-            )
-        }
-        shares = {i for (i,) in conn.execute("SELECT id::text FROM tracking.shares WHERE post_id = %s", (load.post_id,))}
-        runs = {i for (i,) in conn.execute("SELECT id::text FROM scheduler.job_runs")}
-    assert orders == set(load.acknowledged["order"].values())
-    assert interactions == set(load.acknowledged["interaction"].values())
-    assert shares == set(load.acknowledged["share"].values())
-    assert set(load.acknowledged["job_run"].values()) <= runs
+    assert load.stored() == load.acknowledged_ids()
