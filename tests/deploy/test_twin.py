@@ -7,13 +7,17 @@ scheduler replicas; health is asked with the compose healthcheck commands.
 
 from __future__ import annotations
 
+import grpc
 import httpx
 import psycopg
 import pytest
+from google.protobuf.message_factory import GetMessageClass
 
 from libs.settings import SERVICE_NAMES
+from services.scheduler.store import LEADER_LOCK_NAMESPACE
 from tests.deploy.compose import loom_services
 from tests.deploy.twin import MACHINE_SERVER_URL, Twin, server_reachable
+from tests.fuzz.fleet import SERVICE_DESCRIPTORS, invoke, open_sync_channel
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,10 +44,17 @@ def test_every_long_running_compose_service_is_healthy_by_its_own_healthcheck(tw
             assert process.healthy(), process.log()
 
 
-def test_two_scheduler_replicas_serve_side_by_side(twin):
+def test_two_scheduler_replicas_serve_side_by_side_and_exactly_one_leads(twin):
     schedulers = twin.processes["scheduler"]
     assert len(schedulers) == 2
     assert all(p.popen.poll() is None and p.healthy() for p in schedulers)
+    with psycopg.connect(twin.admin_url) as conn:
+        leaders = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid::bigint = %s AND l.objid = 0 AND a.usename = %s",
+            (LEADER_LOCK_NAMESPACE, twin.role("scheduler")),
+        ).fetchone()
+    assert leaders == (1,)
 
 
 def test_the_gateway_reaches_every_backend(twin):
@@ -52,7 +63,14 @@ def test_the_gateway_reaches_every_backend(twin):
     assert reply.json()["backends"] == dict.fromkeys(SERVICE_NAMES, "SERVING")
 
 
+READS = {"batch": "ListSuppliers", "rules": "ListRules", "tracking": "ListPosts", "scheduler": "ListJobs"}
+
+
 def test_every_service_connection_is_made_as_that_services_role(twin):
+    for service, method in READS.items():  # one read each, so every service has opened a connection
+        descriptor = SERVICE_DESCRIPTORS[service].methods_by_name[method]
+        with open_sync_channel(twin.target(service)) as channel:
+            assert invoke(channel, descriptor, GetMessageClass(descriptor.input_type)()).code == grpc.StatusCode.OK
     with psycopg.connect(twin.admin_url) as conn:
         sessions = set(
             conn.execute(
@@ -60,8 +78,9 @@ def test_every_service_connection_is_made_as_that_services_role(twin):
                 "WHERE datname = current_database() AND application_name LIKE 'loom-%'"
             )
         )
-    assert sessions, "no service has connected yet"
-    assert all(user == twin.role(name.removeprefix("loom-")) for name, user in sessions), sessions
+    # application names are "loom-<service>" (plus a replica suffix for the scheduler's lock session)
+    by_service = {(name.removeprefix("loom-").split()[0], user) for name, user in sessions}
+    assert by_service == {(service, twin.role(service)) for service in SERVICE_NAMES}, sessions
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
