@@ -646,6 +646,53 @@ class AggregationResult:
     repaired: int
 
 
+# Co-occurrence works on integer codes of the distinct (person, product) pairs of the last
+# 30 days: the self-join, its grouping and the ranking handle small integers, not text.
+# Product codes follow the product ids' order, so ranking ties break as by id.
+PAIR_STAGING = (
+    """CREATE TEMP TABLE product_codes ON COMMIT DROP AS
+    SELECT product_id, row_number() OVER (ORDER BY product_id) AS product FROM (
+        SELECT DISTINCT product_id FROM tracking.product_daily
+        WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day
+    ) p""",
+    """CREATE TEMP TABLE used ON COMMIT DROP AS
+    SELECT dense_rank() OVER (ORDER BY u.actor COLLATE "C") AS actor, p.product FROM (
+        SELECT DISTINCT actor, product_id FROM tracking.actor_products_daily
+        WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day
+    ) u JOIN product_codes p USING (product_id)""",
+    "ANALYZE used",
+    "ANALYZE product_codes",
+)
+RANK_PAIRS = """
+WITH half AS (  -- "together" is symmetric: count each unordered pair once, then use it both ways
+    SELECT a.product AS low, b.product AS high, count(*) AS n
+    FROM used a JOIN used b ON a.actor = b.actor AND a.product < b.product
+    GROUP BY 1, 2
+), together AS (
+    SELECT low AS product, high AS paired, n FROM half
+    UNION ALL
+    SELECT high, low, n FROM half
+), ranked AS (
+    SELECT product, paired, n, row_number() OVER (PARTITION BY product ORDER BY n DESC, paired) AS rank FROM together
+), people AS (
+    SELECT product, count(*) AS n FROM used GROUP BY product
+)
+INSERT INTO tracking.product_pairs (product_id, paired_product_id, together, percentage)
+SELECT named.product_id, paired.product_id, ranked.n, round(100.0 * ranked.n / people.n, 2)
+FROM ranked JOIN people USING (product)
+JOIN product_codes named ON named.product = ranked.product
+JOIN product_codes paired ON paired.product = ranked.paired
+WHERE rank <= :k
+"""
+
+
+async def _pair_products(conn: AsyncConnection, params: dict, pairs_per_product: int) -> int:
+    """Stores each product's top pairings: X->Y with 100 x (people who used X and Y) / (people who used X)."""
+    for statement in PAIR_STAGING:
+        await conn.execute(text(statement), params)
+    return (await conn.execute(text(RANK_PAIRS), {"k": pairs_per_product})).rowcount
+
+
 async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta, pairs_per_product: int) -> AggregationResult:
     """Rebuilds the daily rollups of the days that can still change, then the scores and pairs.
 
@@ -659,6 +706,7 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
     """
     await conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": AGGREGATION_LOCK[0], "b": AGGREGATION_LOCK[1]})
     await conn.execute(text("SET LOCAL work_mem = '256MB'"))
+    await conn.execute(text("SET LOCAL jit = off"))  # compiling costs more than it saves on these plans
     previous = (await conn.execute(text("SELECT aggregated_through FROM tracking.aggregation_state"))).scalar()
     if previous is None:
         oldest = (await conn.execute(text("SELECT min(occurred_at) FROM tracking.interactions"))).scalar()
@@ -669,23 +717,24 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
     params = {"first_day": first_day, "as_of": as_of, "as_of_day": as_of_day}
     await conn.execute(text("DELETE FROM tracking.product_daily WHERE day >= :first_day"), params)
     await conn.execute(text("DELETE FROM tracking.actor_products_daily WHERE day >= :first_day"), params)
+    # One pass over the raw events of the days that can still change: events per day,
+    # actor and product, from which both daily rollups are derived.
     await conn.execute(
         text(
             """CREATE TEMP TABLE recent ON COMMIT DROP AS
             SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.product_id,
-                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor
+                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor, count(*) AS events
             FROM tracking.interactions i LEFT JOIN tracking.session_users su USING (session_id)
-            WHERE i.occurred_at >= CAST(:first_day AS date) AND i.occurred_at < :as_of"""
+            WHERE i.occurred_at >= CAST(:first_day AS date) AND i.occurred_at < :as_of
+            GROUP BY 1, 2, 3"""
         ),
         params,
     )
-    scanned = (await conn.execute(text("SELECT count(*) FROM recent"))).scalar_one()
+    scanned = (await conn.execute(text("SELECT COALESCE(sum(events), 0) FROM recent"))).scalar_one()
     await conn.execute(
-        text("INSERT INTO tracking.product_daily SELECT day, product_id, count(*) FROM recent GROUP BY 1, 2")
+        text("INSERT INTO tracking.product_daily SELECT day, product_id, sum(events) FROM recent GROUP BY 1, 2")
     )
-    await conn.execute(
-        text("INSERT INTO tracking.actor_products_daily SELECT DISTINCT day, actor, product_id FROM recent")
-    )
+    await conn.execute(text("INSERT INTO tracking.actor_products_daily (day, actor, product_id) SELECT day, actor, product_id FROM recent"))
     await conn.execute(text("DELETE FROM tracking.product_popularity"))
     products = (
         await conn.execute(
@@ -706,30 +755,7 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
         )
     ).rowcount
     await conn.execute(text("DELETE FROM tracking.product_pairs"))
-    pairs = (
-        await conn.execute(
-            text(
-                """WITH used AS (
-                    SELECT DISTINCT actor, product_id FROM tracking.actor_products_daily
-                    WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day
-                ), people AS (
-                    SELECT product_id, count(*) AS n FROM used GROUP BY product_id
-                ), together AS (
-                    SELECT a.product_id, b.product_id AS paired, count(*) AS n
-                    FROM used a JOIN used b ON a.actor = b.actor AND a.product_id <> b.product_id
-                    GROUP BY 1, 2
-                ), ranked AS (
-                    SELECT together.product_id, paired, together.n,
-                           round(100.0 * together.n / people.n, 2) AS percentage,
-                           row_number() OVER (PARTITION BY together.product_id ORDER BY together.n DESC, paired) AS rank
-                    FROM together JOIN people USING (product_id)
-                )
-                INSERT INTO tracking.product_pairs (product_id, paired_product_id, together, percentage)
-                SELECT product_id, paired, n, percentage FROM ranked WHERE rank <= :k"""
-            ),
-            {**params, "k": pairs_per_product},
-        )
-    ).rowcount
+    pairs = await _pair_products(conn, params, pairs_per_product)
     await conn.execute(
         text(
             """INSERT INTO tracking.aggregation_state (id, aggregated_through) VALUES (true, :as_of)
