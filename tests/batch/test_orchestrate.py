@@ -198,3 +198,28 @@ async def test_orchestrate_racing_place_order_never_confirms_a_half_written_orde
                 "SELECT quantity FROM batch.supplier_orders WHERE batch_id = %s", (batch_id,)
             ).fetchone()[0] == quantity
     assert sum(1 for r in results if isinstance(r, pb.PlaceOrderResponse)) == 40
+
+
+def event_data(sql, event_type: str, entity: str, entity_id: str) -> dict:
+    return sql.execute(
+        f"SELECT data FROM batch.outbox WHERE type = %s AND data->'{entity}'->>'id' = %s", (event_type, entity_id)
+    ).fetchone()[0]
+
+
+async def test_confirm_and_cancel_events_carry_the_changed_entities(stub, sql):
+    confirmed = await batch_at(stub, sql, 8_000)
+    cancelled = await batch_at(stub, sql, 1_000)
+    sql.execute(
+        "UPDATE batch.batches SET window_close_time = now() - interval '1 hour' WHERE id = %s",
+        (cancelled.batch.batch_id,),
+    )
+    await orchestrate(stub)
+    batch_event = event_data(sql, "batch.confirmed", "batch", confirmed.batch.batch_id)
+    assert batch_event["batch"]["status"] == "confirmed" and batch_event["batch"]["supplier_order_number"]
+    assert batch_event["supplier"]["id"] == confirmed.batch.supplier_id
+    order_event = event_data(sql, "order.status_changed", "order", confirmed.order.order_id)
+    assert order_event["order"]["status"] == "confirmed" and order_event["batch"] == batch_event["batch"]
+    refund_event = event_data(sql, "order.refunded", "order", cancelled.order.order_id)
+    assert refund_event["order"]["status"] == "refunded" and refund_event["batch"]["status"] == "cancelled"
+    assert refund_event["reason"] == event_data(sql, "batch.cancelled", "batch", cancelled.batch.batch_id)["reason"]
+    assert refund_event["batch"]["window_closes_at"].endswith("Z")
