@@ -17,7 +17,7 @@ from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.settings import Settings
-from tests.fuzz.fleet import SERVICE_DESCRIPTORS, fingerprint, invoke
+from tests.fuzz.fleet import BACKGROUND, SERVICE_DESCRIPTORS, fingerprint, invoke
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -97,7 +97,7 @@ def test_a_request_over_the_size_limit_is_refused_and_changes_nothing(fleet, ser
     twin, channels = fleet
     method, build = OVERSIZED[service]
     request = build("x" * (Settings().grpc_max_message_bytes + 1024))
-    before = fingerprint(twin.admin_url, service)
+    before = fingerprint(twin.admin_url, service, BACKGROUND.get(service))
     outcome = invoke(channels[service], SERVICE_DESCRIPTORS[service].methods_by_name[method], request)
     assert outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED, outcome
-    assert fingerprint(twin.admin_url, service) == before
+    assert fingerprint(twin.admin_url, service, BACKGROUND.get(service)) == before

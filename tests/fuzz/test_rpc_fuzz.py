@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 
-from tests.fuzz.fleet import all_methods, fingerprint, invoke
+from tests.fuzz.fleet import BACKGROUND, all_methods, fingerprint, invoke
 from tests.fuzz.messages import message_strategy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -24,20 +24,13 @@ EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "20"))
 # Deterministic in `make test` (the same examples every run); LOOM_FUZZ_RANDOM=1 explores afresh.
 DERANDOMIZE = not os.environ.get("LOOM_FUZZ_RANDOM")
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
-# Rows a service's own background work writes after an *accepted* request (a rule
-# evaluation worker, job runs): they may change between two fingerprints
-# whatever the request under test did, so they are left out of the comparison.
-BACKGROUND_TABLES = {
-    "rules": frozenset({"events", "executions", "notifications"}),
-    "scheduler": frozenset({"job_runs", "apscheduler_jobs", "jobs", "leader"}),
-}
 
 
 @pytest.mark.parametrize(("service", "method"), all_methods(), ids=[f"{s}.{m.name}" for s, m in all_methods()])
 def test_fuzzed_requests_never_fail_internally_and_rejected_ones_change_no_row(fleet, service, method):
     twin, channels = fleet
     channel = channels[service]
-    ignored = BACKGROUND_TABLES.get(service, frozenset())
+    ignored = BACKGROUND.get(service)
     probe = invoke(channel, method, GetMessageClass(method.input_type)())
     if probe.code == grpc.StatusCode.UNIMPLEMENTED:
         pytest.skip(f"{service}.{method.name} is not implemented yet")
