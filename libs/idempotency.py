@@ -104,18 +104,6 @@ async def run_idempotent(
     attempts: int = 6,
 ) -> M:
     """Runs work(conn) once per (method, request.request_id), in one retried transaction."""
-    attempt = idempotent(table, method, request, response_type, work)
-    return await run_in_transaction(engine, attempt, attempts=attempts)
-
-
-def idempotent(
-    table: Table,
-    method: str,
-    request: Message,
-    response_type: type[M],
-    work: Callable[[AsyncConnection], Awaitable[M]],
-) -> Callable[[AsyncConnection], Awaitable[M]]:
-    """work(conn) wrapped in claim/remember, for a transaction the caller runs (e.g. one of a group)."""
     request_id = request.request_id  # type: ignore[attr-defined]
     validate_request_id(request_id)
 
@@ -127,4 +115,4 @@ def idempotent(
         await remember(conn, table, method, request_id, response)
         return response
 
-    return attempt
+    return await run_in_transaction(engine, attempt, attempts=attempts)
