@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from libs.auth import current_caller, require_self_or
 from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
-from libs.idempotency import idempotent, run_idempotent
+from libs.idempotency import run_idempotent
 from libs.pagination import decode_token, encode_token, page_size
 from services.batch import domain, store
 from services.batch.combiner import GroupCommitter
@@ -367,7 +367,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
 
         # Grouped with concurrent PlaceOrders: one commit (one WAL flush under the hot batch's
         # row lock) for the group; answered only once that commit is durable.
-        response = await self._orders.submit(idempotent(store.IDEMPOTENCY, "PlaceOrder", request, pb.PlaceOrderResponse, work))
+        response = await self._orders.submit("PlaceOrder", request, pb.PlaceOrderResponse, work)
         self._wake_dispatcher()
         return response
 

@@ -14,7 +14,6 @@ from loom.batch.v1 import batch_pb2 as pb
 
 from libs.db import make_engine
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.idempotency import idempotent
 from libs.scratch_db import plain_url
 from services.batch import domain, store
 from services.batch.combiner import GroupCommitter
@@ -27,12 +26,12 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 async def committer(database_url):
     engine = make_engine(database_url, application_name="test-combiner", pool_size=2)
-    yield GroupCommitter(engine, attempts=3, max_group=64)
+    yield GroupCommitter(engine, store.IDEMPOTENCY, attempts=3, max_group=64)
     await engine.dispose()
 
 
 def order_work(category: str, quantity: int, rid: str):
-    """What PlaceOrder submits: the idempotent placement of one order, answering its order id."""
+    """What PlaceOrder submits: the placement of one order, answering its order id."""
     request = pb.PlaceOrderRequest(request_id=rid, category=category, quantity=quantity)
     order = domain.OrderRequest("buyer", category, quantity, 1, [], [], "")
 
@@ -43,24 +42,26 @@ def order_work(category: str, quantity: int, rid: str):
         )
         return pb.PlaceOrderResponse(order=pb.Order(order_id=placed.order_id), batch=pb.Batch(batch_id=str(placed.batch["id"])))
 
-    return idempotent(store.IDEMPOTENCY, "PlaceOrder", request, pb.PlaceOrderResponse, work)
+    return "PlaceOrder", request, pb.PlaceOrderResponse, work
 
 
 async def test_a_failing_order_in_a_group_rolls_back_alone(stub, committer, sql):
     category = unique_category()
     await create_supplier(stub, category, capacity=200)
-    first, replayed = request_id(), request_id()
+    first, replayed, too_big_id = request_id(), request_id(), request_id()
     outcomes = await asyncio.gather(
-        committer.submit(order_work(category, 10, first)),
-        committer.submit(order_work(category, 500, request_id())),  # more than any supplier's capacity
-        committer.submit(order_work(category, 20, replayed)),
-        committer.submit(order_work(category, 21, replayed)),  # same request_id, another request
-        committer.submit(order_work(category, 10, first)),  # replay inside the same group
-        committer.submit(order_work(category, 30, request_id())),
+        committer.submit(*order_work(category, 10, first)),
+        committer.submit(*order_work(category, 500, too_big_id)),  # more than any supplier's capacity
+        committer.submit(*order_work(category, 20, replayed)),
+        committer.submit(*order_work(category, 21, replayed)),  # same request_id, another request
+        committer.submit(*order_work(category, 10, first)),  # replay inside the same group
+        committer.submit(*order_work(category, 30, request_id())),
         return_exceptions=True,
     )
     placed, too_big, second, conflict, replay, third = outcomes
     assert isinstance(too_big, FailedPrecondition)
+    keys = sql.execute("SELECT count(*) FROM batch.idempotency_keys WHERE request_id = %s", (too_big_id,)).fetchone()[0]
+    assert keys == 0, "a failed request leaves no key behind"
     assert isinstance(conflict, InvalidArgument)
     assert replay == placed
     rows = sql.execute(
@@ -77,12 +78,12 @@ async def test_no_order_of_a_group_is_answered_before_the_group_commits(stub, co
     free, locked = unique_category(), unique_category()
     for category in (free, locked):
         await create_supplier(stub, category)
-    opened = await committer.submit(order_work(locked, 1, request_id()))
+    opened = await committer.submit(*order_work(locked, 1, request_id()))
     with psycopg.connect(plain_url(database_url), autocommit=True) as locker:
         locker.execute("BEGIN")
         locker.execute("SELECT 1 FROM batch.batches WHERE id = %s FOR UPDATE", (opened.batch.batch_id,))
-        done_first = asyncio.ensure_future(committer.submit(order_work(free, 2, request_id())))
-        blocked = asyncio.ensure_future(committer.submit(order_work(locked, 2, request_id())))
+        done_first = asyncio.ensure_future(committer.submit(*order_work(free, 2, request_id())))
+        blocked = asyncio.ensure_future(committer.submit(*order_work(locked, 2, request_id())))
         deadline = time.monotonic() + 10
         while not sql.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
