@@ -346,7 +346,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         _check_id("product_id", request.product_id)
         start, end = _range(request)
         async with self._engine.connect() as conn:
-            reached = await store.funnel(conn, request.product_id, domain.FUNNEL, start, end)
+            reached = await store.funnel(conn, request.product_id, start, end)
         steps = []
         for n, (step, sessions) in enumerate(zip(domain.FUNNEL, reached, strict=True)):
             previous = reached[n - 1] if n else sessions

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition, NotFound
-from services.tracking.domain import Event, Outcome, first_claims, session_rounds, share_lock_keys
+from services.tracking.domain import FUNNEL, Event, Outcome, first_claims, session_rounds, share_lock_keys
 
 log = structlog.get_logger("loom.tracking.store")
 SALT_BYTES = 32
@@ -476,6 +476,14 @@ async def rate_limit_stats(conn: AsyncConnection, start: datetime | None, end: d
 
 # ---------------------------------------------------------------------------- analytics
 
+# The analytics rollups cover events before the last aggregation's as_of: whole hours
+# (and days) before it come from them, later events from the raw table.
+ROLLUP_BOUNDARY = """SELECT COALESCE(date_trunc('hour', max(aggregated_through), 'UTC'), '-infinity') AS until_hour,
+    COALESCE(date_trunc('day', max(aggregated_through), 'UTC'), '-infinity') AS until_day FROM tracking.aggregation_state"""
+# Bit n of a session's funnel steps: it reached domain.FUNNEL[n] (over raw events aliased i).
+FUNNEL_STEP_BIT = "CASE i.type " + " ".join(f"WHEN {t} THEN {1 << n}" for n, t in enumerate(FUNNEL)) + " ELSE 0 END"
+
+
 async def engagement_summary(conn: AsyncConnection, start: datetime | None, end: datetime | None):
     """({type: count}, authenticated, unique sessions) from the hourly counters (whole hours)."""
     rows = (
@@ -492,9 +500,17 @@ async def engagement_summary(conn: AsyncConnection, start: datetime | None, end:
     sessions = (
         await conn.execute(
             text(
-                """SELECT count(DISTINCT session_id) FROM tracking.interactions
-                WHERE occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
-                  AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')"""
+                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS (
+                    SELECT date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC') AS first_hour,
+                           COALESCE(CAST(:end AS timestamptz), 'infinity') AS stop
+                )
+                SELECT count(*) FROM (
+                    SELECT session_id FROM tracking.session_hours, bound, span
+                    WHERE hour >= first_hour AND hour < stop AND hour < until_hour
+                    UNION
+                    SELECT session_id FROM tracking.interactions, bound, span
+                    WHERE occurred_at >= greatest(first_hour, until_hour) AND occurred_at < stop
+                ) sessions"""
             ),
             {"start": start, "end": end},
         )
@@ -518,20 +534,25 @@ async def engagement_trend(conn: AsyncConnection, start: datetime | None, end: d
     return [(period, t, int(n), int(a)) for period, t, n, a in rows]
 
 
-async def funnel(conn: AsyncConnection, product_id: str, steps: tuple[int, ...], start, end) -> list[int]:
-    """Sessions that reached each step of the product's funnel, having reached every earlier step."""
-    step_columns = ", ".join(f"bool_or(type = {int(step)}) AS s{n}" for n, step in enumerate(steps))
-    reached = ", ".join(
-        "count(*) FILTER (WHERE " + " AND ".join(f"s{k}" for k in range(n + 1)) + ")" for n in range(len(steps))
-    )
+async def funnel(conn: AsyncConnection, product_id: str, start, end) -> list[int]:
+    """Sessions that reached each step of the product's funnel (domain.FUNNEL), having reached
+    every earlier step; whole hours, from the hourly funnel rollup plus the newer raw events."""
+    reached = ", ".join(f"count(*) FILTER (WHERE steps & {(2 << n) - 1} = {(2 << n) - 1})" for n in range(len(FUNNEL)))
     row = (
         await conn.execute(
             text(
-                f"""WITH sessions AS (
-                    SELECT {step_columns} FROM tracking.interactions
-                    WHERE product_id = :product_id AND occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
-                      AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
-                    GROUP BY session_id
+                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS (
+                    SELECT date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC') AS first_hour,
+                           COALESCE(CAST(:end AS timestamptz), 'infinity') AS stop
+                ), steps AS (
+                    SELECT session_id, steps FROM tracking.funnel_steps, bound, span
+                    WHERE product_id = :product_id AND hour >= first_hour AND hour < stop AND hour < until_hour
+                    UNION ALL
+                    SELECT session_id, {FUNNEL_STEP_BIT} FROM tracking.interactions i, bound, span
+                    WHERE product_id = :product_id AND type IN ({", ".join(str(t) for t in FUNNEL)})
+                      AND occurred_at >= greatest(first_hour, until_hour) AND occurred_at < stop
+                ), sessions AS (
+                    SELECT bit_or(steps) AS steps FROM steps GROUP BY session_id
                 ) SELECT {reached} FROM sessions"""
             ),
             {"product_id": product_id, "start": start, "end": end},
@@ -541,14 +562,24 @@ async def funnel(conn: AsyncConnection, product_id: str, steps: tuple[int, ...],
 
 
 async def top_products(conn: AsyncConnection, user_id: str | None, limit: int, start, end) -> list[tuple[str, int]]:
-    """Most-used products: overall from the daily aggregates, or one user's (with the
-    sessions attributed to them) from their own events."""
+    """Most-used products over whole UTC days: overall from the daily product rollup, or one
+    user's (their events, else their session's attributed user) from the daily per-person
+    rollup plus the raw events after it."""
     if user_id:
-        sql = """SELECT product_id, count(*) AS n FROM tracking.interactions
-            WHERE (user_id = :user_id OR session_id IN (SELECT session_id FROM tracking.session_users WHERE user_id = :user_id))
-              AND occurred_at >= COALESCE(CAST(:start AS timestamptz), '-infinity')
-              AND occurred_at < COALESCE(CAST(:end AS timestamptz), 'infinity')
-            GROUP BY product_id ORDER BY n DESC, product_id LIMIT :limit"""
+        sql = f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS (
+                SELECT COALESCE(CAST(:start AS timestamptz) AT TIME ZONE 'UTC', '-infinity')::date AS first_day,
+                       COALESCE(CAST(:end AS timestamptz) AT TIME ZONE 'UTC', 'infinity')::date AS last_day
+            )
+            SELECT product_id, sum(n) AS n FROM (
+                SELECT product_id, events AS n FROM tracking.user_products_daily, bound, span
+                WHERE user_id = :user_id AND day >= first_day AND day <= last_day
+                  AND day < (until_day AT TIME ZONE 'UTC')::date
+                UNION ALL
+                SELECT i.product_id, 1 FROM tracking.interactions i
+                LEFT JOIN tracking.session_users su USING (session_id), bound, span
+                WHERE COALESCE(i.user_id, su.user_id) = :user_id AND i.occurred_at >= until_day
+                  AND (i.occurred_at AT TIME ZONE 'UTC')::date BETWEEN first_day AND last_day
+            ) used GROUP BY product_id ORDER BY n DESC, product_id LIMIT :limit"""
     else:
         sql = """SELECT product_id, sum(events) AS n FROM tracking.product_daily
             WHERE day >= COALESCE(CAST(:start AS timestamptz) AT TIME ZONE 'UTC', '-infinity')::date
@@ -694,10 +725,13 @@ async def _pair_products(conn: AsyncConnection, params: dict, pairs_per_product:
 
 
 async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta, pairs_per_product: int) -> AggregationResult:
-    """Rebuilds the daily rollups of the days that can still change, then the scores and pairs.
+    """Rebuilds the rollups of the days that can still change, then the scores and pairs.
 
     Incremental: only days from (last run - recompute horizon) on are re-derived from raw
-    events; older days keep their rollups even after the raw events are purged.
+    events; older days keep their rollups even after the raw events are purged. The
+    rollups (per day: product events, a signed-in person's product events; per hour:
+    sessions, funnel steps) also serve the analytics queries, which add the raw events after
+    aggregated_through (see analytics_boundary).
     Idempotent: the same as_of over the same events yields the same tables.
 
     Score (0-100): w = 2 x count_7d + count_30d, score = 100 x w / max w, rounded to 2 places.
@@ -714,27 +748,39 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
     else:
         first_day = (min(previous, as_of) - recompute).astimezone(UTC).date()
     as_of_day = as_of.astimezone(UTC).date()
-    params = {"first_day": first_day, "as_of": as_of, "as_of_day": as_of_day}
-    await conn.execute(text("DELETE FROM tracking.product_daily WHERE day >= :first_day"), params)
-    await conn.execute(text("DELETE FROM tracking.actor_products_daily WHERE day >= :first_day"), params)
-    # One pass over the raw events of the days that can still change: events per day,
-    # actor and product, from which both daily rollups are derived.
+    first_instant = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    params = {"first_day": first_day, "first_instant": first_instant, "as_of": as_of, "as_of_day": as_of_day}
+    for rollup in ("product_daily WHERE day", "actor_products_daily WHERE day", "user_products_daily WHERE day"):
+        await conn.execute(text(f"DELETE FROM tracking.{rollup} >= :first_day"), params)
+    for rollup in ("session_hours WHERE hour", "funnel_steps WHERE hour"):
+        await conn.execute(text(f"DELETE FROM tracking.{rollup} >= :first_instant"), params)
+    # One pass over the raw events of the hours that can still change: events and funnel
+    # steps per hour, product, session and person, from which every rollup is derived.
     await conn.execute(
         text(
-            """CREATE TEMP TABLE recent ON COMMIT DROP AS
-            SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.product_id,
-                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor, count(*) AS events
+            f"""CREATE TEMP TABLE recent ON COMMIT DROP AS
+            SELECT date_trunc('hour', i.occurred_at, 'UTC') AS hour, i.product_id, i.session_id,
+                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor,
+                   count(*) AS events, bit_or({FUNNEL_STEP_BIT})::smallint AS steps
             FROM tracking.interactions i LEFT JOIN tracking.session_users su USING (session_id)
-            WHERE i.occurred_at >= CAST(:first_day AS date) AND i.occurred_at < :as_of
-            GROUP BY 1, 2, 3"""
+            WHERE i.occurred_at >= :first_instant AND i.occurred_at < :as_of
+            GROUP BY 1, 2, 3, 4"""
         ),
         params,
     )
+    await conn.execute(text("ANALYZE recent"))  # the planner picks hash aggregation once it knows the size
     scanned = (await conn.execute(text("SELECT COALESCE(sum(events), 0) FROM recent"))).scalar_one()
-    await conn.execute(
-        text("INSERT INTO tracking.product_daily SELECT day, product_id, sum(events) FROM recent GROUP BY 1, 2")
-    )
-    await conn.execute(text("INSERT INTO tracking.actor_products_daily (day, actor, product_id) SELECT day, actor, product_id FROM recent"))
+    for statement in (
+        """INSERT INTO tracking.product_daily SELECT (hour AT TIME ZONE 'UTC')::date, product_id, sum(events)
+        FROM recent GROUP BY 1, 2""",
+        "INSERT INTO tracking.actor_products_daily SELECT DISTINCT (hour AT TIME ZONE 'UTC')::date, actor, product_id FROM recent",
+        """INSERT INTO tracking.user_products_daily SELECT (hour AT TIME ZONE 'UTC')::date, substr(actor, 3), product_id,
+        sum(events) FROM recent WHERE actor LIKE 'u:%' GROUP BY 1, 2, 3""",
+        "INSERT INTO tracking.session_hours SELECT DISTINCT hour, session_id FROM recent",
+        """INSERT INTO tracking.funnel_steps SELECT hour, product_id, session_id, bit_or(steps) FROM recent
+        WHERE steps <> 0 GROUP BY 1, 2, 3""",
+    ):
+        await conn.execute(text(statement))
     await conn.execute(text("DELETE FROM tracking.product_popularity"))
     products = (
         await conn.execute(

@@ -1,11 +1,14 @@
-"""Engagement summary, trends and the funnel, read from the hourly counters and indexed events."""
+"""Engagement summary, trends and the funnel, read from the hourly counters and the rollups
+(plus the raw events newer than the last aggregation)."""
 
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import psycopg
 import pytest
 from loom.tracking.v1 import tracking_pb2 as pb
 
+from libs.scratch_db import plain_url
 from tests.support import auth
 
 ADMIN = auth("admin")
@@ -68,3 +71,25 @@ async def test_analytics_need_an_admin_or_service_token(stub):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetEngagementSummary(pb.GetEngagementSummaryRequest(), metadata=auth("buyer"))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def answers(stub) -> tuple:
+    summary = await stub.GetEngagementSummary(pb.GetEngagementSummaryRequest(), metadata=ADMIN)
+    funnel = await stub.GetFunnel(pb.GetFunnelRequest(product_id="funnel-p"), metadata=ADMIN)
+    top = await stub.ListTopProducts(pb.ListTopProductsRequest(user_id="buyer-1"), metadata=ADMIN)
+    return (
+        summary.unique_sessions,
+        [s.sessions for s in funnel.steps],
+        [(p.product_id, p.count) for p in top.products],
+    )
+
+
+async def test_sessions_funnel_and_user_products_are_read_from_the_rollups_once_aggregated(stub, tracking_db, loaded):
+    live = await answers(stub)
+    assert live == (6, [4, 2, 1], [("funnel-p", 1)])
+    request = pb.AggregatePopularityRequest(request_id="rollups")
+    request.as_of_time.FromDatetime(datetime.now(UTC) + timedelta(days=1))  # every event's hour and day is covered
+    await stub.AggregatePopularity(request, metadata=ADMIN)
+    with psycopg.connect(plain_url(tracking_db)) as conn:  # no raw event left to scan
+        conn.execute("DELETE FROM tracking.interactions")
+    assert await answers(stub) == live
