@@ -31,7 +31,9 @@ from tests.support import auth
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 RETRYABLE_HTTP = {502, 503, 504}
-JOB = "capture-price-snapshot"  # a job whose runs the load asks for (cheap, and never fires on its own in a test)
+# The job the load runs now and then: it confirms batches past 75% and creates their supplier orders
+# while orders keep arriving (its schedule, every 5 minutes, does not fire within a test).
+JOB = "orchestrate-batches"
 ATTEMPT_TIMEOUT_SECONDS = 3.0
 GIVE_UP_SECONDS = 90.0
 ADMIN = auth("admin")
