@@ -221,6 +221,7 @@ async def aggregate_1m(ctx: BenchContext) -> list[Figure]:
             async with await psycopg.AsyncConnection.connect(plain_url(url), autocommit=True) as conn:
                 await conn.execute(
                     "TRUNCATE tracking.aggregation_state, tracking.product_daily, tracking.actor_products_daily,"
+                    " tracking.user_products_daily, tracking.session_hours, tracking.funnel_steps,"
                     " tracking.product_popularity, tracking.product_pairs"
                 )
                 started = time.perf_counter()
