@@ -30,7 +30,9 @@ from libs.errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
 
 M = TypeVar("M", bound=Message)
-Work = Callable[[AsyncConnection], Awaitable[Any]]
+# work(conn, shared): `shared` lives for one attempt of the group's transaction, for what
+# its units may reuse from one another (what they read or left under its locks).
+Work = Callable[[AsyncConnection, dict], Awaitable[Any]]
 
 
 @dataclass
@@ -59,9 +61,9 @@ class GroupCommitter:
         self._flusher: asyncio.Task | None = None
 
     async def submit(
-        self, method: str, request: Message, response_type: type[M], work: Callable[[AsyncConnection], Awaitable[M]]
+        self, method: str, request: Message, response_type: type[M], work: Callable[[AsyncConnection, dict], Awaitable[M]]
     ) -> M:
-        """work(conn)'s answer once the transaction it ran in has committed, once per
+        """work(conn, shared)'s answer once the transaction it ran in has committed, once per
         (method, request.request_id): a replay gets the first answer; its error otherwise.
 
         Work must be repeatable: a transient failure (deadlock, lost connection) reruns the
@@ -124,6 +126,7 @@ class GroupCommitter:
         assert driver is not None
         outcomes: list[Any] = []
         first: dict[tuple[str, str], int] = {}
+        shared: dict = {}
         for unit in group:
             earlier = first.setdefault(unit.key, len(outcomes))
             if earlier < len(outcomes):  # a replay inside this group: the first one's answer
@@ -140,7 +143,7 @@ class GroupCommitter:
             else:
                 await driver.execute("SAVEPOINT unit")
                 try:
-                    outcomes.append(await unit.work(conn))
+                    outcomes.append(await unit.work(conn, shared))
                 except Exception as error:
                     if is_transient(error):
                         raise

@@ -339,13 +339,14 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             "style_count": style.style_count, "colors": list(style.colors), "sizes": list(style.sizes), "notes": style.notes
         }
 
-        async def work(conn: AsyncConnection) -> pb.PlaceOrderResponse:
+        async def work(conn: AsyncConnection, group: dict) -> pb.PlaceOrderResponse:
             placed = await store.place_order(
                 conn, order, style_json,
                 margin_percent=self._settings.margin_percent,
                 currency=self._settings.currency,
                 window=timedelta(days=self._settings.batch_window_days),
                 now=utc_now(),
+                seen=group.setdefault("open_batches", {}),
             )
             batch = placed.batch
             price = price_message(placed.price)

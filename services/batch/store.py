@@ -170,6 +170,20 @@ class PlacedOrder:
     now: datetime
 
 
+def _open_batch(row: RowMapping) -> domain.OpenBatch:
+    return domain.OpenBatch(
+        batch_id=str(row["id"]),
+        current_quantity=row["current_quantity"],
+        target_quantity=row["target_quantity"],
+        capacity=row["capacity"],
+        style_count=row["style_count"],
+        style_limit=row["style_limit"],
+        window_close_time=row["window_close_time"],
+        create_time=row["create_time"],
+        unit_price=row["unit_price"],
+    )
+
+
 async def _open_batches(conn: AsyncConnection, category: str, now: datetime) -> list[domain.OpenBatch]:
     rows = await _all(
         conn,
@@ -183,20 +197,7 @@ async def _open_batches(conn: AsyncConnection, category: str, now: datetime) -> 
         category=category,
         now=now,
     )
-    return [
-        domain.OpenBatch(
-            batch_id=str(r["id"]),
-            current_quantity=r["current_quantity"],
-            target_quantity=r["target_quantity"],
-            capacity=r["capacity"],
-            style_count=r["style_count"],
-            style_limit=r["style_limit"],
-            window_close_time=r["window_close_time"],
-            create_time=r["create_time"],
-            unit_price=r["unit_price"],
-        )
-        for r in rows
-    ]
+    return [_open_batch(r) for r in rows]
 
 
 # The batch row is re-checked under its row lock (READ COMMITTED re-evaluates the WHERE on
@@ -254,7 +255,7 @@ async def _join(
     )
 
 
-async def _open_batch(
+async def _start_batch(
     conn: AsyncConnection, supplier: domain.SupplierTerms, category: str, window: timedelta, now: datetime
 ) -> domain.OpenBatch:
     unit_price = domain.tier_price(supplier.price_tiers, supplier.moq)
@@ -287,17 +288,7 @@ async def _open_batch(
         unit_price=unit_price,
     )
     assert row is not None
-    return domain.OpenBatch(
-        batch_id=str(row["id"]),
-        current_quantity=0,
-        target_quantity=row["target_quantity"],
-        capacity=row["capacity"],
-        style_count=0,
-        style_limit=row["style_limit"],
-        window_close_time=row["window_close_time"],
-        create_time=row["create_time"],
-        unit_price=row["unit_price"],
-    )
+    return _open_batch(row)
 
 
 async def place_order(
@@ -309,14 +300,23 @@ async def place_order(
     currency: str,
     window: timedelta,
     now: datetime,
+    seen: dict[str, list[domain.OpenBatch]] | None = None,
 ) -> PlacedOrder:
     """Joins the best compatible batch, or opens one with the best supplier, in the caller's
-    transaction. Losing a race for a batch's last units just means looking again."""
+    transaction. Losing a race for a batch's last units just means looking again.
+
+    `seen` (per transaction, shared by the orders of one group) remembers each category's
+    open batches as this transaction last saw or left them, sparing a look per order. A
+    stale view costs at most a retry: the join re-checks the batch under its row lock, and
+    nothing is opened without a fresh look under the category's opener lock."""
     order_id, contribution_id = str(uuid.uuid4()), str(uuid.uuid4())
     style_json = json.dumps(style)
     opened = False
+    remembered = seen.pop(order.category, None) if seen is not None else None
     for _ in range(PLACE_ATTEMPTS):
-        chosen = domain.choose_batch(await _open_batches(conn, order.category, now), order.quantity, order.style_count, now)
+        candidates = remembered if remembered is not None else await _open_batches(conn, order.category, now)
+        remembered = None
+        chosen = domain.choose_batch(candidates, order.quantity, order.style_count, now)
         if chosen is None:
             # One opener per category at a time, so racing orders share the new batch.
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"open:{order.category}"})
@@ -324,11 +324,14 @@ async def place_order(
             chosen = domain.choose_batch(candidates, order.quantity, order.style_count, now)
             if chosen is None:
                 supplier = await recommend_supplier(conn, order.category, order.quantity, order.style_count)
-                chosen = await _open_batch(conn, supplier, order.category, window, now)
+                chosen = await _start_batch(conn, supplier, order.category, window, now)
+                candidates = [*candidates, chosen]
                 opened = True
         price = domain.price_order(chosen.unit_price, margin_percent, order.quantity, currency)
         joined = await _join(conn, chosen.batch_id, order, style_json, price, order_id, contribution_id, now)
         if joined is not None:
+            if seen is not None:
+                seen[order.category] = [_open_batch(joined) if b is chosen else b for b in candidates]
             return PlacedOrder(order_id, contribution_id, joined, price, opened, now)
     raise Unavailable("the category's batches are changing too fast; retry the same request_id")
 

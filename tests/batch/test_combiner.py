@@ -35,10 +35,10 @@ def order_work(category: str, quantity: int, rid: str):
     request = pb.PlaceOrderRequest(request_id=rid, category=category, quantity=quantity)
     order = domain.OrderRequest("buyer", category, quantity, 1, [], [], "")
 
-    async def work(conn) -> pb.PlaceOrderResponse:
+    async def work(conn, group: dict) -> pb.PlaceOrderResponse:
         placed = await store.place_order(
             conn, order, {"style_count": 1}, margin_percent=Decimal(15), currency="USD", window=timedelta(days=14),
-            now=datetime.now(UTC),
+            now=datetime.now(UTC), seen=group.setdefault("open_batches", {}),
         )
         return pb.PlaceOrderResponse(order=pb.Order(order_id=placed.order_id), batch=pb.Batch(batch_id=str(placed.batch["id"])))
 
