@@ -39,7 +39,7 @@ async def engagement(suite):
         assert reply.status_code == 200 and reply.json()["accepted"] == 3, reply.text
     async with suite.http("admin") as admin:
         reply = await admin.post(
-            "/v1/posts", params={"requestId": str(uuid.uuid4())}, json={"title": "Autumn drop", "url": "https://loom.example/p/1"}
+            "/v1/posts", params={"requestId": str(uuid.uuid4())}, json={"title": "Autumn drop", "url": "https://loom.example/p/1", "published": True}
         )
         assert reply.status_code == 200, reply.text
         post = reply.json()["post"]
