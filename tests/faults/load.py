@@ -44,7 +44,7 @@ class MixedLoad:
     twin: Twin
     category: str = field(default_factory=lambda: f"fault_{uuid.uuid4().hex[:8]}")
     acknowledged: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in ("order", "interaction", "share", "job_run")})
-    retried: Counter = field(default_factory=Counter)  # service -> calls answered UNAVAILABLE/DEADLINE then retried
+    retried: Counter = field(default_factory=Counter)  # (service, status) -> attempts answered so, then retried
     failures: list[str] = field(default_factory=list)
     post_id: str = ""
     rule_id: str = ""
@@ -78,7 +78,7 @@ class MixedLoad:
                 return reply.json()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"POST {path}: gave up after {GIVE_UP_SECONDS}s")
-            self.retried["gateway"] += 1
+            self.retried["gateway", "unreachable" if reply is None else str(reply.status_code)] += 1
             await asyncio.sleep(0.2)
 
     async def call(self, service: str, method: str, request, metadata=ADMIN):
@@ -90,7 +90,7 @@ class MixedLoad:
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE or time.monotonic() > deadline:
                     raise
-                self.retried[service] += 1
+                self.retried[service, error.code().name] += 1
                 await asyncio.sleep(0.2)
 
     async def prepare(self) -> None:
