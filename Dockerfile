@@ -17,9 +17,10 @@ PY
 COPY protos ./protos
 COPY libs ./libs
 COPY services ./services
-# Code generation at build time: gen/ is never copied from a workstation.
+# Code generation at build time: gen/ is never copied from a workstation. The code
+# generators, and the embedded PostgreSQL (containers always get DATABASE_URL), then go.
 RUN python -m libs.codegen \
- && pip uninstall --yes grpcio-tools mypy-protobuf types-protobuf \
+ && pip uninstall --yes grpcio-tools mypy-protobuf types-protobuf pgserver \
  && python -m compileall -q libs services gen
 
 # Runtime stage: the virtualenv and the application, run as an unprivileged user.
