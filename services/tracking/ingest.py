@@ -2,9 +2,11 @@
 
 `Enricher` adds country (offline GeoIP data shipped with geoip2fast), browser/OS/device
 (ua-parser) and the salted IP hash. `GroupCommitter` lets many concurrent calls share
-one transaction: each call queues its events and waits; a writer takes everything
-queued so far, writes it with one multi-row statement and commits, then wakes every
-caller in the group. A call therefore returns only after its events are committed.
+one transaction (leader/follower): each call queues its events and waits; a free
+writer takes everything queued so far at once, with no timer, stores it in one
+transaction (a COPY and a few set-based statements) and commits, then wakes every
+caller in the group. While it commits, new calls queue up for the next free writer.
+A call therefore returns only after its events are committed.
 """
 
 from __future__ import annotations
@@ -87,15 +89,17 @@ Flush = Callable[[list[Event]], Awaitable[list[Outcome]]]
 
 
 class GroupCommitter:
-    """Batches concurrent submissions into shared transactions (at most `writers` in flight)."""
+    """Batches concurrent submissions into shared transactions, one writer task per flush
+    (each flush typically owning a database connection)."""
 
-    def __init__(self, flush: Flush, *, max_batch: int, writers: int) -> None:
-        self._flush = flush
+    def __init__(self, flushes: list[Flush], *, max_batch: int) -> None:
         self._max_batch = max_batch
         self._pending: deque[tuple[list[Event], asyncio.Future[list[Outcome]]]] = deque()
         self._ready = asyncio.Event()
         self._closed = False
-        self._writers = [asyncio.create_task(self._write_forever(), name=f"group-commit-{n}") for n in range(writers)]
+        self._writers = [
+            asyncio.create_task(self._write_forever(flush), name=f"group-commit-{n}") for n, flush in enumerate(flushes)
+        ]
 
     async def submit(self, events: list[Event]) -> list[Outcome]:
         if self._closed:
@@ -117,7 +121,7 @@ class GroupCommitter:
             self._ready.clear()
         return group
 
-    async def _write_forever(self) -> None:
+    async def _write_forever(self, flush: Flush) -> None:
         while True:
             await self._ready.wait()
             group = self._take_group()
@@ -125,7 +129,7 @@ class GroupCommitter:
                 continue
             events = [event for submitted, _ in group for event in submitted]
             try:
-                outcomes = await self._flush(events)
+                outcomes = await flush(events)
             except Exception as error:  # noqa: BLE001 - every waiting caller learns of the failure
                 log.error("group commit failed", events=len(events), error=type(error).__name__, exc_info=error)
                 for _, future in group:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -82,12 +81,17 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             max_age=timedelta(seconds=settings.max_event_age_seconds),
             max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
         )
-        self._staged: weakref.WeakSet = weakref.WeakSet()
-        self.committer = GroupCommitter(
-            lambda events: store.store_interactions(engine, events, self._limits.dedup_window, self._staged),
-            max_batch=settings.ingest_max_batch_events,
-            writers=settings.ingest_writers,
-        )
+        self._writers = [
+            store.InteractionWriter(settings.database_url, self._limits.dedup_window)
+            for _ in range(settings.ingest_writers)
+        ]
+        self.committer = GroupCommitter([w.store for w in self._writers], max_batch=settings.ingest_max_batch_events)
+
+    async def close(self) -> None:
+        """Lets queued groups commit, then closes the writers' connections."""
+        await self.committer.close()
+        for writer in self._writers:
+            await writer.close()
 
     # ------------------------------------------------------------------ ingestion
 

@@ -9,10 +9,10 @@ from services.tracking.settings import TrackingSettings
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicer; its group-commit writers stop after the server has drained."""
+    """Registers the servicer; its group-commit writers stop (and close their connections) after the server has drained."""
     assert context.engine is not None
     servicer = TrackingServicer(context.engine, context.settings, Enricher())
-    context.exit_stack.push_async_callback(servicer.committer.close)
+    context.exit_stack.push_async_callback(servicer.close)
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, context.server)
 
 
