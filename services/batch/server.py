@@ -22,6 +22,7 @@ from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from libs.idempotency import run_idempotent
 from libs.pagination import decode_token, encode_token, page_size
+from libs.retention import retention_days
 from services.batch import domain, store
 from services.batch.combiner import GroupCommitter
 from services.batch.domain import BatchStatus, OrderStatus
@@ -647,11 +648,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         )
 
     async def PurgeOldData(self, request: pb.PurgeOldDataRequest, context) -> pb.PurgeOldDataResponse:
-        if request.retention_days < 0:
-            raise InvalidArgument.field("retention_days", "must not be negative")
         now = utc_now()
-        outbox_days = request.retention_days or self._settings.outbox_retention_days
-        snapshot_days = request.retention_days or self._settings.snapshot_retention_days
+        outbox_days = retention_days(request.retention_days, self._settings.outbox_retention_days)
+        snapshot_days = retention_days(request.retention_days, self._settings.snapshot_retention_days)
 
         async def work(conn: AsyncConnection) -> pb.PurgeOldDataResponse:
             outbox, keys, snapshots = await store.purge(

@@ -14,6 +14,7 @@ from libs import idempotency, pagination
 from libs.auth import current_caller
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument, Violations
+from libs.retention import retention_days
 from services.rules import store
 from services.rules.domain.conditions import ConditionTrace
 from services.rules.domain.evaluation import RuleOutcome
@@ -399,9 +400,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         return rules_pb2.GetNotificationResponse(notification=notification_to_proto(row))
 
     async def PurgeOldData(self, request, context):
-        if request.retention_days < 0:
-            raise InvalidArgument.field("retention_days", "must not be negative")
-        days = request.retention_days or self._settings.retention_days
+        days = retention_days(request.retention_days, self._settings.retention_days)
 
         async def work(conn):
             return rules_pb2.PurgeOldDataResponse(**await store.purge_older_than(conn, days))

@@ -19,6 +19,7 @@ from libs.db import run_in_transaction
 from libs.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Violations
 from libs.idempotency import claim, idempotency_table, remember, run_idempotent, validate_request_id
 from libs.pagination import decode_token, encode_token, page_size
+from libs.retention import retention_days
 from services.tracking import domain, store
 from services.tracking.domain import Agent, Event, IngestLimits
 from services.tracking.ingest import Enricher, GroupCommitter, uuid7_batch
@@ -434,9 +435,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         )
 
     async def PurgeOldData(self, request, context):
-        if request.retention_days < 0:
-            raise InvalidArgument.field("retention_days", "must not be negative")
-        days = request.retention_days or self._settings.retention_days
+        days = retention_days(request.retention_days, self._settings.retention_days)
         now = datetime.now(UTC)
 
         async def work(conn: AsyncConnection) -> pb.PurgeOldDataResponse:
