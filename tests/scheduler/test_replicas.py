@@ -82,7 +82,9 @@ async def test_two_replicas_fire_each_period_once_and_the_standby_takes_over_aft
     assert all(pid_of(r) == survivor for r in runs[last_by_leader + 1:])
     # Every period ran once, across the kill: no gap, no double.
     assert_one_run_per_period(runs, 1.0)
-    assert {status_name(r) for r in runs} <= {"succeeded", "interrupted", "skipped"}
+    # The survivor's newest run may still be going when the runs are read; every other one has ended.
+    assert {status_name(r) for r in runs[:-1]} <= {"succeeded", "interrupted", "skipped"}
+    assert status_name(runs[-1]) in {"succeeded", "running"}
     assert len(behaviour.calls) == len(set(behaviour.calls))
 
 
