@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import json_format, struct_pb2
 from loom.batch.v1 import batch_pb2
@@ -17,6 +18,7 @@ from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.settings import Settings
+from tests.support import auth
 from tests.fuzz.fleet import BACKGROUND, SERVICE_DESCRIPTORS, fingerprint, invoke
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -80,6 +82,19 @@ def test_tracking_keeps_post_titles_verbatim(fleet, text):
         request_id=uuid.uuid4().hex, post=tracking_pb2.Post(title=text, url="https://loom.example/post", published=True))).post
     fetched = call(fleet, "tracking", "GetPost", tracking_pb2.GetPostRequest(post_id=created.post_id)).post
     assert fetched.title == text
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_through_the_gateway_hostile_text_is_json_data_returned_verbatim(fleet, text):
+    twin, _ = fleet
+    headers = {"authorization": auth("admin")[0][1]}
+    with httpx.Client(base_url=f"http://{twin.target('gateway')}", headers=headers, timeout=30) as http:
+        created = http.post("/v1/posts", params={"requestId": uuid.uuid4().hex},
+                            json={"title": text, "url": "https://loom.example/p", "published": True})
+        assert created.status_code == 200, created.text
+        fetched = http.get(f"/v1/posts/{created.json()['post']['postId']}")
+    assert fetched.headers["content-type"].startswith("application/json")
+    assert fetched.json()["post"]["title"] == text
 
 
 OVERSIZED = {
