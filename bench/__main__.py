@@ -1,4 +1,4 @@
-"""python -m bench [NAME...] [--list] [--json] [--runs N] [--quick] [--markdown FILE]"""
+"""python -m bench [NAME...] [--list] [--json] [--runs N] [--quick] [--markdown FILE [--merge]]"""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported")
     parser.add_argument("--quick", action="store_true", help="small workloads, for a smoke run")
     parser.add_argument("--markdown", metavar="FILE", help="also write a markdown table with the machine noted")
+    parser.add_argument("--merge", action="store_true", help="with --markdown: keep FILE's figures this run did not measure")
     args = parser.parse_args()
     if args.list:
         for bench in selected(args.names):
@@ -55,7 +56,7 @@ def main() -> None:
     else:
         print("\n".join(f.line() for f in figures))
     if args.markdown:
-        write_markdown(args.markdown, figures, machine(), runs=args.runs, quick=args.quick, failed=failed)
+        write_markdown(args.markdown, figures, machine(), runs=args.runs, quick=args.quick, failed=failed, merge=args.merge)
     if failed:
         raise SystemExit(f"{len(failed)} benchmark(s) failed: {', '.join(sorted(failed))}")
 

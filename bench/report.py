@@ -45,6 +45,27 @@ def growth_rows(figures: list[Figure]) -> list[str]:
     return rows
 
 
+TABLE_ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| (?P<value>[^|]+) \| (?P<unit>[^|]+) \| (?P<ratio>[^|]*) \| (?P<vs>[^|]*) \|$")
+MEASURED = re.compile(r"^Measured (?P<when>.+?) on (?P<machine>.+)\.$")
+
+
+def read_report(path: str) -> tuple[str | None, list[Figure]]:
+    """The time and figures of an earlier report (to keep the figures a partial run did not measure)."""
+    if not Path(path).exists():
+        return None, []
+    when, figures = None, []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):  # the figures table comes first; later sections derive from it
+            break
+        if (measured := MEASURED.match(line)) and when is None:
+            when = measured["when"]
+        elif (row := TABLE_ROW.match(line)) and row["name"] != "figure":
+            ratio = row["ratio"].strip()
+            figures.append(Figure(row["name"], float(row["value"]), row["unit"].strip(), float(ratio) if ratio else None,
+                                  row["vs"].strip()))
+    return when, figures
+
+
 def write_markdown(
     path: str,
     figures: list[Figure],
@@ -53,13 +74,24 @@ def write_markdown(
     runs: int | None = None,
     quick: bool = False,
     failed: dict[str, str] | None = None,
+    merge: bool = False,
 ) -> None:
+    """Writes the report; with `merge`, figures of the existing report that this run did not measure stay."""
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    measured = f"Measured {when} on {machine}."
+    if merge:
+        earlier_when, earlier = read_report(path)
+        fresh = {f.name for f in figures}
+        kept = [f for f in earlier if f.name not in fresh]
+        if kept:
+            names = ", ".join(f"`{f.name}`" for f in figures)
+            measured = f"Measured {earlier_when} on {machine}. Updated {when}: {names}."
+            figures = sorted([*kept, *figures], key=lambda f: f.name)
     how = "a single run" if runs == 1 else f"the median of {runs} runs" if runs else "the median of several runs"
     lines = [
         "# Loom benchmark results",
         "",
-        f"Measured {when} on {machine}.",
+        measured,
         "",
         f"Each value is {how}; the ratio compares it with a baseline measured in the same run",
         "on the same machine (`vs`), so a noisy, shared machine moves both sides alike.",

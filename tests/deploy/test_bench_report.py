@@ -1,7 +1,7 @@
 """The benchmark report: every figure with its ratio, the machine, and how cost grows with work."""
 
 from bench.harness import Figure
-from bench.report import growth_rows, workload_size, write_markdown
+from bench.report import growth_rows, read_report, workload_size, write_markdown
 
 
 def test_sized_figure_names_give_their_workload():
@@ -30,3 +30,13 @@ def test_report_notes_the_machine_lists_every_figure_and_failures(tmp_path):
     assert all(f"`{f.name}`" in text for f in figures)
     assert "## How cost grows with work" in text and "| `batch.orchestrate` | 100,000 |" in text
     assert "`rules.evaluate`: RuntimeError: boom" in text
+
+
+def test_a_partial_run_merged_into_a_report_keeps_the_figures_it_did_not_measure(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    earlier = [Figure("a.10k", 1.0, "s", 2.0, "raw"), Figure("a.100k", 10.0, "s", 2.0, "raw"), Figure("b", 5.0, "ops/s", None, "")]
+    write_markdown(str(path), earlier, "2 cores", runs=3)
+    write_markdown(str(path), [Figure("b", 7.0, "ops/s", 0.5, "bare")], "2 cores", runs=3, merge=True)
+    _, figures = read_report(str(path))
+    assert {f.name: (f.value, f.ratio) for f in figures} == {"a.10k": (1.0, 2.0), "a.100k": (10.0, 2.0), "b": (7.0, 0.5)}
+    assert "Updated" in path.read_text() and "## How cost grows with work" in path.read_text()
