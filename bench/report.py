@@ -81,12 +81,12 @@ def write_markdown(
     measured = f"Measured {when} on {machine}."
     if merge:
         earlier_when, earlier = read_report(path)
-        fresh = {f.name for f in figures}
-        kept = [f for f in earlier if f.name not in fresh]
-        if kept:
+        fresh = {f.name: f for f in figures}
+        if any(f.name not in fresh for f in earlier):
             names = ", ".join(f"`{f.name}`" for f in figures)
             measured = f"Measured {earlier_when} on {machine}. Updated {when}: {names}."
-            figures = sorted([*kept, *figures], key=lambda f: f.name)
+            known = {f.name for f in earlier}
+            figures = [fresh.get(f.name, f) for f in earlier] + [f for f in figures if f.name not in known]
     how = "a single run" if runs == 1 else f"the median of {runs} runs" if runs else "the median of several runs"
     lines = [
         "# Loom benchmark results",
