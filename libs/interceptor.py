@@ -119,10 +119,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
-        if isinstance(error, sa_exc.DBAPIError) and is_transient(error):
+        if _database_unavailable(error):
             # The database went away (restart, failover) and the transaction's own
             # retries ran out: the client may retry, which idempotency keys make safe.
-            _log.warning("database unavailable", error=type(error.orig or error).__name__)
+            _log.warning("database unavailable", error=type(getattr(error, "orig", None) or error).__name__)
             error = Unavailable("the database is briefly unavailable; retry", reason="DATABASE_UNAVAILABLE")
         if isinstance(error, DomainError):
             outcome.code, outcome.error = error.code, error.message
@@ -152,6 +152,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             peer=self._redactor.hash_ip(peer_ip(context.peer() or "")) if context.peer() else None,
             error=outcome.error,
         )
+
+
+def _database_unavailable(error: BaseException) -> bool:
+    """The database (or the way to it) failed in a way a later attempt may not meet:
+    dropped or refused connections, restarts, and a pool with no connection to lend."""
+    if isinstance(error, DomainError):
+        return False
+    return isinstance(error, sa_exc.TimeoutError) or (
+        isinstance(error, sa_exc.DBAPIError | ConnectionError) and is_transient(error)
+    )
 
 
 def _code(context) -> grpc.StatusCode | None:

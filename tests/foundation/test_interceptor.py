@@ -8,6 +8,7 @@ import io
 import json
 
 import grpc
+import sqlalchemy.exc
 import pytest
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
@@ -24,6 +25,9 @@ class ProbeServicer(batch_pb2_grpc.BatchServiceServicer):
 
     async def ListSuppliers(self, request, context):
         raise RuntimeError('psycopg.errors.UndefinedTable: relation "batch.secret" does not exist\nSELECT * FROM x')
+
+    async def ListBatches(self, request, context):
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached, connection timed out")
 
     async def GetBatch(self, request, context):
         return batch_pb2.GetBatchResponse(batch=batch_pb2.Batch(batch_id=request.batch_id))
@@ -131,3 +135,10 @@ async def test_every_call_logs_one_json_line_with_request_id_and_no_raw_email_or
     assert "jane.doe@example.com" not in text
     assert "127.0.0.1" not in text
     assert rpc_lines[0]["peer"].startswith("ip:")
+
+
+async def test_a_database_out_of_reach_is_unavailable_so_clients_retry(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=auth("admin"))
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "QueuePool" not in failure.value.details()
