@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.deploy.twin import Twin
@@ -30,31 +31,38 @@ def scratch_server():
         import pgserver
     # its own temporary directory: concurrent pytest sessions prune each other's tmp_path bases
     home = Path(tempfile.mkdtemp(prefix="loom-faults-pg-"))
-    server = pgserver.get_server(home / "pgdata", cleanup_mode="delete")
+    # cleanup_mode None: after a restart the postmaster pid pgserver knows is stale, so this
+    # fixture stops the server itself
+    server = pgserver.get_server(home / "pgdata", cleanup_mode=None)
     try:
         server.psql("ALTER SYSTEM SET max_connections = 300;")
         restart_postgres(server)
         yield server
     finally:
-        server.cleanup()
+        pg_ctl(server, "-m", "immediate", "stop")
+        # and any postmaster of this directory that outlived it (none expected; a leak otherwise)
+        for process in psutil.process_iter(["cmdline"]):
+            if any(str(home) in part for part in process.info["cmdline"] or ()):
+                process.kill()
         shutil.rmtree(home, ignore_errors=True)
 
 
-def restart_postgres(server) -> None:
-    """pg_ctl restart (fast): every open connection is cut, the server comes back with its old options.
-
-    pg_ctl runs as the server's system user through runuser, a plain fork+exec:
-    subprocess's own user switching runs Python in the forked child, which
-    crashes in a process whose gRPC threads are busy.
-    """
+def pg_ctl(server, *args: str) -> None:
+    """pg_ctl on the scratch server, as its system user through runuser (a plain fork+exec:
+    subprocess's own user switching runs Python in the forked child, which crashes in a
+    process whose gRPC threads are busy)."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
-    argv = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-t", "60", "-m", "fast",
-            "restart"]
+    argv = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-t", "60", *args]
     if server.system_user:
         argv = ["runuser", "-u", server.system_user, "--", *argv]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, f"pg_ctl restart failed: {done.stdout}{done.stderr}\n{server.log.read_text()[-2000:]}"
+    assert done.returncode == 0, f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{server.log.read_text()[-2000:]}"
+
+
+def restart_postgres(server) -> None:
+    """A fast restart: every open connection is cut, the server comes back with its old options."""
+    pg_ctl(server, "-m", "fast", "restart")
 
 
 @pytest.fixture(scope="module")
