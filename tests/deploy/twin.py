@@ -238,8 +238,7 @@ class Twin:
             self.migrate()
             self.start()
         except BaseException:
-            self.stop()
-            self.drop()
+            self.__exit__()
             raise
         return self
 
