@@ -1,6 +1,7 @@
 """Channels and stubs for calling other Loom services.
 
-Every channel carries a gRPC service config that retries UNAVAILABLE with
+Every channel carries a gRPC service config that balances calls round-robin over
+the target's addresses and retries UNAVAILABLE with
 exponential backoff (safe for mutations: they all carry an idempotency key),
 a default deadline, the caller's request id, and a service-role token that is
 re-minted before it expires.
@@ -25,6 +26,9 @@ from libs.settings import Settings
 
 RETRY_SERVICE_CONFIG = json.dumps(
     {
+        # Per-call balancing over every address a `dns:///` target resolves to
+        # (replicas), not one long-lived connection to the first.
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
