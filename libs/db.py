@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
+import psycopg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -86,12 +87,15 @@ def is_transient(error: BaseException) -> bool:
     """A failure that a fresh attempt of the same transaction may not meet again."""
     if isinstance(error, DomainError):
         return False
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    # psycopg's own errors come from statements sent to the driver directly (hot paths).
+    if isinstance(error, sa_exc.DBAPIError | psycopg.Error):
+        original = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+        sqlstate = getattr(original, "sqlstate", None) or ""
         return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08") or (
-            not sqlstate and isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+            not sqlstate
+            and isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
         )
     return isinstance(error, ConnectionError | OSError)
 
