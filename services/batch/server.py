@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -85,7 +85,7 @@ def supplier_message(row: RowMapping) -> pb.Supplier:
     )
 
 
-def batch_message(row: RowMapping) -> pb.Batch:
+def batch_message(row: Mapping[str, Any]) -> pb.Batch:
     return pb.Batch(
         batch_id=str(row["id"]),
         category=row["category"],

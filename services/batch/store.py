@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from psycopg.rows import dict_row
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from libs.idempotency import idempotency_table
 from services.batch import domain
+from services.batch.combiner import driver_connection
 from services.batch.domain import BatchStatus, OrderStatus
 
 METADATA = MetaData(schema="batch")
@@ -164,13 +166,13 @@ async def recommend_supplier(
 class PlacedOrder:
     order_id: str
     contribution_id: str
-    batch: RowMapping
+    batch: Mapping[str, Any]
     price: domain.Price
     batch_opened: bool
     now: datetime
 
 
-def _open_batch(row: RowMapping) -> domain.OpenBatch:
+def _open_batch(row: Mapping[str, Any]) -> domain.OpenBatch:
     return domain.OpenBatch(
         batch_id=str(row["id"]),
         current_quantity=row["current_quantity"],
@@ -185,19 +187,18 @@ def _open_batch(row: RowMapping) -> domain.OpenBatch:
 
 
 async def _open_batches(conn: AsyncConnection, category: str, now: datetime) -> list[domain.OpenBatch]:
-    rows = await _all(
-        conn,
+    cursor = driver_connection(conn).cursor(row_factory=dict_row)
+    await cursor.execute(
         """
         SELECT id, current_quantity, target_quantity, capacity, style_count, style_limit, window_close_time,
                create_time, unit_price
         FROM batch.batches
-        WHERE status = 'filling' AND category = :category AND window_close_time > :now
+        WHERE status = 'filling' AND category = %(category)s AND window_close_time > %(now)s
         ORDER BY create_time LIMIT 50
         """,
-        category=category,
-        now=now,
+        {"category": category, "now": now},
     )
-    return [_open_batch(r) for r in rows]
+    return [_open_batch(r) for r in await cursor.fetchall()]
 
 
 # The batch row is re-checked under its row lock (READ COMMITTED re-evaluates the WHERE on
@@ -205,24 +206,25 @@ async def _open_batches(conn: AsyncConnection, category: str, now: datetime) -> 
 JOIN_BATCH = """
 WITH b AS (
     UPDATE batch.batches
-    SET current_quantity = current_quantity + :quantity, style_count = style_count + :style_count,
-        order_count = order_count + 1, update_time = :now
-    WHERE id = :batch_id AND status = 'filling' AND window_close_time > :now
-      AND current_quantity + :quantity <= capacity AND style_count + :style_count <= style_limit
+    SET current_quantity = current_quantity + %(quantity)s, style_count = style_count + %(style_count)s,
+        order_count = order_count + 1, update_time = %(now)s
+    WHERE id = %(batch_id)s AND status = 'filling' AND window_close_time > %(now)s
+      AND current_quantity + %(quantity)s <= capacity AND style_count + %(style_count)s <= style_limit
     RETURNING *
 ), o AS (
     INSERT INTO batch.orders (id, buyer_id, category, quantity, style, status, batch_id, supplier_id, currency,
                               supplier_unit_price, margin_percent, unit_price, subtotal, margin_amount, total,
                               create_time, update_time)
-    SELECT :order_id, :buyer_id, b.category, :quantity, CAST(:style AS jsonb), 'placed', b.id, b.supplier_id,
-           :currency, :supplier_unit_price, :margin_percent, :unit_price, :subtotal, :margin_amount, :total, :now, :now
+    SELECT %(order_id)s, %(buyer_id)s, b.category, %(quantity)s, %(style)s::jsonb, 'placed', b.id, b.supplier_id,
+           %(currency)s, %(supplier_unit_price)s, %(margin_percent)s, %(unit_price)s, %(subtotal)s, %(margin_amount)s,
+           %(total)s, %(now)s, %(now)s
     FROM b RETURNING *
 ), c AS (
     INSERT INTO batch.contributions (id, batch_id, order_id, quantity, style_count, amount, create_time)
-    SELECT :contribution_id, o.batch_id, o.id, o.quantity, :style_count, o.subtotal, :now FROM o RETURNING id
+    SELECT %(contribution_id)s, o.batch_id, o.id, o.quantity, %(style_count)s, o.subtotal, %(now)s FROM o RETURNING id
 ), e AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
-    SELECT 'order.placed', :now,
+    SELECT 'order.placed', %(now)s,
            jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b::batch.batches))
     FROM o, b
 )
@@ -233,26 +235,29 @@ SELECT b.* FROM b, c
 async def _join(
     conn: AsyncConnection, batch_id: str, order: domain.OrderRequest, style: str, price: domain.Price,
     order_id: str, contribution_id: str, now: datetime,
-) -> RowMapping | None:
-    return await _one(
-        conn,
+) -> Mapping[str, Any] | None:
+    cursor = driver_connection(conn).cursor(row_factory=dict_row)
+    await cursor.execute(
         JOIN_BATCH,
-        batch_id=batch_id,
-        quantity=order.quantity,
-        style_count=order.style_count,
-        order_id=order_id,
-        contribution_id=contribution_id,
-        buyer_id=order.buyer_id,
-        style=style,
-        currency=price.currency,
-        supplier_unit_price=price.supplier_unit_price,
-        margin_percent=price.margin_percent,
-        unit_price=price.unit_price,
-        subtotal=price.subtotal,
-        margin_amount=price.margin_amount,
-        total=price.total,
-        now=now,
+        {
+            "batch_id": batch_id,
+            "quantity": order.quantity,
+            "style_count": order.style_count,
+            "order_id": order_id,
+            "contribution_id": contribution_id,
+            "buyer_id": order.buyer_id,
+            "style": style,
+            "currency": price.currency,
+            "supplier_unit_price": price.supplier_unit_price,
+            "margin_percent": price.margin_percent,
+            "unit_price": price.unit_price,
+            "subtotal": price.subtotal,
+            "margin_amount": price.margin_amount,
+            "total": price.total,
+            "now": now,
+        },
     )
+    return await cursor.fetchone()
 
 
 async def _start_batch(

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 async def committer(database_url):
     engine = make_engine(database_url, application_name="test-combiner", pool_size=2)
-    yield GroupCommitter(engine, store.IDEMPOTENCY, attempts=3, max_group=64)
+    committer = GroupCommitter(engine, store.IDEMPOTENCY, attempts=3, max_group=64)
+    yield committer
+    await committer.close()
     await engine.dispose()
 
 
@@ -100,6 +102,20 @@ async def test_no_order_of_a_group_is_answered_before_the_group_commits(stub, co
         "SELECT count(*) FROM batch.orders WHERE id IN (%s, %s)", (first.order.order_id, second.order.order_id)
     ).fetchone()[0]
     assert stored == 2
+
+
+async def test_a_group_whose_connection_died_reruns_on_a_fresh_one(stub, committer, sql):
+    category = unique_category()
+    await create_supplier(stub, category)
+    first = await committer.submit(*order_work(category, 1, request_id()))
+    killed = sql.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'test-combiner'"
+    ).fetchone()[0]
+    assert killed == 1, "the committer keeps one connection of its own between groups"
+    second = await committer.submit(*order_work(category, 2, request_id()))
+    assert second.batch.batch_id == first.batch.batch_id
+    assert sql.execute("SELECT current_quantity FROM batch.batches WHERE category = %s", (category,)).fetchone()[0] == 3
 
 
 async def hot_load(stub, category: str, acknowledged: dict[str, str], stop: asyncio.Event, client: int) -> None:
