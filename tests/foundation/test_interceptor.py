@@ -4,6 +4,7 @@ The servicer below stands in for any Loom service: each method fails or
 answers in one way the interceptor must handle.
 """
 
+import asyncio
 import io
 import json
 
@@ -75,6 +76,18 @@ async def test_token_signed_with_another_key_is_unauthenticated(stub):
     forged = mint_token("another-key-of-full-length-but-not-ours!", subject="mallory", role="admin")
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=(("authorization", f"Bearer {forged}"),))
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_token_verified_before_is_refused_once_it_expires(stub):
+    from libs.auth import mint_token
+
+    token = mint_token(TEST_JWT_SECRET, subject="buyer-1", role="admin", ttl_seconds=1)
+    metadata = (("authorization", f"Bearer {token}"),)
+    await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
+    await asyncio.sleep(1.1)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
