@@ -12,21 +12,21 @@ the keys of a group are claimed, answered and released with one statement each
 instead of two per unit: a failed unit's key is deleted again (a failed request
 leaves no key), and a replay inside the same group gets the first one's answer.
 
-A group first runs without savepoints (two round trips per unit saved); only when one
-of its units fails is it rolled back and run again with a savepoint per unit, so the
-failure still rolls back that unit alone. The committer keeps one connection of its own
-(the pool's checkout ping would cost a round trip per group) and sends its own
-statements to the driver directly: SQLAlchemy's execution layer costs more CPU per
-statement than the statement's round trip.
+A group first runs without savepoints, its units together where the work can do many at
+once (`GroupWork.together`: one statement for all, where each alone would cost one or
+more round trips) and the rest alone; only when a unit fails is the group rolled back
+and run again, each unit alone under its own savepoint, so the failure still rolls back
+that unit alone. The committer keeps one connection of its own (the pool's checkout ping
+would cost a round trip per group) and sends its own statements to the driver directly:
+SQLAlchemy's execution layer costs more CPU per statement than the statement's round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 import tenacity
@@ -39,18 +39,30 @@ from libs.errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
 
 M = TypeVar("M", bound=Message)
-# work(conn, shared): `shared` lives for one attempt of the group's transaction, for what
-# its units may reuse from one another (what they read or left under its locks).
-Work = Callable[[AsyncConnection, dict], Awaitable[Any]]
+Item = TypeVar("Item")  # what one unit asks for
+
+
+class GroupWork(Protocol[Item]):
+    """What the units of a group do, in the group's transaction. `shared` lives for one attempt
+    of that transaction, for what its units may reuse from one another (what they read or
+    left under its locks)."""
+
+    async def together(self, conn: AsyncConnection, shared: dict, items: list[Item]) -> list[Message | None]:
+        """The answers of the items it could do at once; None for an item to do alone."""
+        ...
+
+    async def alone(self, conn: AsyncConnection, shared: dict, item: Item) -> Message:
+        """One item's answer; raises its failure."""
+        ...
 
 
 @dataclass
-class _Unit:
+class _Unit(Generic[Item]):
     method: str
     request_id: str
     request_hash: bytes
     response_type: type[Message]
-    work: Work
+    item: Item
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -69,22 +81,21 @@ def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection:
     return driver
 
 
-class GroupCommitter:
+class GroupCommitter(Generic[Item]):
     """Runs submitted idempotent work in shared transactions, one transaction in flight at a time."""
 
-    def __init__(self, engine: AsyncEngine, keys: Table, *, attempts: int, max_group: int) -> None:
+    def __init__(self, engine: AsyncEngine, keys: Table, work: GroupWork[Item], *, attempts: int, max_group: int) -> None:
         self._engine = engine
+        self._work = work
         self._keys = keys.fullname
         self._attempts = attempts
         self._max_group = max_group
-        self._waiting: list[_Unit] = []
+        self._waiting: list[_Unit[Item]] = []
         self._flusher: asyncio.Task | None = None
         self._conn: AsyncConnection | None = None
 
-    async def submit(
-        self, method: str, request: Message, response_type: type[M], work: Callable[[AsyncConnection, dict], Awaitable[M]]
-    ) -> M:
-        """work(conn, shared)'s answer once the transaction it ran in has committed, once per
+    async def submit(self, method: str, request: Message, response_type: type[M], item: Item) -> M:
+        """The work's answer for item once the transaction it ran in has committed, once per
         (method, request.request_id): a replay gets the first answer; its error otherwise.
 
         Work must be repeatable: a transient failure (deadlock, lost connection) reruns the
@@ -93,7 +104,7 @@ class GroupCommitter:
         request_id then finds the answer)."""
         request_id = request.request_id  # type: ignore[attr-defined]
         validate_request_id(request_id)
-        unit = _Unit(method, request_id, fingerprint(request), response_type, work)
+        unit = _Unit(method, request_id, fingerprint(request), response_type, item)
         self._waiting.append(unit)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="batch-group-commit")
@@ -115,7 +126,7 @@ class GroupCommitter:
                 await conn.close()
 
     async def _flush(self) -> None:
-        group: list[_Unit] = []
+        group: list[_Unit[Item]] = []
         try:
             while self._waiting:
                 group = [u for u in self._waiting[: self._max_group] if not u.answer.done()]
@@ -129,7 +140,7 @@ class GroupCommitter:
                     unit.answer.set_exception(Unavailable("the batch service is shutting down; retry"))
             self._waiting.clear()
 
-    async def _commit(self, group: list[_Unit]) -> None:
+    async def _commit(self, group: list[_Unit[Item]]) -> None:
         outcomes: list[Any]
         try:
             async for attempt in tenacity.AsyncRetrying(
@@ -153,7 +164,7 @@ class GroupCommitter:
                 unit.answer.set_result(outcome)
 
 
-    async def _transaction(self, group: list[_Unit]) -> list[Any]:
+    async def _transaction(self, group: list[_Unit[Item]]) -> list[Any]:
         """One attempt: the group without savepoints, or with one per unit once a unit failed."""
         if self._conn is None:
             self._conn = await self._engine.connect()
@@ -170,20 +181,33 @@ class GroupCommitter:
                 await self._drop_connection(invalidate=True)
             raise
 
-    async def _apply(self, conn: AsyncConnection, group: list[_Unit], *, careful: bool) -> list[Any]:
-        """Each claimed unit in turn; a transient failure aborts (and retries) the whole group.
+    async def _apply(self, conn: AsyncConnection, group: list[_Unit[Item]], *, careful: bool) -> list[Any]:
+        """Each claimed unit's answer or failure; a transient failure aborts (and retries) the whole group.
 
-        Careless, any unit's failure aborts the group (_UnitFailed); careful, each unit runs
-        under its own savepoint and a failure is that unit's outcome."""
+        Careless, the units run together where they can and the rest alone, and any unit's
+        failure aborts the group (_UnitFailed); careful, each runs alone under its own
+        savepoint and a failure is that unit's outcome."""
         driver = driver_connection(conn)
         claimed = await self._claim(driver, group)
         stored = await self._stored(driver, [u for u in group if u.key not in claimed])
-        outcomes: list[Any] = []
         first: dict[tuple[str, str], int] = {}
+        for index, unit in enumerate(group):
+            first.setdefault(unit.key, index)
+        runs = [i for i, u in enumerate(group) if first[u.key] == i and u.key in claimed]
         shared: dict = {}
-        for unit in group:
-            earlier = first.setdefault(unit.key, len(outcomes))
-            if earlier < len(outcomes):  # a replay inside this group: the first one's answer
+        done: dict[int, Message] = {}
+        if not careful and runs:
+            try:
+                together = await self._work.together(conn, shared, [group[i].item for i in runs])
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                raise _UnitFailed from error
+            done = {i: answer for i, answer in zip(runs, together, strict=True) if answer is not None}
+        outcomes: list[Any] = []
+        for index, unit in enumerate(group):
+            earlier = first[unit.key]
+            if earlier < index:  # a replay inside this group: the first one's answer
                 same = group[earlier].request_hash == unit.request_hash
                 outcomes.append(outcomes[earlier] if same else _reused())
             elif unit.key not in claimed:  # answered by an earlier transaction
@@ -194,9 +218,11 @@ class GroupCommitter:
                     outcomes.append(_reused())
                 else:
                     outcomes.append(unit.response_type.FromString(response))
+            elif index in done:
+                outcomes.append(done[index])
             elif not careful:
                 try:
-                    outcomes.append(await unit.work(conn, shared))
+                    outcomes.append(await self._work.alone(conn, shared, unit.item))
                 except Exception as error:
                     if is_transient(error):
                         raise
@@ -204,7 +230,7 @@ class GroupCommitter:
             else:
                 await driver.execute("SAVEPOINT unit")
                 try:
-                    outcomes.append(await unit.work(conn, shared))
+                    outcomes.append(await self._work.alone(conn, shared, unit.item))
                 except Exception as error:
                     if is_transient(error):
                         raise

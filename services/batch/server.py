@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -47,12 +48,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
+    """Timestamp.FromDatetime's result (a naive value is UTC) at a fraction of its CPU cost,
+    which showed in every PlaceOrder answer (seven timestamps each)."""
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
 
 
 def decimal_text(value: Decimal | None) -> str:
@@ -206,10 +211,68 @@ def next_token(rows: list[RowMapping], limit: int, scope: str) -> str:
     return encode_token(page_cursor(rows[-1]), scope=scope) if len(rows) == limit else ""
 
 
+@dataclass(frozen=True)
+class OrderItem:
+    """A validated PlaceOrder, as the group commit places it."""
+
+    order: domain.OrderRequest
+    style: pb.StyleDetails  # as asked, echoed in the answer
+    style_json: dict
+
+
+def placed_answer(item: OrderItem, placed: store.PlacedOrder) -> pb.PlaceOrderResponse:
+    order, batch = item.order, placed.batch
+    price = price_message(placed.price)
+    created = timestamp(placed.now)
+    return pb.PlaceOrderResponse(
+        order=pb.Order(
+            order_id=placed.order_id, buyer_id=order.buyer_id, category=order.category, quantity=order.quantity,
+            style=item.style, status=pb.ORDER_STATUS_PLACED, batch_id=str(batch["id"]),
+            supplier_id=str(batch["supplier_id"]), price=price, create_time=created, update_time=created,
+        ),
+        batch=batch_message(batch),
+        contribution=pb.Contribution(
+            contribution_id=placed.contribution_id, batch_id=str(batch["id"]), order_id=placed.order_id,
+            quantity=order.quantity, style_count=order.style_count, amount=price.subtotal, create_time=created,
+        ),
+        price=price,
+        batch_opened=placed.batch_opened,
+    )
+
+
+class OrderPlacement:
+    """PlaceOrder's work in a group commit: the group's orders with one statement where they
+    can be (store.place_orders), the rest one by one (store.place_order)."""
+
+    def __init__(self, settings: BatchSettings) -> None:
+        self._settings = settings
+
+    async def together(self, conn: AsyncConnection, shared: dict, items: list[OrderItem]) -> list[Message | None]:
+        placed = await store.place_orders(
+            conn, [(item.order, item.style_json) for item in items],
+            margin_percent=self._settings.margin_percent,
+            currency=self._settings.currency,
+            now=utc_now(),
+            seen=shared.setdefault("open_batches", {}),
+        )
+        return [None if p is None else placed_answer(item, p) for item, p in zip(items, placed, strict=True)]
+
+    async def alone(self, conn: AsyncConnection, shared: dict, item: OrderItem) -> Message:
+        placed = await store.place_order(
+            conn, item.order, item.style_json,
+            margin_percent=self._settings.margin_percent,
+            currency=self._settings.currency,
+            window=timedelta(days=self._settings.batch_window_days),
+            now=utc_now(),
+            seen=shared.setdefault("open_batches", {}),
+        )
+        return placed_answer(item, placed)
+
+
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     def __init__(
         self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None],
-        orders: GroupCommitter,
+        orders: GroupCommitter[OrderItem],
     ) -> None:
         self._engine = engine
         self._orders = orders
@@ -339,37 +402,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         style_json = {
             "style_count": style.style_count, "colors": list(style.colors), "sizes": list(style.sizes), "notes": style.notes
         }
-
-        async def work(conn: AsyncConnection, group: dict) -> pb.PlaceOrderResponse:
-            placed = await store.place_order(
-                conn, order, style_json,
-                margin_percent=self._settings.margin_percent,
-                currency=self._settings.currency,
-                window=timedelta(days=self._settings.batch_window_days),
-                now=utc_now(),
-                seen=group.setdefault("open_batches", {}),
-            )
-            batch = placed.batch
-            price = price_message(placed.price)
-            created = timestamp(placed.now)
-            return pb.PlaceOrderResponse(
-                order=pb.Order(
-                    order_id=placed.order_id, buyer_id=buyer_id, category=order.category, quantity=order.quantity,
-                    style=style, status=pb.ORDER_STATUS_PLACED, batch_id=str(batch["id"]),
-                    supplier_id=str(batch["supplier_id"]), price=price, create_time=created, update_time=created,
-                ),
-                batch=batch_message(batch),
-                contribution=pb.Contribution(
-                    contribution_id=placed.contribution_id, batch_id=str(batch["id"]), order_id=placed.order_id,
-                    quantity=order.quantity, style_count=order.style_count, amount=price.subtotal, create_time=created,
-                ),
-                price=price,
-                batch_opened=placed.batch_opened,
-            )
-
         # Grouped with concurrent PlaceOrders: one commit (one WAL flush under the hot batch's
         # row lock) for the group; answered only once that commit is durable.
-        response = await self._orders.submit("PlaceOrder", request, pb.PlaceOrderResponse, work)
+        response = await self._orders.submit(
+            "PlaceOrder", request, pb.PlaceOrderResponse, OrderItem(order, style, style_json)
+        )
         self._wake_dispatcher()
         return response
 

@@ -8,7 +8,7 @@ from loom.batch.v1 import batch_pb2_grpc
 from libs.server import ServiceContext, ServiceSpec
 from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
-from services.batch.server import BatchServicer
+from services.batch.server import BatchServicer, OrderPlacement
 from services.batch.settings import BatchSettings
 from services.batch.store import IDEMPOTENCY
 from services.batch.watch import BatchWatcher
@@ -36,7 +36,8 @@ async def setup(context: ServiceContext) -> None:
 
         context.exit_stack.push_async_callback(stop_dispatcher)
     orders = GroupCommitter(
-        context.engine, IDEMPOTENCY, attempts=settings.db_retry_attempts, max_group=settings.group_commit_max_orders
+        context.engine, IDEMPOTENCY, OrderPlacement(settings),
+        attempts=settings.db_retry_attempts, max_group=settings.group_commit_max_orders,
     )
     context.exit_stack.push_async_callback(orders.close)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -186,19 +186,25 @@ def _open_batch(row: Mapping[str, Any]) -> domain.OpenBatch:
     )
 
 
-async def _open_batches(conn: AsyncConnection, category: str, now: datetime) -> list[domain.OpenBatch]:
+async def _open_batches(conn: AsyncConnection, categories: Sequence[str], now: datetime) -> dict[str, list[domain.OpenBatch]]:
+    """The open batches of each category (one statement for them all), oldest first."""
     cursor = driver_connection(conn).cursor(row_factory=dict_row)
     await cursor.execute(
         """
-        SELECT id, current_quantity, target_quantity, capacity, style_count, style_limit, window_close_time,
-               create_time, unit_price
-        FROM batch.batches
-        WHERE status = 'filling' AND category = %(category)s AND window_close_time > %(now)s
-        ORDER BY create_time LIMIT 50
+        SELECT b.* FROM unnest(%(categories)s::text[]) AS c(category) CROSS JOIN LATERAL (
+            SELECT id, category, current_quantity, target_quantity, capacity, style_count, style_limit,
+                   window_close_time, create_time, unit_price
+            FROM batch.batches
+            WHERE status = 'filling' AND category = c.category AND window_close_time > %(now)s
+            ORDER BY create_time LIMIT 50
+        ) b
         """,
-        {"category": category, "now": now},
+        {"categories": list(categories), "now": now},
     )
-    return [_open_batch(r) for r in await cursor.fetchall()]
+    found: dict[str, list[domain.OpenBatch]] = {category: [] for category in categories}
+    for row in await cursor.fetchall():
+        found[row["category"]].append(_open_batch(row))
+    return found
 
 
 # The batch row is re-checked under its row lock (READ COMMITTED re-evaluates the WHERE on
@@ -319,13 +325,13 @@ async def place_order(
     opened = False
     remembered = seen.pop(order.category, None) if seen is not None else None
     for _ in range(PLACE_ATTEMPTS):
-        candidates = remembered if remembered is not None else await _open_batches(conn, order.category, now)
+        candidates = remembered if remembered is not None else (await _open_batches(conn, [order.category], now))[order.category]
         remembered = None
         chosen = domain.choose_batch(candidates, order.quantity, order.style_count, now)
         if chosen is None:
             # One opener per category at a time, so racing orders share the new batch.
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"open:{order.category}"})
-            candidates = await _open_batches(conn, order.category, now)
+            candidates = (await _open_batches(conn, [order.category], now))[order.category]
             chosen = domain.choose_batch(candidates, order.quantity, order.style_count, now)
             if chosen is None:
                 supplier = await recommend_supplier(conn, order.category, order.quantity, order.style_count)
@@ -339,6 +345,114 @@ async def place_order(
                 seen[order.category] = [_open_batch(joined) if b is chosen else b for b in candidates]
             return PlacedOrder(order_id, contribution_id, joined, price, opened, now)
     raise Unavailable("the category's batches are changing too fast; retry the same request_id")
+
+
+# Many orders at once, each on the batch chosen for it beforehand. Each batch is checked and
+# updated once for all its orders (the sums fit only if every order's step fits: they only
+# grow), and each order sees the batch as it was right after its own join, as if placed alone.
+PLACE_MANY = """
+WITH i AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(orders)s::jsonb) AS i(
+        n int, batch_id uuid, order_id uuid, contribution_id uuid, buyer_id text, quantity bigint, style_count int,
+        style jsonb, currency text, supplier_unit_price numeric, margin_percent numeric, unit_price numeric,
+        subtotal numeric, margin_amount numeric, total numeric)
+), w AS (
+    SELECT batch_id, sum(quantity) AS quantity, sum(style_count) AS style_count, count(*) AS orders
+    FROM i GROUP BY batch_id
+), b AS (
+    UPDATE batch.batches t
+    SET current_quantity = t.current_quantity + w.quantity, style_count = t.style_count + w.style_count,
+        order_count = t.order_count + w.orders, update_time = %(now)s
+    FROM w
+    WHERE t.id = w.batch_id AND t.status = 'filling' AND t.window_close_time > %(now)s
+      AND t.current_quantity + w.quantity <= t.capacity AND t.style_count + w.style_count <= t.style_limit
+    RETURNING t AS batch, w.quantity, w.style_count, w.orders
+), j AS (
+    SELECT i.*, jsonb_populate_record(b.batch, jsonb_build_object(
+               'current_quantity', (b.batch).current_quantity - b.quantity + sum(i.quantity) OVER placed,
+               'style_count', (b.batch).style_count - b.style_count + sum(i.style_count) OVER placed,
+               'order_count', (b.batch).order_count - b.orders + row_number() OVER placed)) AS batch
+    FROM i JOIN b ON (b.batch).id = i.batch_id
+    WINDOW placed AS (PARTITION BY i.batch_id ORDER BY i.n)
+), o AS (
+    INSERT INTO batch.orders (id, buyer_id, category, quantity, style, status, batch_id, supplier_id, currency,
+                              supplier_unit_price, margin_percent, unit_price, subtotal, margin_amount, total,
+                              create_time, update_time)
+    SELECT order_id, buyer_id, (batch).category, quantity, style, 'placed', batch_id, (batch).supplier_id, currency,
+           supplier_unit_price, margin_percent, unit_price, subtotal, margin_amount, total, %(now)s, %(now)s
+    FROM j ORDER BY n
+    RETURNING *
+), c AS (
+    INSERT INTO batch.contributions (id, batch_id, order_id, quantity, style_count, amount, create_time)
+    SELECT j.contribution_id, o.batch_id, o.id, o.quantity, j.style_count, o.subtotal, %(now)s
+    FROM o JOIN j ON j.order_id = o.id ORDER BY j.n
+), e AS (
+    INSERT INTO batch.outbox (type, occurred_time, data)
+    SELECT 'order.placed', %(now)s,
+           jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(j.batch))
+    FROM o JOIN j ON j.order_id = o.id ORDER BY j.n
+)
+SELECT j.n, (j.batch).* FROM j
+"""
+
+
+async def place_orders(
+    conn: AsyncConnection,
+    orders: Sequence[tuple[domain.OrderRequest, dict]],
+    *,
+    margin_percent: Decimal,
+    currency: str,
+    now: datetime,
+    seen: dict[str, list[domain.OpenBatch]],
+) -> list[PlacedOrder | None]:
+    """Places what it can of a group's (order, style) pairs with one statement, in the caller's
+    transaction, each on the batch place_order would choose for it in this sequence; None
+    for an order to hand to place_order: no open batch fits it (or an earlier order of its
+    category), or its batch changed since it was looked at and can no longer take its share.
+
+    `seen` is place_order's: looked at once for the categories not in it yet, and left as
+    this transaction leaves the batches (a category whose batch refused its share is dropped,
+    so it is looked at afresh)."""
+    unseen = list({order.category for order, _ in orders if order.category not in seen})
+    if unseen:
+        seen.update(await _open_batches(conn, unseen, now))
+    planned: dict[int, tuple[domain.OrderRequest, str, str, domain.Price]] = {}
+    rows: list[dict[str, Any]] = []
+    alone: set[str] = set()  # categories where an order needs place_order: the later ones follow it
+    for n, (order, style) in enumerate(orders):
+        candidates = seen[order.category] if order.category not in alone else []
+        chosen = domain.choose_batch(candidates, order.quantity, order.style_count, now)
+        if chosen is None:
+            alone.add(order.category)
+            continue
+        seen[order.category] = [
+            replace(b, current_quantity=b.current_quantity + order.quantity, style_count=b.style_count + order.style_count)
+            if b is chosen else b
+            for b in candidates
+        ]
+        price = domain.price_order(chosen.unit_price, margin_percent, order.quantity, currency)
+        order_id, contribution_id = str(uuid.uuid4()), str(uuid.uuid4())
+        planned[n] = (order, order_id, contribution_id, price)
+        rows.append({
+            "n": n, "batch_id": chosen.batch_id, "order_id": order_id, "contribution_id": contribution_id,
+            "buyer_id": order.buyer_id, "quantity": order.quantity, "style_count": order.style_count, "style": style,
+            "currency": price.currency, "supplier_unit_price": str(price.supplier_unit_price),
+            "margin_percent": str(price.margin_percent), "unit_price": str(price.unit_price),
+            "subtotal": str(price.subtotal), "margin_amount": str(price.margin_amount), "total": str(price.total),
+        })
+    placed: list[PlacedOrder | None] = [None] * len(orders)
+    if not rows:
+        return placed
+    cursor = driver_connection(conn).cursor(row_factory=dict_row)
+    await cursor.execute(PLACE_MANY, {"orders": json.dumps(rows), "now": now})
+    for row in await cursor.fetchall():
+        n = row.pop("n")
+        _, order_id, contribution_id, price = planned[n]
+        placed[n] = PlacedOrder(order_id, contribution_id, row, price, False, now)
+    for n, (order, *_) in planned.items():
+        if placed[n] is None:
+            seen.pop(order.category, None)
+    return placed
 
 
 # ---------------------------------------------------------------- orders

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import grpc
@@ -17,8 +18,9 @@ from libs.errors import FailedPrecondition, InvalidArgument
 from libs.scratch_db import plain_url
 from services.batch import domain, store
 from services.batch.combiner import GroupCommitter
+from services.batch.server import OrderItem, OrderPlacement
 from tests.batch.conftest import create_supplier, request_id, unique_category
-from tests.support import ServiceProcess, auth, free_port, process_env, stub_for, wait_serving
+from tests.support import ServiceProcess, auth, free_port, process_env, settings_for, stub_for, wait_serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,25 +28,18 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 async def committer(database_url):
     engine = make_engine(database_url, application_name="test-combiner", pool_size=2)
-    committer = GroupCommitter(engine, store.IDEMPOTENCY, attempts=3, max_group=64)
+    settings = settings_for("batch", database_url)
+    committer = GroupCommitter(engine, store.IDEMPOTENCY, OrderPlacement(settings), attempts=3, max_group=64)
     yield committer
     await committer.close()
     await engine.dispose()
 
 
 def order_work(category: str, quantity: int, rid: str):
-    """What PlaceOrder submits: the placement of one order, answering its order id."""
+    """What PlaceOrder submits: the validated order, to be placed by the group commit."""
     request = pb.PlaceOrderRequest(request_id=rid, category=category, quantity=quantity)
     order = domain.OrderRequest("buyer", category, quantity, 1, [], [], "")
-
-    async def work(conn, group: dict) -> pb.PlaceOrderResponse:
-        placed = await store.place_order(
-            conn, order, {"style_count": 1}, margin_percent=Decimal(15), currency="USD", window=timedelta(days=14),
-            now=datetime.now(UTC), seen=group.setdefault("open_batches", {}),
-        )
-        return pb.PlaceOrderResponse(order=pb.Order(order_id=placed.order_id), batch=pb.Batch(batch_id=str(placed.batch["id"])))
-
-    return "PlaceOrder", request, pb.PlaceOrderResponse, work
+    return "PlaceOrder", request, pb.PlaceOrderResponse, OrderItem(order, pb.StyleDetails(style_count=1), {"style_count": 1})
 
 
 async def test_a_failing_order_in_a_group_rolls_back_alone(stub, committer, sql):
@@ -74,6 +69,90 @@ async def test_a_failing_order_in_a_group_rolls_back_alone(stub, committer, sql)
         "SELECT current_quantity, order_count FROM batch.batches WHERE category = %s", (category,)
     ).fetchall()
     assert batch == [(60, 3)]
+
+
+async def test_orders_placed_together_each_see_the_batch_as_right_after_their_own_join(stub, committer, sql):
+    category = unique_category()
+    await create_supplier(stub, category, moq=100, capacity=200)
+    opened = await committer.submit(*order_work(category, 10, request_id()))
+    replies = await asyncio.gather(*(committer.submit(*order_work(category, q, request_id())) for q in (1, 2, 3, 4)))
+    assert {r.batch.batch_id for r in replies} == {opened.batch.batch_id}
+    assert [(r.batch.current_quantity, r.batch.order_count) for r in replies] == [(11, 2), (13, 3), (16, 4), (20, 5)]
+    assert [r.batch.fill_percentage for r in replies] == [11, 13, 16, 20]
+    events = sql.execute(
+        "SELECT data->'order'->>'id', (data->'batch'->>'current_quantity')::int FROM batch.outbox "
+        "WHERE type = 'order.placed' AND data->'order'->>'category' = %s ORDER BY id",
+        (category,),
+    ).fetchall()
+    assert events == [(opened.order.order_id, 10)] + [(r.order.order_id, r.batch.current_quantity) for r in replies]
+    batch = sql.execute(
+        "SELECT current_quantity, order_count, (SELECT sum(quantity) FROM batch.contributions WHERE batch_id = b.id) "
+        "FROM batch.batches b WHERE category = %s",
+        (category,),
+    ).fetchall()
+    assert batch == [(20, 5, 20)]
+
+
+async def test_orders_whose_batch_filled_up_since_the_group_looked_are_placed_one_by_one(stub, committer, database_url, sql):
+    category = unique_category()
+    await create_supplier(stub, category, moq=100, capacity=100)
+    opened = await committer.submit(*order_work(category, 10, request_id()))
+    batch_id = opened.batch.batch_id
+    with psycopg.connect(plain_url(database_url)) as other_replica:
+        # Another replica's order takes 80 more of the batch, not yet committed: the group
+        # still sees room for its 3 x 5 and only finds 10 left once it gets the row lock.
+        price = domain.price_order(Decimal(5), Decimal(15), 80, "USD")
+        other_replica.execute(store.JOIN_BATCH, {
+            "batch_id": batch_id, "quantity": 80, "style_count": 1, "order_id": str(uuid.uuid4()),
+            "contribution_id": str(uuid.uuid4()), "buyer_id": "other", "style": '{"style_count": 1}',
+            "currency": "USD", "supplier_unit_price": price.supplier_unit_price, "margin_percent": price.margin_percent,
+            "unit_price": price.unit_price, "subtotal": price.subtotal, "margin_amount": price.margin_amount,
+            "total": price.total, "now": datetime.now(UTC),
+        })
+        group = asyncio.gather(*(committer.submit(*order_work(category, 5, request_id())) for _ in range(3)))
+        deadline = time.monotonic() + 10
+        while not sql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the group never reached the locked batch"
+            await asyncio.sleep(0.01)
+        other_replica.commit()
+    replies = await asyncio.wait_for(group, 10)
+    assert [r.batch.batch_id == batch_id for r in replies] == [True, True, False]
+    assert [r.batch.current_quantity for r in replies] == [95, 100, 5]
+    rows = sql.execute(
+        "SELECT b.current_quantity, sum(c.quantity) FROM batch.batches b JOIN batch.contributions c ON c.batch_id = b.id "
+        "WHERE b.category = %s GROUP BY b.id ORDER BY b.current_quantity",
+        (category,),
+    ).fetchall()
+    assert rows == [(5, 5), (100, 100)]
+
+
+async def test_two_replicas_racing_for_small_batches_never_overfill(stub, committer, database_url, sql):
+    category = unique_category()
+    await create_supplier(stub, category, moq=60, capacity=100)
+    engine = make_engine(database_url, application_name="test-combiner-2", pool_size=2)
+    other = GroupCommitter(engine, store.IDEMPOTENCY, OrderPlacement(settings_for("batch", database_url)), attempts=6, max_group=64)
+    try:
+        quantities = [7 + (i * 13) % 29 for i in range(48)]
+        replies = await asyncio.gather(
+            *((committer if i % 2 else other).submit(*order_work(category, q, request_id())) for i, q in enumerate(quantities))
+        )
+    finally:
+        await other.close()
+        await engine.dispose()
+    assert sorted(r.order.quantity for r in replies) == sorted(quantities)
+    rows = sql.execute(
+        """
+        SELECT b.current_quantity, b.capacity, b.order_count, sum(c.quantity), count(c.id)
+        FROM batch.batches b JOIN batch.contributions c ON c.batch_id = b.id WHERE b.category = %s GROUP BY b.id
+        """,
+        (category,),
+    ).fetchall()
+    for current, capacity, order_count, contributed, contributions in rows:
+        assert current == contributed <= capacity
+        assert order_count == contributions
+    assert sum(r[0] for r in rows) == sum(quantities)
 
 
 async def test_no_order_of_a_group_is_answered_before_the_group_commits(stub, committer, database_url, sql):
