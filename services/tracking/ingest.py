@@ -4,7 +4,7 @@
 (ua-parser) and the salted IP hash. `GroupCommitter` lets many concurrent calls share
 one transaction (leader/follower): each call queues its events and waits; a free
 writer takes everything queued so far at once, with no timer, stores it in one
-transaction (a COPY and a few set-based statements) and commits, then wakes every
+transaction (usually one set-based statement) and commits, then wakes every
 caller in the group. While it commits, new calls queue up for the next free writer.
 A call therefore returns only after its events are committed.
 """

@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -69,41 +70,28 @@ class SaltBook:
 
 # ---------------------------------------------------------------------------- ingestion
 
-# Each group is first COPied into a per-connection staging table, as one text payload
-# built with plain string joins (far cheaper than array parameters or a row-by-row COPY),
-# and every statement below reads it with plain SQL.
-CREATE_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
-    round int, id uuid, occurred_at timestamptz, type smallint, product_id text, session_id text, user_id text,
-    anonymous_id text, client_event_id text, page text, referrer_host text, country text, browser text, os text,
-    device text, ip_hash bytea
-) ON COMMIT DELETE ROWS
-"""
-COPY_STAGE = """COPY ingest_stage (round, id, occurred_at, type, product_id, session_id, user_id, anonymous_id,
-    client_event_id, page, referrer_host, country, browser, os, device, ip_hash) FROM STDIN"""
+# A group's rows travel as one array literal per column, unnested by the statement
+# that stores them: no staging table, and a group of any size is a single statement.
+INPUT = """
+input AS (
+    SELECT * FROM unnest(
+        %(id)s::uuid[], %(occurred_at)s::timestamptz[], %(type)s::smallint[], %(product_id)s::text[],
+        %(session_id)s::text[], %(user_id)s::text[], %(anonymous_id)s::text[], %(client_event_id)s::text[],
+        %(page)s::text[], %(referrer_host)s::text[], %(country)s::text[], %(browser)s::text[], %(os)s::text[],
+        %(device)s::text[], %(ip_hash)s::bytea[], %(representative)s::boolean[]
+    ) AS input (id, occurred_at, type, product_id, session_id, user_id, anonymous_id, client_event_id, page,
+                referrer_host, country, browser, os, device, ip_hash, representative)
+)"""
 
-# Claims the staged client ids; answers only those already taken, with their event.
-CLAIM_CLIENT_IDS = """
-WITH claimed AS (
-    INSERT INTO tracking.client_events AS c (client_event_id, interaction_id)
-    SELECT client_event_id, id FROM ingest_stage WHERE client_event_id IS NOT NULL ORDER BY client_event_id
-    ON CONFLICT (client_event_id) DO UPDATE SET client_event_id = EXCLUDED.client_event_id
-    RETURNING client_event_id, interaction_id
-)
-SELECT s.id::text, claimed.interaction_id::text FROM claimed JOIN ingest_stage s USING (client_event_id)
-WHERE claimed.interaction_id <> s.id
-"""
-
-# One round of representatives with distinct (session, product, type): open or join the
-# de-duplication window, store the events that opened one, note the sessions' users and
-# add to the hourly counters, all in one statement. Answers only the duplicates.
-STORE_ROUND = """
-WITH input AS (
-    SELECT * FROM ingest_stage WHERE round = %(round)s
-),
+# Representatives have distinct (session, product, type) keys: each opens or joins its
+# key's de-duplication window; the events that opened one are stored, their sessions'
+# users noted and the hourly counters raised. Followers (later events of a key within
+# its representative's window) ride along for the client-id claim only.
+STORE = """
 windows AS (
     INSERT INTO tracking.dedup_windows AS w (session_id, product_id, type, window_start, interaction_id)
-    SELECT session_id, product_id, type, occurred_at, id FROM input ORDER BY session_id, product_id, type
+    SELECT session_id, product_id, type, occurred_at, id FROM input WHERE representative
+    ORDER BY session_id, product_id, type
     ON CONFLICT (session_id, product_id, type) DO UPDATE SET
         window_start = CASE WHEN EXCLUDED.window_start >= w.window_start + %(window)s
                             THEN EXCLUDED.window_start ELSE w.window_start END,
@@ -133,16 +121,41 @@ counted AS (
     FROM fresh GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (hour, type, shard) DO UPDATE SET
         events = h.events + EXCLUDED.events, authenticated = h.authenticated + EXCLUDED.authenticated
-)
+)"""
+
+# Answers the representatives that joined another event's window, with that event.
+DUPLICATES = """
 SELECT input.id::text, windows.interaction_id::text
 FROM input JOIN windows USING (session_id, product_id, type)
-WHERE windows.interaction_id <> input.id
+WHERE input.representative AND windows.interaction_id <> input.id
 """
 
-RESET_ROUNDS = """
-UPDATE ingest_stage SET round = v.round
-FROM unnest(%(id)s::uuid[], %(round)s::int[]) AS v(id, round) WHERE ingest_stage.id = v.id
+# The common case in one statement: every client id in the group is new (a plain
+# INSERT, cheaper than ON CONFLICT; a taken one raises unique_violation and the group
+# goes the careful way) and points at the event its window kept.
+STORE_NEW_GROUP = f"""
+WITH {INPUT}, {STORE},
+claimed AS (
+    INSERT INTO tracking.client_events (client_event_id, interaction_id)
+    SELECT input.client_event_id, windows.interaction_id FROM input JOIN windows USING (session_id, product_id, type)
+    WHERE input.client_event_id IS NOT NULL ORDER BY input.client_event_id
+)
+{DUPLICATES}"""
+
+# Claims the client ids; answers only those already taken, with their event.
+CLAIM_CLIENT_IDS = f"""
+WITH {INPUT},
+claimed AS (
+    INSERT INTO tracking.client_events AS c (client_event_id, interaction_id)
+    SELECT client_event_id, id FROM input WHERE client_event_id IS NOT NULL ORDER BY client_event_id
+    ON CONFLICT (client_event_id) DO UPDATE SET client_event_id = EXCLUDED.client_event_id
+    RETURNING client_event_id, interaction_id
+)
+SELECT input.id::text, claimed.interaction_id::text FROM claimed JOIN input USING (client_event_id)
+WHERE claimed.interaction_id <> input.id
 """
+
+STORE_ROUND = f"WITH {INPUT}, {STORE} {DUPLICATES}"
 
 RELINK_CLIENT_IDS = """
 UPDATE tracking.client_events AS c SET interaction_id = v.interaction_id
@@ -151,55 +164,68 @@ WHERE c.client_event_id = v.client_event_id
 """
 
 
-def _round_numbers(rounds: list[dict[int, list[int]]]) -> dict[int, int]:
-    return {representative: number for number, round_ in enumerate(rounds) for representative in round_}
+def _quoted(value: str) -> str:
+    """An element of a PostgreSQL array literal, quoted (a bare NULL or empty string would be misread)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# COPY's text format: tab-separated columns, \\N for NULL, and these characters escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-NULL = "\\N"
+def _array(values: list[str]) -> str:
+    """An array literal of values that need no escaping (validated ids, numbers, timestamps)."""
+    return '{"' + '","'.join(values) + '"}' if values else "{}"
 
 
-def _text(value: str | None) -> str:
-    return NULL if value is None else value.translate(_COPY_ESCAPES)
+def _nullable_array(values: list[str | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else f'"{v}"' for v in values) + "}"
 
 
-def _copy_text(events: list[Event], indices: list[int], round_of: dict[int, int]) -> str:
-    """The staging rows of events[indices] in COPY text format.
+def _text_array(values: list[str | None]) -> str:
+    """An array literal of free text; values repeated across a group are escaped once."""
+    escaped: dict[str | None, str] = {None: "NULL"}
+    parts = []
+    for value in values:
+        part = escaped.get(value)
+        if part is None:
+            part = escaped[value] = _quoted(value)  # type: ignore[arg-type]  # None is pre-seeded
+        parts.append(part)
+    return "{" + ",".join(parts) + "}"
 
-    Ids were validated to a character set that needs no escaping; values repeated across
-    a batch (time, user agent, address) are formatted once.
+
+def _input(events: list[Event], indices: list[int], representatives: set[int] | None = None) -> dict[str, str]:
+    """The INPUT parameters for events[indices]; all are representatives unless a set is given.
+
+    Ids were validated to a character set that needs no escaping; values repeated across a
+    group (time, address, agent) are formatted once.
     """
+    rows = [events[i] for i in indices]
     stamps: dict[datetime, str] = {}
-    tails: dict[tuple, str] = {}
-    lines = []
-    for i in indices:
-        e = events[i]
-        stamp = stamps.get(e.occurred_at)
-        if stamp is None:
-            stamp = stamps[e.occurred_at] = e.occurred_at.isoformat()
-        tail_key = (e.country, e.browser, e.os, e.device, e.ip_hash)
-        tail = tails.get(tail_key)
-        if tail is None:
-            tail = tails[tail_key] = "\t".join(
-                (_text(e.country), _text(e.browser), _text(e.os), _text(e.device), "\\\\x" + e.ip_hash.hex())
-            )
-        round_ = round_of.get(i)
-        lines.append(
-            f"{NULL if round_ is None else round_}\t{e.id}\t{stamp}\t{e.type}\t{e.product_id}\t{e.session_id}\t"
-            f"{e.user_id or NULL}\t{e.anonymous_id or NULL}\t{e.client_event_id or NULL}\t{_text(e.page)}\t"
-            f"{_text(e.referrer_host)}\t{tail}\n"
-        )
-    return "".join(lines)
+    hashes: dict[bytes, str] = {}
+    return {
+        "id": _array([e.id for e in rows]),
+        "occurred_at": _array([stamps.get(e.occurred_at) or stamps.setdefault(e.occurred_at, e.occurred_at.isoformat()) for e in rows]),
+        "type": _array([str(e.type) for e in rows]),
+        "product_id": _array([e.product_id for e in rows]),
+        "session_id": _array([e.session_id for e in rows]),
+        "user_id": _nullable_array([e.user_id for e in rows]),
+        "anonymous_id": _nullable_array([e.anonymous_id for e in rows]),
+        "client_event_id": _nullable_array([e.client_event_id for e in rows]),
+        "page": _text_array([e.page for e in rows]),
+        "referrer_host": _text_array([e.referrer_host for e in rows]),
+        "country": _text_array([e.country for e in rows]),
+        "browser": _text_array([e.browser for e in rows]),
+        "os": _text_array([e.os for e in rows]),
+        "device": _text_array([e.device for e in rows]),
+        "ip_hash": _array([hashes.get(e.ip_hash) or hashes.setdefault(e.ip_hash, "\\\\x" + e.ip_hash.hex()) for e in rows]),
+        "representative": _array(["t" if representatives is None or i in representatives else "f" for i in indices]),
+    }
 
 
 class InteractionWriter:
-    """One group-commit writer's own connection, kept open with its staging table.
+    """One group-commit writer's own connection.
 
     Owning the connection spares each group the pool's checkout ping and the ORM layer:
-    a group costs BEGIN, COPY, its statements and COMMIT. A transient failure (a dropped
-    connection, a serialization failure, a deadlock) retries the whole group, on a fresh
-    connection when the old one is gone.
+    a group is usually one statement in its own implicit transaction. A transient failure
+    (a dropped connection, a serialization failure, a deadlock) retries the whole group,
+    on a fresh connection when the old one is gone.
     """
 
     ATTEMPTS = 6
@@ -211,9 +237,7 @@ class InteractionWriter:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, application_name="tracking-ingest")
-            await conn.execute(CREATE_STAGE)
-            self._conn = conn
+            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, application_name="tracking-ingest")
         return self._conn
 
     async def store(self, events: list[Event]) -> list[Outcome]:
@@ -225,8 +249,8 @@ class InteractionWriter:
         for attempt in range(1, self.ATTEMPTS + 1):
             try:
                 conn = await self._connection()
-                async with conn.transaction(), conn.cursor() as cursor:
-                    return await _store_group(cursor, events, self._window)
+                async with conn.cursor() as cursor:
+                    return await _store_group(conn, cursor, events, self._window)
             except psycopg.Error as error:
                 if attempt == self.ATTEMPTS or not _transient(error):
                     raise
@@ -247,36 +271,58 @@ def _transient(error: psycopg.Error) -> bool:
     )
 
 
-async def _store_group(cursor, events: list[Event], window: timedelta) -> list[Outcome]:
+def _answer(outcomes: dict[int, Outcome], events: list[Event], round_: dict[int, Sequence[int]], joined: dict[str, str]) -> None:
+    """Outcomes of a stored round: a representative keeps its id unless its window had
+    another event; followers are duplicates of whatever the representative got."""
+    for i, followers in round_.items():
+        stored_id = joined.get(events[i].id, events[i].id)
+        outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
+        for follower in followers:
+            outcomes[follower] = Outcome(stored_id, True)
+
+
+async def _store_group(conn: psycopg.AsyncConnection, cursor, events: list[Event], window: timedelta) -> list[Outcome]:
     repeats = first_claims([e.client_event_id for e in events])
     candidates = [i for i in range(len(events)) if i not in repeats]
     rounds = session_rounds(events, candidates, window)
-    round_of = _round_numbers(rounds)
     outcomes: dict[int, Outcome] = {}
-    async with cursor.copy(COPY_STAGE) as copy:
-        await copy.write(_copy_text(events, candidates, round_of))
-    if any(events[i].client_event_id is not None for i in candidates):
-        await cursor.execute(CLAIM_CLIENT_IDS)
-        by_id = {events[i].id: i for i in candidates}
-        for staged_id, owner in await cursor.fetchall():
-            outcomes[by_id[staged_id]] = Outcome(owner, True)
-        if outcomes:
-            # Events answered by their client id leave the de-duplication plan.
-            rounds = session_rounds(events, [i for i in candidates if i not in outcomes], window)
-            round_of = _round_numbers(rounds)
+    stored = False
+    if len(rounds) == 1:
+        [round_] = rounds
+        try:
             await cursor.execute(
-                RESET_ROUNDS,
-                {"id": [events[i].id for i in candidates], "round": [round_of.get(i) for i in candidates]},
+                STORE_NEW_GROUP,
+                {**_input(events, candidates, set(round_)), "window": window, "shard": random.randrange(COUNTER_SHARDS)},
+                prepare=True,
             )
-    newly_claimed = [i for i in candidates if events[i].client_event_id is not None and i not in outcomes]
-    for number, round_ in enumerate(rounds):
-        await cursor.execute(STORE_ROUND, {"round": number, "window": window, "shard": random.randrange(COUNTER_SHARDS)})
-        joined = dict(await cursor.fetchall())
-        for i, followers in round_.items():
-            stored_id = joined.get(events[i].id, events[i].id)
-            outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
-            for follower in followers:
-                outcomes[follower] = Outcome(stored_id, True)
+        except psycopg.errors.UniqueViolation:
+            pass  # a client id was taken (a replay, or a concurrent twin): nothing of the group was written
+        else:
+            _answer(outcomes, events, round_, dict(await cursor.fetchall()))
+            stored = True
+    if not stored:
+        async with conn.transaction():
+            await _store_carefully(cursor, events, candidates, outcomes, window)
+    for i, first in repeats.items():
+        outcomes[i] = Outcome(outcomes[first].interaction_id, True)
+    return [outcomes[i] for i in range(len(events))]
+
+
+async def _store_carefully(cursor, events: list[Event], candidates: list[int], outcomes: dict[int, Outcome], window: timedelta) -> None:
+    """Claims the client ids first: an event whose id is taken answers with the event that
+    took it and leaves the de-duplication plan. The rest is stored round by round."""
+    claimants = [i for i in candidates if events[i].client_event_id is not None]
+    if claimants:
+        await cursor.execute(CLAIM_CLIENT_IDS, _input(events, claimants))
+        by_id = {events[i].id: i for i in claimants}
+        for proposed_id, owner in await cursor.fetchall():
+            outcomes[by_id[proposed_id]] = Outcome(owner, True)
+    newly_claimed = [i for i in claimants if i not in outcomes]
+    for round_ in session_rounds(events, [i for i in candidates if i not in outcomes], window):
+        await cursor.execute(
+            STORE_ROUND, {**_input(events, list(round_)), "window": window, "shard": random.randrange(COUNTER_SHARDS)}
+        )
+        _answer(outcomes, events, round_, dict(await cursor.fetchall()))
     # A new client id whose event joined an existing window answers, now and on every
     # replay, with the window's event.
     relinks = [(events[i].client_event_id, outcomes[i].interaction_id) for i in newly_claimed if outcomes[i].duplicate]
@@ -285,9 +331,6 @@ async def _store_group(cursor, events: list[Event], window: timedelta) -> list[O
             RELINK_CLIENT_IDS,
             {"client_event_id": [r[0] for r in relinks], "interaction_id": [r[1] for r in relinks]},
         )
-    for i, first in repeats.items():
-        outcomes[i] = Outcome(outcomes[first].interaction_id, True)
-    return [outcomes[i] for i in range(len(events))]
 
 
 # ---------------------------------------------------------------------------- posts

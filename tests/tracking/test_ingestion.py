@@ -137,6 +137,34 @@ async def test_a_batch_gives_a_result_per_item(stub, tracking_db, unique):
     assert rows(tracking_db, "SELECT count(*) FROM tracking.interactions WHERE session_id = %s", f"s-{unique}") == [(2,)]
 
 
+async def test_a_batch_replaying_a_stored_client_id_stores_the_rest_exactly_once(stub, tracking_db, unique):
+    now = datetime.now(UTC)
+    stored = await track(stub, interaction(unique, product_id=f"old-{unique}", client_event_id=f"old-{unique}"))
+    items = [
+        interaction(unique, product_id=f"new-{unique}", client_event_id=f"replay-{unique}"),  # different event, taken id
+        interaction(unique, client_event_id=f"c1-{unique}", occurred_time=stamp(now - timedelta(hours=3))),
+        interaction(unique, client_event_id=f"c2-{unique}", occurred_time=stamp(now - timedelta(hours=3, minutes=-5))),
+        interaction(unique, client_event_id=f"c3-{unique}", occurred_time=stamp(now - timedelta(hours=1))),  # a later window
+    ]
+    items[0].client_event_id = f"old-{unique}"
+    first = await stub.TrackInteractions(pb.TrackInteractionsRequest(interactions=items))
+    again = await stub.TrackInteractions(pb.TrackInteractionsRequest(interactions=items))
+    r = first.results
+    assert r[0].duplicate and r[0].interaction_id == stored.interaction_id
+    assert not r[1].duplicate and r[2].duplicate and r[2].interaction_id == r[1].interaction_id
+    assert not r[3].duplicate and r[3].interaction_id != r[1].interaction_id
+    assert [x.interaction_id for x in again.results] == [x.interaction_id for x in r]
+    assert all(x.duplicate for x in again.results)
+    assert rows(tracking_db, "SELECT count(*) FROM tracking.interactions WHERE session_id = %s", f"s-{unique}") == [(3,)]
+
+
+async def test_free_text_is_stored_verbatim_whatever_its_characters(stub, tracking_db, unique):
+    page = '/p/"quoted" {braces}, back\\slash\ttab NULL \u00e9'
+    reply = await track(stub, interaction(unique, page=page, session_id="NULL", product_id="null"))
+    assert rows(tracking_db, "SELECT page, session_id, product_id FROM tracking.interactions WHERE id = %s",
+                reply.interaction_id) == [(page, "NULL", "null")]
+
+
 async def test_a_batch_must_hold_1_to_1000_items(stub, unique):
     for size in (0, 1001):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -145,9 +173,12 @@ async def test_a_batch_must_hold_1_to_1000_items(stub, unique):
 
 
 async def test_concurrent_calls_share_commits(stub, tracking_db, unique):
-    replies = await asyncio.gather(
-        *(track(stub, interaction(unique, product_id=f"p{n}-{unique}")) for n in range(64))
-    )
+    # The table lock holds the first groups in flight, so every later call queues behind them.
+    async with await psycopg.AsyncConnection.connect(plain_url(tracking_db)) as blocker:
+        await blocker.execute("LOCK TABLE tracking.interactions IN EXCLUSIVE MODE")
+        calls = asyncio.gather(*(track(stub, interaction(unique, product_id=f"p{n}-{unique}")) for n in range(64)))
+        await asyncio.sleep(0.5)
+    replies = await calls
     ids = [r.interaction_id for r in replies]
     [(transactions,)] = rows(tracking_db, "SELECT count(DISTINCT xmin::text) FROM tracking.interactions WHERE id = ANY(%s::uuid[])", ids)
     assert transactions < len(ids), "concurrent calls should have shared commits"
