@@ -1,5 +1,6 @@
 """Values the wire allows but no proto declares are rejected before a servicer sees them."""
 
+from google.protobuf import struct_pb2
 from loom.rules.v1 import rules_pb2
 from loom.tracking.v1 import tracking_pb2
 
@@ -29,3 +30,9 @@ def test_declared_values_and_unset_fields_pass():
     request.interaction.type = tracking_pb2.INTERACTION_TYPE_HOVER
     request.interaction.occurred_time.GetCurrentTime()
     assert paths(request) == [] and paths(rules_pb2.ListNotificationsRequest()) == []
+
+
+def test_undeclared_values_are_found_inside_mutually_recursive_types():
+    deep = struct_pb2.Struct()
+    deep.fields["list"].list_value.values.add().struct_value.fields["leaf"].list_value.values.add().null_value = 7
+    assert paths(deep) == ["fields.list_value.values[0].struct_value.fields.list_value.values[0].null_value"]
