@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from functools import lru_cache
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -75,8 +76,9 @@ class Event:
     ip_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What became of one submitted event (a tuple: ingestion makes one per event)."""
+
     interaction_id: str
     duplicate: bool
 

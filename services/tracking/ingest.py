@@ -34,26 +34,22 @@ VERSION_7 = 0x7 << 76
 VARIANT = 0b10 << 62
 RAND_B_BITS = 62
 RAND_B_MASK = (1 << RAND_B_BITS) - 1
-RANDOM_BITS = 74  # rand_a (12 bits) and rand_b (62 bits)
-
-
-def _formatted(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+RAND_A_BITS = 12
 
 
 def uuid7_batch(count: int) -> list[str]:
     """count time-ordered UUIDs (RFC 9562 version 7), as strings, for one batch.
 
-    New rows land at the right edge of the index. One timestamp and one random start
-    serve the whole batch, the ids counting up from it (RFC 9562's "monotonic random"
-    method): ids stay unique, and a batch costs one random draw instead of one per id.
+    New rows land at the right edge of the index. One timestamp, one rand_a and one
+    random start of rand_b serve the whole batch, the ids counting up from it (RFC 9562's
+    "monotonic random" method): ids stay unique, a batch costs one random draw instead
+    of one per id, and only the last 16 hex digits differ from id to id.
     """
-    prefix = (time.time_ns() // 1_000_000) << 80 | VERSION_7 | VARIANT
-    start = _random.getrandbits(RANDOM_BITS - 1)  # leaves room to count up by any batch size
-    return [
-        _formatted(prefix | (r >> RAND_B_BITS) << 64 | (r & RAND_B_MASK)) for r in range(start, start + count)
-    ]
+    head = f"{(time.time_ns() // 1_000_000) << 80 | VERSION_7 | _random.getrandbits(RAND_A_BITS) << 64:032x}"
+    prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-"
+    start = VARIANT | _random.getrandbits(RAND_B_BITS - 1)  # leaves room to count up by any batch size
+    tails = [f"{value:016x}" for value in range(start, start + count)]
+    return [f"{prefix}{tail[:4]}-{tail[4:]}" for tail in tails]
 
 
 def uuid7() -> str:

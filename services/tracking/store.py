@@ -275,10 +275,13 @@ def _answer(outcomes: dict[int, Outcome], events: list[Event], round_: dict[int,
     """Outcomes of a stored round: a representative keeps its id unless its window had
     another event; followers are duplicates of whatever the representative got."""
     for i, followers in round_.items():
-        stored_id = joined.get(events[i].id, events[i].id)
-        outcomes[i] = Outcome(stored_id, stored_id != events[i].id)
-        for follower in followers:
-            outcomes[follower] = Outcome(stored_id, True)
+        own = events[i].id
+        window_event = joined.get(own)
+        outcomes[i] = Outcome(own, False) if window_event is None else Outcome(window_event, True)
+        if followers:
+            duplicate = Outcome(window_event or own, True)
+            for follower in followers:
+                outcomes[follower] = duplicate
 
 
 async def _store_group(conn: psycopg.AsyncConnection, cursor, events: list[Event], window: timedelta) -> list[Outcome]:
