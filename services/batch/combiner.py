@@ -43,9 +43,11 @@ Item = TypeVar("Item")  # what one unit asks for
 
 
 class GroupWork(Protocol[Item]):
-    """What the units of a group do, in the group's transaction. `shared` lives for one attempt
-    of that transaction, for what its units may reuse from one another (what they read or
-    left under its locks)."""
+    """What the units of a group do, in the group's transaction. `shared` is for what units
+    may reuse from one another (what they read or left under their locks): it carries over
+    from one group to the next as long as their transactions commit, and starts empty again
+    after any rollback. Still, others change the database between two groups: what is in
+    it may be stale, and must be checked again under the locks before it is relied on."""
 
     async def together(self, conn: AsyncConnection, shared: dict, items: list[Item]) -> list[Message | None]:
         """The answers of the items it could do at once; None for an item to do alone."""
@@ -93,6 +95,7 @@ class GroupCommitter(Generic[Item]):
         self._waiting: list[_Unit[Item]] = []
         self._flusher: asyncio.Task | None = None
         self._conn: AsyncConnection | None = None
+        self._shared: dict = {}
 
     async def submit(self, method: str, request: Message, response_type: type[M], item: Item) -> M:
         """The work's answer for item once the transaction it ran in has committed, once per
@@ -172,16 +175,18 @@ class GroupCommitter(Generic[Item]):
         try:
             try:
                 async with conn.begin():
-                    return await self._apply(conn, group, careful=False)
+                    return await self._apply(conn, group, self._shared, careful=False)
             except _UnitFailed:
+                self._shared = {}
                 async with conn.begin():
-                    return await self._apply(conn, group, careful=True)
+                    return await self._apply(conn, group, self._shared, careful=True)
         except Exception as error:
+            self._shared = {}
             if is_transient(error):  # the connection may be gone with the transaction
                 await self._drop_connection(invalidate=True)
             raise
 
-    async def _apply(self, conn: AsyncConnection, group: list[_Unit[Item]], *, careful: bool) -> list[Any]:
+    async def _apply(self, conn: AsyncConnection, group: list[_Unit[Item]], shared: dict, *, careful: bool) -> list[Any]:
         """Each claimed unit's answer or failure; a transient failure aborts (and retries) the whole group.
 
         Careless, the units run together where they can and the rest alone, and any unit's
@@ -194,7 +199,6 @@ class GroupCommitter(Generic[Item]):
         for index, unit in enumerate(group):
             first.setdefault(unit.key, index)
         runs = [i for i, u in enumerate(group) if first[u.key] == i and u.key in claimed]
-        shared: dict = {}
         done: dict[int, Message] = {}
         if not careful and runs:
             try:
@@ -244,11 +248,14 @@ class GroupCommitter(Generic[Item]):
         return outcomes
 
     async def _claim(self, driver: psycopg.AsyncConnection, group: list[_Unit]) -> set[tuple[str, str]]:
-        """Inserts every key not yet taken (waiting for a concurrent holder to finish); the keys this group now owns."""
+        """Inserts every key not yet taken (waiting for a concurrent holder to finish); the keys this group now owns.
+
+        The keys' arrays go in binary (%b) here and below: psycopg escapes text arrays element
+        by element in Python, a cost that showed per group."""
         cursor = await driver.execute(
             f"""
             INSERT INTO {self._keys} (method, request_id, request_hash)
-            SELECT * FROM unnest(%(methods)s::text[], %(ids)s::text[], %(hashes)s::bytea[])
+            SELECT * FROM unnest(%(methods)b::text[], %(ids)b::text[], %(hashes)b::bytea[])
             ON CONFLICT DO NOTHING RETURNING method, request_id
             """,
             {
@@ -267,7 +274,7 @@ class GroupCommitter(Generic[Item]):
         cursor = await driver.execute(
             f"""
             SELECT k.method, k.request_id, k.request_hash, k.response FROM {self._keys} k
-            JOIN unnest(%(methods)s::text[], %(ids)s::text[]) AS u(method, request_id)
+            JOIN unnest(%(methods)b::text[], %(ids)b::text[]) AS u(method, request_id)
               ON k.method = u.method AND k.request_id = u.request_id
             """,
             {"methods": [u.method for u in units], "ids": [u.request_id for u in units]},
@@ -279,7 +286,7 @@ class GroupCommitter(Generic[Item]):
             await driver.execute(
                 f"""
                 UPDATE {self._keys} k SET response = a.response
-                FROM unnest(%(methods)s::text[], %(ids)s::text[], %(responses)s::bytea[])
+                FROM unnest(%(methods)b::text[], %(ids)b::text[], %(responses)b::bytea[])
                      AS a(method, request_id, response)
                 WHERE k.method = a.method AND k.request_id = a.request_id
                 """,
@@ -296,7 +303,7 @@ class GroupCommitter(Generic[Item]):
             await driver.execute(
                 f"""
                 DELETE FROM {self._keys} k
-                USING unnest(%(methods)s::text[], %(ids)s::text[]) AS f(method, request_id)
+                USING unnest(%(methods)b::text[], %(ids)b::text[]) AS f(method, request_id)
                 WHERE k.method = f.method AND k.request_id = f.request_id
                 """,
                 {"methods": [u.method for u in failed], "ids": [u.request_id for u in failed]},

@@ -32,6 +32,7 @@ IDEMPOTENCY = idempotency_table(METADATA)
 ORCHESTRATE_LOCK = "batch.orchestrate"
 OUTBOX_LOCK = "batch.outbox"
 PLACE_ATTEMPTS = 20
+SEEN_CATEGORIES = 10_000  # at most 50 batches each: a few MB at most
 
 
 def parse_uuid(field: str, value: str) -> str:
@@ -191,7 +192,7 @@ async def _open_batches(conn: AsyncConnection, categories: Sequence[str], now: d
     cursor = driver_connection(conn).cursor(row_factory=dict_row)
     await cursor.execute(
         """
-        SELECT b.* FROM unnest(%(categories)s::text[]) AS c(category) CROSS JOIN LATERAL (
+        SELECT b.* FROM unnest(%(categories)b::text[]) AS c(category) CROSS JOIN LATERAL (
             SELECT id, category, current_quantity, target_quantity, capacity, style_count, style_limit,
                    window_close_time, create_time, unit_price
             FROM batch.batches
@@ -316,10 +317,10 @@ async def place_order(
     """Joins the best compatible batch, or opens one with the best supplier, in the caller's
     transaction. Losing a race for a batch's last units just means looking again.
 
-    `seen` (per transaction, shared by the orders of one group) remembers each category's
-    open batches as this transaction last saw or left them, sparing a look per order. A
-    stale view costs at most a retry: the join re-checks the batch under its row lock, and
-    nothing is opened without a fresh look under the category's opener lock."""
+    `seen` (shared by the orders of one group, and of the groups after it while they commit)
+    remembers each category's open batches as they were last seen or left, sparing a look per
+    order. A stale view costs at most a retry: the join re-checks the batch under its row
+    lock, and nothing is opened without a fresh look under the category's opener lock."""
     order_id, contribution_id = str(uuid.uuid4()), str(uuid.uuid4())
     style_json = json.dumps(style)
     opened = False
@@ -392,7 +393,7 @@ WITH i AS MATERIALIZED (
            jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(j.batch))
     FROM o JOIN j ON j.order_id = o.id ORDER BY j.n
 )
-SELECT j.n, (j.batch).* FROM j
+SELECT j.n, (j.batch).* FROM j ORDER BY j.n
 """
 
 
@@ -413,6 +414,8 @@ async def place_orders(
     `seen` is place_order's: looked at once for the categories not in it yet, and left as
     this transaction leaves the batches (a category whose batch refused its share is dropped,
     so it is looked at afresh)."""
+    if len(seen) > SEEN_CATEGORIES:
+        seen.clear()
     unseen = list({order.category for order, _ in orders if order.category not in seen})
     if unseen:
         seen.update(await _open_batches(conn, unseen, now))
@@ -445,13 +448,18 @@ async def place_orders(
         return placed
     cursor = driver_connection(conn).cursor(row_factory=dict_row)
     await cursor.execute(PLACE_MANY, {"orders": json.dumps(rows), "now": now})
+    left: dict[str, domain.OpenBatch] = {}  # each batch as the statement left it
     for row in await cursor.fetchall():
         n = row.pop("n")
         _, order_id, contribution_id, price = planned[n]
         placed[n] = PlacedOrder(order_id, contribution_id, row, price, False, now)
-    for n, (order, *_) in planned.items():
-        if placed[n] is None:
-            seen.pop(order.category, None)
+        left[str(row["id"])] = _open_batch(row)
+    refused = {order.category for n, (order, *_) in planned.items() if placed[n] is None}
+    for category in {order.category for order, *_ in planned.values()}:
+        if category in refused:
+            seen.pop(category, None)
+        elif category in seen:
+            seen[category] = [left.get(b.batch_id, b) for b in seen[category]]
     return placed
 
 

@@ -128,6 +128,16 @@ async def test_orders_whose_batch_filled_up_since_the_group_looked_are_placed_on
     assert rows == [(5, 5), (100, 100)]
 
 
+async def test_a_batch_confirmed_between_two_groups_takes_no_more_orders(stub, committer, sql):
+    category = unique_category()
+    await create_supplier(stub, category, moq=100, capacity=200)
+    first = await committer.submit(*order_work(category, 10, request_id()))
+    sql.execute("UPDATE batch.batches SET status = 'confirmed' WHERE id = %s", (first.batch.batch_id,))
+    second = await committer.submit(*order_work(category, 10, request_id()))
+    assert second.batch.batch_id != first.batch.batch_id and second.batch_opened
+    assert sql.execute("SELECT current_quantity FROM batch.batches WHERE id = %s", (first.batch.batch_id,)).fetchone()[0] == 10
+
+
 async def test_two_replicas_racing_for_small_batches_never_overfill(stub, committer, database_url, sql):
     category = unique_category()
     await create_supplier(stub, category, moq=60, capacity=100)
