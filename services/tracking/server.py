@@ -86,7 +86,12 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             store.InteractionWriter(settings.database_url, self._limits.dedup_window)
             for _ in range(settings.ingest_writers)
         ]
-        self.committer = GroupCommitter([w.store for w in self._writers], max_batch=settings.ingest_max_batch_events)
+        self.committer = GroupCommitter(
+            [w.store for w in self._writers],
+            max_batch=settings.ingest_max_batch_events,
+            delay=settings.ingest_commit_delay_ms / 1000,
+            group_calls=settings.ingest_commit_group_calls,
+        )
 
     async def close(self) -> None:
         """Lets queued groups commit, then closes the writers' connections."""

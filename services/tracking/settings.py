@@ -21,6 +21,13 @@ class TrackingSettings(Settings):
     ingest_writers: int = Field(
         default=2, description="Group commits that may be in flight at once in one process."
     )
+    ingest_commit_delay_ms: float = Field(
+        default=4.0, ge=0, le=100,
+        description="How long a group commit may wait to grow while calls arrive concurrently (0: never waits).",
+    )
+    ingest_commit_group_calls: int = Field(
+        default=12, ge=1, description="Calls a waiting group commit stops waiting at."
+    )
     share_limit_per_hour: int = Field(default=10, description="Social shares one IP may make in a sliding hour.")
     retention_days: int = Field(
         default=90, description="Raw interactions and shares older than this are purged (aggregates stay)."
