@@ -125,6 +125,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         ids = uuid7_batch(len(items))
         accepted: list[tuple[int, Event]] = []
         rejected: dict[int, list[FieldViolation]] = {}
+        ids_to_check: list[str] = []
         for index, item in enumerate(items):
             user_id = item.user_id
             if named_user_problem is not None and user_id and user_id != own_user:
@@ -136,16 +137,11 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             anonymous_id, client_event_id = item.anonymous_id, item.client_event_id
             referrer, user_agent, page = item.referrer, item.user_agent, item.page
             if not domain.interaction_acceptable(
-                type_, product_id, session_id, user_id or "", anonymous_id, client_event_id,
-                occurred_at, earliest, latest, referrer, user_agent, page,
+                type_, product_id, session_id, occurred_at, earliest, latest, referrer, user_agent, page
             ):
-                rejected[index] = domain.interaction_violations(
-                    type=type_, product_id=product_id, session_id=session_id, user_id=user_id or "",
-                    anonymous_id=anonymous_id, client_event_id=client_event_id,
-                    occurred_at=occurred_at if item.HasField("occurred_time") else None,
-                    referrer=referrer, user_agent=user_agent, page=page, now=now, limits=self._limits,
-                )
+                rejected[index] = self._violations(item, user_id, now)
                 continue
+            ids_to_check += (product_id, session_id, user_id or "", anonymous_id, client_event_id)
             agent = agents.get(user_agent)
             if agent is None:
                 agent = agents[user_agent] = self._enricher.agent(user_agent)
@@ -154,7 +150,22 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
                 client_event_id or None, page or None, domain.referrer_host(referrer), country,
                 agent.browser, agent.os, agent.device, ip_hash,
             )))
+        if not domain.ids_acceptable(ids_to_check):  # rare: find the items with a malformed id
+            for index, _ in accepted:
+                violations = self._violations(items[index], items[index].user_id or own_user, now)
+                if violations:
+                    rejected[index] = violations
+            accepted = [(index, event) for index, event in accepted if index not in rejected]
         return accepted, rejected
+
+    def _violations(self, item: pb.Interaction, user_id: str | None, now: datetime) -> list[FieldViolation]:
+        has_time = item.HasField("occurred_time")
+        return domain.interaction_violations(
+            type=item.type, product_id=item.product_id, session_id=item.session_id, user_id=user_id or "",
+            anonymous_id=item.anonymous_id, client_event_id=item.client_event_id,
+            occurred_at=item.occurred_time.ToDatetime(tzinfo=UTC) if has_time else None,
+            referrer=item.referrer, user_agent=item.user_agent, page=item.page, now=now, limits=self._limits,
+        )
 
     async def TrackInteraction(self, request, context):
         now = datetime.now(UTC)

@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.tracking import domain
 from services.tracking.domain import Event, IngestLimits
 
@@ -97,3 +99,14 @@ def test_share_locks_before_and_after_the_midnight_salt_rotation_overlap():
     after_midnight = domain.share_lock_keys(hash_on("D+1"), hash_on("D"))
     assert set(before_midnight) & set(after_midnight)
     assert before_midnight == sorted(before_midnight) and after_midnight == sorted(after_midnight)
+
+
+def test_a_batch_of_ids_is_acceptable_when_each_is_empty_or_well_formed():
+    assert domain.ids_acceptable(["p-1", "", "user@example.com", "a" * 128, "x:y/z+=."])
+    assert domain.ids_acceptable([])
+
+
+@pytest.mark.parametrize("bad", ["two\nlines", "has space", "-leading", "a" * 129, "é", "tab\t"])
+def test_one_malformed_id_makes_the_batch_unacceptable(bad):
+    assert not domain.ids_acceptable(["p-1", bad, "s-1"])
+    assert domain.id_problem(bad, required=True) == domain.MALFORMED_ID

@@ -165,6 +165,21 @@ async def test_free_text_is_stored_verbatim_whatever_its_characters(stub, tracki
                 reply.interaction_id) == [(page, "NULL", "null")]
 
 
+async def test_a_malformed_id_rejects_only_its_own_item_in_a_batch(stub, tracking_db, unique):
+    items = [
+        interaction(unique, product_id=f"a-{unique}"),
+        interaction(unique, product_id="bad id"),
+        interaction(unique, product_id=f"c-{unique}", client_event_id="two\nlines"),
+        interaction(unique, product_id=f"d-{unique}"),
+    ]
+    reply = await stub.TrackInteractions(pb.TrackInteractionsRequest(interactions=items))
+    assert (reply.accepted, reply.rejected) == (2, 2)
+    assert [bool(r.interaction_id) for r in reply.results] == [True, False, False, True]
+    assert rows(tracking_db, "SELECT product_id FROM tracking.interactions WHERE session_id = %s ORDER BY 1", f"s-{unique}") == [
+        (f"a-{unique}",), (f"d-{unique}",)
+    ]
+
+
 async def test_a_batch_must_hold_1_to_1000_items(stub, unique):
     for size in (0, 1001):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
