@@ -90,6 +90,10 @@ def supplier_message(row: RowMapping) -> pb.Supplier:
     )
 
 
+def fill_percentage(row: Mapping[str, Any]) -> float:
+    return round(row["current_quantity"] * 100 / row["target_quantity"], 2)
+
+
 def batch_message(row: Mapping[str, Any]) -> pb.Batch:
     return pb.Batch(
         batch_id=str(row["id"]),
@@ -99,7 +103,7 @@ def batch_message(row: Mapping[str, Any]) -> pb.Batch:
         target_quantity=row["target_quantity"],
         capacity=row["capacity"],
         current_quantity=row["current_quantity"],
-        fill_percentage=round(row["current_quantity"] * 100 / row["target_quantity"], 2),
+        fill_percentage=fill_percentage(row),
         style_limit=row["style_limit"],
         style_count=row["style_count"],
         window_open_time=timestamp(row["window_open_time"]),
@@ -220,24 +224,42 @@ class OrderItem:
     style_json: dict
 
 
-def placed_answer(item: OrderItem, placed: store.PlacedOrder) -> pb.PlaceOrderResponse:
-    order, batch = item.order, placed.batch
-    price = price_message(placed.price)
-    created = timestamp(placed.now)
-    return pb.PlaceOrderResponse(
-        order=pb.Order(
-            order_id=placed.order_id, buyer_id=order.buyer_id, category=order.category, quantity=order.quantity,
-            style=item.style, status=pb.ORDER_STATUS_PLACED, batch_id=str(batch["id"]),
-            supplier_id=str(batch["supplier_id"]), price=price, create_time=created, update_time=created,
-        ),
-        batch=batch_message(batch),
-        contribution=pb.Contribution(
-            contribution_id=placed.contribution_id, batch_id=str(batch["id"]), order_id=placed.order_id,
-            quantity=order.quantity, style_count=order.style_count, amount=price.subtotal, create_time=created,
-        ),
-        price=price,
-        batch_opened=placed.batch_opened,
-    )
+class PlacedAnswers:
+    """The PlaceOrder answers of the orders one statement placed: what they share (the time,
+    a price, a batch's other fields) is converted once, not once per order."""
+
+    def __init__(self) -> None:
+        self._prices: dict[domain.Price, pb.PriceBreakdown] = {}
+        self._times: dict[datetime, Timestamp | None] = {}
+        self._batches: dict[object, pb.Batch] = {}
+
+    def __call__(self, item: OrderItem, placed: store.PlacedOrder) -> pb.PlaceOrderResponse:
+        order, row = item.order, placed.batch
+        price = self._prices.get(placed.price) or self._prices.setdefault(placed.price, price_message(placed.price))
+        created = self._times.get(placed.now) or self._times.setdefault(placed.now, timestamp(placed.now))
+        known = self._batches.get(row["id"])
+        if known is None:
+            batch = self._batches[row["id"]] = batch_message(row)
+        else:  # an earlier order's join of the same batch by the same statement: only the counts moved
+            batch = pb.Batch()
+            batch.CopyFrom(known)
+            batch.current_quantity, batch.fill_percentage = row["current_quantity"], fill_percentage(row)
+            batch.style_count, batch.order_count = row["style_count"], row["order_count"]
+        batch_id = batch.batch_id
+        return pb.PlaceOrderResponse(
+            order=pb.Order(
+                order_id=placed.order_id, buyer_id=order.buyer_id, category=order.category, quantity=order.quantity,
+                style=item.style, status=pb.ORDER_STATUS_PLACED, batch_id=batch_id,
+                supplier_id=batch.supplier_id, price=price, create_time=created, update_time=created,
+            ),
+            batch=batch,
+            contribution=pb.Contribution(
+                contribution_id=placed.contribution_id, batch_id=batch_id, order_id=placed.order_id,
+                quantity=order.quantity, style_count=order.style_count, amount=price.subtotal, create_time=created,
+            ),
+            price=price,
+            batch_opened=placed.batch_opened,
+        )
 
 
 class OrderPlacement:
@@ -255,7 +277,8 @@ class OrderPlacement:
             now=utc_now(),
             seen=shared.setdefault("open_batches", {}),
         )
-        return [None if p is None else placed_answer(item, p) for item, p in zip(items, placed, strict=True)]
+        answer = PlacedAnswers()
+        return [None if p is None else answer(item, p) for item, p in zip(items, placed, strict=True)]
 
     async def alone(self, conn: AsyncConnection, shared: dict, item: OrderItem) -> Message:
         placed = await store.place_order(
@@ -266,7 +289,7 @@ class OrderPlacement:
             now=utc_now(),
             seen=shared.setdefault("open_batches", {}),
         )
-        return placed_answer(item, placed)
+        return PlacedAnswers()(item, placed)
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
