@@ -46,7 +46,7 @@ class BatchSettings(Settings):
     )
     group_commit_max_orders: int = Field(
         default=64,
-        description="Most concurrent PlaceOrders applied in one shared transaction (each under its own savepoint).",
+        description="Most concurrent PlaceOrders applied in one shared transaction (placed by one statement where they can be).",
     )
     outbox_dispatch: bool = Field(default=True, description="Run the outbox dispatcher that delivers events to rules.")
 
