@@ -5,7 +5,6 @@ Nothing here does I/O; the store and the servicer feed it values and act on its 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections import defaultdict
@@ -196,7 +195,7 @@ def device_class(user_agent: str, device_family: str, os_family: str) -> str:
 
 def ip_hash(salt: bytes, ip: str) -> bytes:
     """A keyed hash of the IP: stable for a day (one salt), not reversible once the salt is gone."""
-    return hmac.new(salt, ip.encode(), hashlib.sha256).digest()[:16]
+    return hmac.digest(salt, ip.encode(), "sha256")[:16]
 
 
 def first_claims(client_event_ids: Sequence[str | None]) -> dict[int, int]:

@@ -29,6 +29,7 @@ IDEMPOTENCY = idempotency_table(MetaData(schema="tracking"))
 PRIVILEGED = (access_pb2.ROLE_ADMIN, access_pb2.ROLE_SERVICE)
 MAX_RECOMMENDATIONS = 100
 MAX_TOP_PRODUCTS = 1000
+MAX_REMEMBERED_IP_HASHES = 65536
 
 
 def _time(ts: Timestamp, present: bool) -> datetime | None:
@@ -76,6 +77,8 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         self._settings = settings
         self._enricher = enricher
         self._salts = store.SaltBook(engine)
+        self._hashed_with: bytes | None = None  # the salt of the hashes below
+        self._ip_hashes: dict[str, bytes] = {}  # a client calls from one address many times a day
         self._proxies = parse_networks(settings.trusted_proxies)
         self._limits = IngestLimits(
             dedup_window=timedelta(seconds=settings.dedup_window_seconds),
@@ -103,7 +106,14 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     async def _ip_hash(self, context, now: datetime) -> tuple[str, bytes]:
         ip = client_ip(context, self._proxies)
-        return ip, domain.ip_hash(await self._salts.salt(now.date()), ip)
+        salt = await self._salts.salt(now.date())
+        if salt is not self._hashed_with or len(self._ip_hashes) >= MAX_REMEMBERED_IP_HASHES:
+            # Forgotten with the salt: no older day's hash outlives it in memory either.
+            self._hashed_with, self._ip_hashes = salt, {}
+        hashed = self._ip_hashes.get(ip)
+        if hashed is None:
+            hashed = self._ip_hashes[ip] = domain.ip_hash(salt, ip)
+        return ip, hashed
 
     def _events(
         self, items, caller: Caller, ip: str, ip_hash: bytes, now: datetime
