@@ -365,7 +365,8 @@ WITH i AS MATERIALIZED (
     SET current_quantity = t.current_quantity + w.quantity, style_count = t.style_count + w.style_count,
         order_count = t.order_count + w.orders, update_time = %(now)s
     FROM w
-    WHERE t.id = w.batch_id AND t.status = 'filling' AND t.window_close_time > %(now)s
+    WHERE t.id = ANY(%(batch_ids)s::uuid[]) AND t.id = w.batch_id
+      AND t.status = 'filling' AND t.window_close_time > %(now)s
       AND t.current_quantity + w.quantity <= t.capacity AND t.style_count + w.style_count <= t.style_limit
     RETURNING t AS batch, w.quantity, w.style_count, w.orders
 ), j AS (
@@ -447,7 +448,10 @@ async def place_orders(
     if not rows:
         return placed
     cursor = driver_connection(conn).cursor(row_factory=dict_row)
-    await cursor.execute(PLACE_MANY, {"orders": json.dumps(rows), "now": now})
+    # The batch ids again as an array: the planner cannot see how few rows jsonb_to_recordset
+    # yields and would scan every batch; with them it looks each one up by its key.
+    batch_ids = list({row["batch_id"] for row in rows})
+    await cursor.execute(PLACE_MANY, {"orders": json.dumps(rows), "batch_ids": batch_ids, "now": now})
     left: dict[str, domain.OpenBatch] = {}  # each batch as the statement left it
     for row in await cursor.fetchall():
         n = row.pop("n")
