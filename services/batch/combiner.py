@@ -251,7 +251,9 @@ class GroupCommitter(Generic[Item]):
         """Inserts every key not yet taken (waiting for a concurrent holder to finish); the keys this group now owns.
 
         The keys' arrays go in binary (%b) here and below: psycopg escapes text arrays element
-        by element in Python, a cost that showed per group."""
+        by element in Python, a cost that showed per group. Below, the keys are also matched
+        with = ANY, so the planner, blind to how few rows unnest yields, looks them up by the
+        primary key instead of joining a scan of the whole table (slower with every request)."""
         cursor = await driver.execute(
             f"""
             INSERT INTO {self._keys} (method, request_id, request_hash)
@@ -276,6 +278,7 @@ class GroupCommitter(Generic[Item]):
             SELECT k.method, k.request_id, k.request_hash, k.response FROM {self._keys} k
             JOIN unnest(%(methods)b::text[], %(ids)b::text[]) AS u(method, request_id)
               ON k.method = u.method AND k.request_id = u.request_id
+            WHERE k.method = ANY(%(methods)b::text[]) AND k.request_id = ANY(%(ids)b::text[])
             """,
             {"methods": [u.method for u in units], "ids": [u.request_id for u in units]},
         )
@@ -288,7 +291,8 @@ class GroupCommitter(Generic[Item]):
                 UPDATE {self._keys} k SET response = a.response
                 FROM unnest(%(methods)b::text[], %(ids)b::text[], %(responses)b::bytea[])
                      AS a(method, request_id, response)
-                WHERE k.method = a.method AND k.request_id = a.request_id
+                WHERE k.method = ANY(%(methods)b::text[]) AND k.request_id = ANY(%(ids)b::text[])
+                  AND k.method = a.method AND k.request_id = a.request_id
                 """,
                 {
                     "methods": [u.method for u, _ in answered],
@@ -304,7 +308,8 @@ class GroupCommitter(Generic[Item]):
                 f"""
                 DELETE FROM {self._keys} k
                 USING unnest(%(methods)b::text[], %(ids)b::text[]) AS f(method, request_id)
-                WHERE k.method = f.method AND k.request_id = f.request_id
+                WHERE k.method = ANY(%(methods)b::text[]) AND k.request_id = ANY(%(ids)b::text[])
+                  AND k.method = f.method AND k.request_id = f.request_id
                 """,
                 {"methods": [u.method for u in failed], "ids": [u.request_id for u in failed]},
             )

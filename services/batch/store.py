@@ -351,6 +351,10 @@ async def place_order(
 # Many orders at once, each on the batch chosen for it beforehand. Each batch is checked and
 # updated once for all its orders (the sums fit only if every order's step fits: they only
 # grow), and each order sees the batch as it was right after its own join, as if placed alone.
+# The batches are locked first, found by key alone (t), and checked as locked (the latest
+# version, as an UPDATE's re-check would see): the planner cannot see how few rows
+# jsonb_to_recordset yields, and given the checks on the update's own scan it went through
+# a partial index of every filling batch, dead versions included, slower with every order.
 PLACE_MANY = """
 WITH i AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(orders)s::jsonb) AS i(
@@ -360,15 +364,16 @@ WITH i AS MATERIALIZED (
 ), w AS (
     SELECT batch_id, sum(quantity) AS quantity, sum(style_count) AS style_count, count(*) AS orders
     FROM i GROUP BY batch_id
+), t AS MATERIALIZED (
+    SELECT * FROM batch.batches WHERE id = ANY(%(batch_ids)s::uuid[]) FOR NO KEY UPDATE
 ), b AS (
-    UPDATE batch.batches t
-    SET current_quantity = t.current_quantity + w.quantity, style_count = t.style_count + w.style_count,
-        order_count = t.order_count + w.orders, update_time = %(now)s
-    FROM w
-    WHERE t.id = ANY(%(batch_ids)s::uuid[]) AND t.id = w.batch_id
-      AND t.status = 'filling' AND t.window_close_time > %(now)s
+    UPDATE batch.batches u
+    SET current_quantity = u.current_quantity + w.quantity, style_count = u.style_count + w.style_count,
+        order_count = u.order_count + w.orders, update_time = %(now)s
+    FROM t JOIN w ON w.batch_id = t.id
+    WHERE u.id = t.id AND t.status = 'filling' AND t.window_close_time > %(now)s
       AND t.current_quantity + w.quantity <= t.capacity AND t.style_count + w.style_count <= t.style_limit
-    RETURNING t AS batch, w.quantity, w.style_count, w.orders
+    RETURNING u AS batch, w.quantity, w.style_count, w.orders
 ), j AS (
     SELECT i.*, jsonb_populate_record(b.batch, jsonb_build_object(
                'current_quantity', (b.batch).current_quantity - b.quantity + sum(i.quantity) OVER placed,
@@ -448,9 +453,7 @@ async def place_orders(
     if not rows:
         return placed
     cursor = driver_connection(conn).cursor(row_factory=dict_row)
-    # The batch ids again as an array: the planner cannot see how few rows jsonb_to_recordset
-    # yields and would scan every batch; with them it looks each one up by its key.
-    batch_ids = list({row["batch_id"] for row in rows})
+    batch_ids = sorted({row["batch_id"] for row in rows})
     await cursor.execute(PLACE_MANY, {"orders": json.dumps(rows), "batch_ids": batch_ids, "now": now})
     left: dict[str, domain.OpenBatch] = {}  # each batch as the statement left it
     for row in await cursor.fetchall():
