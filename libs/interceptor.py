@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 import grpc
+import psycopg
 import structlog
 from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
@@ -160,7 +161,7 @@ def _database_unavailable(error: BaseException) -> bool:
     if isinstance(error, DomainError):
         return False
     return isinstance(error, sa_exc.TimeoutError) or (
-        isinstance(error, sa_exc.DBAPIError | ConnectionError) and is_transient(error)
+        isinstance(error, sa_exc.DBAPIError | psycopg.Error | ConnectionError) and is_transient(error)
     )
 
 

@@ -9,6 +9,7 @@ import io
 import json
 
 import grpc
+import psycopg
 import sqlalchemy.exc
 import pytest
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
@@ -29,6 +30,10 @@ class ProbeServicer(batch_pb2_grpc.BatchServiceServicer):
 
     async def ListBatches(self, request, context):
         raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached, connection timed out")
+
+    async def ListOrders(self, request, context):
+        # Hot paths send statements to psycopg directly: its errors arrive unwrapped.
+        raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
 
     async def GetBatch(self, request, context):
         return batch_pb2.GetBatchResponse(batch=batch_pb2.Batch(batch_id=request.batch_id))
@@ -155,3 +160,10 @@ async def test_a_database_out_of_reach_is_unavailable_so_clients_retry(stub):
         await stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=auth("admin"))
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "QueuePool" not in failure.value.details()
+
+
+async def test_a_connection_lost_under_the_driver_itself_is_unavailable_too(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListOrders(batch_pb2.ListOrdersRequest(), metadata=auth("admin"))
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "server closed" not in failure.value.details()
