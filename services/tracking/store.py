@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs.db import TRANSIENT_SQLSTATES, async_url, run_in_transaction
+from libs.db import TRANSIENT_SQLSTATES, async_url, is_transient, run_in_transaction
 from libs.errors import FailedPrecondition, NotFound
 from libs.scratch_db import plain_url
 from services.tracking.domain import FUNNEL, Event, Outcome, first_claims, session_rounds, share_lock_keys
@@ -499,7 +499,9 @@ async def _raise_share_count(conn: AsyncConnection, post_id: str) -> int:
                     {"p": post_id},
                 )
             ).scalar_one()
-    except Exception:  # noqa: BLE001 - the share is kept; AggregatePopularity repairs the counter
+    except Exception as error:  # noqa: BLE001 - the share is kept; AggregatePopularity repairs the counter
+        if is_transient(error):
+            raise  # the connection, and the share with it, is gone: the whole transaction is retried
         log.warning("share counter not raised; the aggregation job will repair it", post_id=post_id)
         return (
             await conn.execute(text("SELECT share_count FROM tracking.posts WHERE post_id = :p"), {"p": post_id})
