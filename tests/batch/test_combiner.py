@@ -42,6 +42,15 @@ def order_work(category: str, quantity: int, rid: str):
     return "PlaceOrder", request, pb.PlaceOrderResponse, OrderItem(order, pb.StyleDetails(style_count=1), {"style_count": 1})
 
 
+
+async def until_a_backend_waits_on_a_lock(sql, failure: str) -> None:
+    deadline = time.monotonic() + 10
+    while not sql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.01)
+
 async def test_a_failing_order_in_a_group_rolls_back_alone(stub, committer, sql):
     category = unique_category()
     await create_supplier(stub, category, capacity=200)
@@ -110,12 +119,7 @@ async def test_orders_whose_batch_filled_up_since_the_group_looked_are_placed_on
             "total": price.total, "now": datetime.now(UTC),
         })
         group = asyncio.gather(*(committer.submit(*order_work(category, 5, request_id())) for _ in range(3)))
-        deadline = time.monotonic() + 10
-        while not sql.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the group never reached the locked batch"
-            await asyncio.sleep(0.01)
+        await until_a_backend_waits_on_a_lock(sql, "the group never reached the locked batch")
         other_replica.commit()
     replies = await asyncio.wait_for(group, 10)
     assert [r.batch.batch_id == batch_id for r in replies] == [True, True, False]
@@ -175,12 +179,7 @@ async def test_no_order_of_a_group_is_answered_before_the_group_commits(stub, co
         locker.execute("SELECT 1 FROM batch.batches WHERE id = %s FOR UPDATE", (opened.batch.batch_id,))
         done_first = asyncio.ensure_future(committer.submit(*order_work(free, 2, request_id())))
         blocked = asyncio.ensure_future(committer.submit(*order_work(locked, 2, request_id())))
-        deadline = time.monotonic() + 10
-        while not sql.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the second order never reached the locked batch"
-            await asyncio.sleep(0.01)
+        await until_a_backend_waits_on_a_lock(sql, "the second order never reached the locked batch")
         # The first order is written (the group has moved on to the second), but neither
         # committed nor answered: the two share one transaction.
         assert not done_first.done() and not blocked.done()
