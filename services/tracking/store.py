@@ -10,8 +10,9 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -19,7 +20,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs.db import TRANSIENT_SQLSTATES, async_url, is_transient, run_in_transaction
+from libs.db import async_url, is_transient, run_in_transaction
 from libs.errors import FailedPrecondition, NotFound
 from libs.scratch_db import plain_url
 from services.tracking.domain import FUNNEL, Event, Outcome, first_claims, session_rounds, share_lock_keys
@@ -178,14 +179,15 @@ def _nullable_array(values: list[str | None]) -> str:
     return "{" + ",".join("NULL" if v is None else f'"{v}"' for v in values) + "}"
 
 
-def _text_array(values: list[str | None]) -> str:
-    """An array literal of free text; values repeated across a group are escaped once."""
-    escaped: dict[str | None, str] = {None: "NULL"}
+def _formatted_array(values: list, element: Callable[[Any], str]) -> str:
+    """An array literal of element(value) (NULL for None); a value repeated across a group,
+    as times, addresses and agents are, is formatted once."""
+    formatted: dict[Any, str] = {None: "NULL"}
     parts = []
     for value in values:
-        part = escaped.get(value)
+        part = formatted.get(value)
         if part is None:
-            part = escaped[value] = _quoted(value)  # type: ignore[arg-type]  # None is pre-seeded
+            part = formatted[value] = element(value)
         parts.append(part)
     return "{" + ",".join(parts) + "}"
 
@@ -193,28 +195,25 @@ def _text_array(values: list[str | None]) -> str:
 def _input(events: list[Event], indices: list[int], representatives: set[int] | None = None) -> dict[str, str]:
     """The INPUT parameters for events[indices]; all are representatives unless a set is given.
 
-    Ids were validated to a character set that needs no escaping; values repeated across a
-    group (time, address, agent) are formatted once.
+    Ids were validated to a character set that needs no escaping.
     """
     rows = [events[i] for i in indices]
-    stamps: dict[datetime, str] = {}
-    hashes: dict[bytes, str] = {}
     return {
         "id": _array([e.id for e in rows]),
-        "occurred_at": _array([stamps.get(e.occurred_at) or stamps.setdefault(e.occurred_at, e.occurred_at.isoformat()) for e in rows]),
+        "occurred_at": _formatted_array([e.occurred_at for e in rows], datetime.isoformat),
         "type": _array([str(e.type) for e in rows]),
         "product_id": _array([e.product_id for e in rows]),
         "session_id": _array([e.session_id for e in rows]),
         "user_id": _nullable_array([e.user_id for e in rows]),
         "anonymous_id": _nullable_array([e.anonymous_id for e in rows]),
         "client_event_id": _nullable_array([e.client_event_id for e in rows]),
-        "page": _text_array([e.page for e in rows]),
-        "referrer_host": _text_array([e.referrer_host for e in rows]),
-        "country": _text_array([e.country for e in rows]),
-        "browser": _text_array([e.browser for e in rows]),
-        "os": _text_array([e.os for e in rows]),
-        "device": _text_array([e.device for e in rows]),
-        "ip_hash": _array([hashes.get(e.ip_hash) or hashes.setdefault(e.ip_hash, "\\\\x" + e.ip_hash.hex()) for e in rows]),
+        "page": _formatted_array([e.page for e in rows], _quoted),
+        "referrer_host": _formatted_array([e.referrer_host for e in rows], _quoted),
+        "country": _formatted_array([e.country for e in rows], _quoted),
+        "browser": _formatted_array([e.browser for e in rows], _quoted),
+        "os": _formatted_array([e.os for e in rows], _quoted),
+        "device": _formatted_array([e.device for e in rows], _quoted),
+        "ip_hash": _formatted_array([e.ip_hash for e in rows], lambda h: '"\\\\x' + h.hex() + '"'),
         "representative": _array(["t" if representatives is None or i in representatives else "f" for i in indices]),
     }
 
@@ -252,7 +251,7 @@ class InteractionWriter:
                 async with conn.cursor() as cursor:
                     return await _store_group(conn, cursor, events, self._window)
             except psycopg.Error as error:
-                if attempt == self.ATTEMPTS or not _transient(error):
+                if attempt == self.ATTEMPTS or not is_transient(error):
                     raise
                 if self._conn is not None and self._conn.broken:
                     self._conn = None
@@ -262,13 +261,6 @@ class InteractionWriter:
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
-
-
-def _transient(error: psycopg.Error) -> bool:
-    sqlstate = error.sqlstate or ""
-    return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08") or (
-        not sqlstate and isinstance(error, psycopg.OperationalError)
-    )
 
 
 def _answer(outcomes: dict[int, Outcome], events: list[Event], round_: dict[int, Sequence[int]], joined: dict[str, str]) -> None:
