@@ -100,6 +100,17 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | OSError)
 
 
+def transaction_attempts(attempts: int) -> AsyncRetrying:
+    """Attempts at a whole transaction: retried on transient errors, after short, growing,
+    jittered waits; the last error is raised as it is."""
+    return AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(multiplier=0.02, max=2.0),
+        reraise=True,
+    )
+
+
 async def run_in_transaction(
     engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 6
 ) -> T:
@@ -107,12 +118,7 @@ async def run_in_transaction(
 
     Domain errors and anything else propagate at once (after rollback).
     """
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(multiplier=0.02, max=2.0),
-        reraise=True,
-    ):
+    async for attempt in transaction_attempts(attempts):
         with attempt:
             async with engine.begin() as conn:
                 return await work(conn)

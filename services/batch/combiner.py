@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
-import tenacity
 from google.protobuf.message import Message
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs.db import is_transient
+from libs.db import is_transient, transaction_attempts
 from libs.errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
 
@@ -146,12 +145,7 @@ class GroupCommitter(Generic[Item]):
     async def _commit(self, group: list[_Unit[Item]]) -> None:
         outcomes: list[Any]
         try:
-            async for attempt in tenacity.AsyncRetrying(
-                retry=tenacity.retry_if_exception(is_transient),
-                stop=tenacity.stop_after_attempt(self._attempts),
-                wait=tenacity.wait_exponential_jitter(multiplier=0.02, max=2.0),
-                reraise=True,
-            ):
+            async for attempt in transaction_attempts(self._attempts):
                 with attempt:
                     outcomes = await self._transaction(group)
         except Exception as error:  # the shared transaction failed: nothing of the group was written
