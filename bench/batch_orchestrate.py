@@ -35,14 +35,15 @@ SELECT gen_random_uuid(), 'bench', category, current_quantity, '{"style_count": 
 FROM batch.batches;
 INSERT INTO batch.contributions (id, batch_id, order_id, quantity, style_count, amount)
 SELECT gen_random_uuid(), batch_id, id, quantity, 1, subtotal FROM batch.orders;
+INSERT INTO batch.filling_batches (id) SELECT id FROM batch.batches;
 """
 
 
 def _reset(url: str, n: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE batch.refunds, batch.supplier_orders, batch.contributions, batch.orders, batch.batches, "
-            "batch.outbox, batch.idempotency_keys"
+            "TRUNCATE batch.refunds, batch.supplier_orders, batch.contributions, batch.orders, batch.filling_batches, "
+            "batch.batches, batch.outbox, batch.idempotency_keys"
         )
         conn.execute(
             """
@@ -57,7 +58,7 @@ def _reset(url: str, n: int) -> None:
         with conn.transaction():
             for statement in LOAD.split(";")[:-1]:
                 conn.execute(statement, {"supplier": SUPPLIER, "n": n})
-        conn.execute("VACUUM ANALYZE batch.batches, batch.orders, batch.contributions")
+        conn.execute("VACUUM ANALYZE batch.batches, batch.orders, batch.contributions, batch.filling_batches")
 
 
 def _raw_update_seconds(url: str) -> float:

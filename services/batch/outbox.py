@@ -9,6 +9,7 @@ failure rolls back, so the same events are offered again after a backoff.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -27,13 +28,18 @@ BATCH_SIZE = 100
 FIRST_BACKOFF_SECONDS = 0.2
 
 
+def event_id(namespace: uuid.UUID, outbox_id: int) -> str:
+    """The same for every delivery of one outbox row, unique to this database's outbox."""
+    return str(uuid.uuid5(namespace, str(outbox_id)))
+
+
 def event_message(row: RowMapping) -> event_pb2.Event:
     data = Struct()
     data.update(row["data"])
     occurred = Timestamp()
     occurred.FromDatetime(row["occurred_time"])
     return event_pb2.Event(
-        event_id=str(row["event_id"]), type=row["type"], source="batch", occurred_time=occurred, data=data
+        event_id=event_id(row["namespace"], row["id"]), type=row["type"], source="batch", occurred_time=occurred, data=data
     )
 
 

@@ -232,7 +232,7 @@ WITH b AS (
 ), e AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
     SELECT 'order.placed', %(now)s,
-           jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b::batch.batches))
+           json_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b::batch.batches))
     FROM o, b
 )
 SELECT b.* FROM b, c
@@ -281,10 +281,12 @@ async def _start_batch(
             VALUES (:id, :category, :supplier_id, 'filling', :target, :capacity, :style_limit, :now, :closes,
                     :unit_price, :now, :now)
             RETURNING *
+        ), f AS (
+            INSERT INTO batch.filling_batches (id) SELECT id FROM b
         ), e AS (
             INSERT INTO batch.outbox (type, occurred_time, data)
             SELECT 'batch.opened', :now,
-                   jsonb_build_object('batch', batch.batch_json(b::batch.batches), 'supplier', batch.supplier_json(s))
+                   json_build_object('batch', batch.batch_json(b::batch.batches), 'supplier', batch.supplier_json(s))
             FROM b JOIN batch.suppliers s ON s.id = b.supplier_id
         )
         SELECT * FROM b
@@ -396,7 +398,7 @@ WITH i AS MATERIALIZED (
 ), e AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
     SELECT 'order.placed', %(now)s,
-           jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(j.batch))
+           json_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(j.batch))
     FROM o JOIN j ON j.order_id = o.id ORDER BY j.n
 )
 SELECT j.n, (j.batch).* FROM j ORDER BY j.n
@@ -510,8 +512,8 @@ async def _order_event(conn: AsyncConnection, event_type: str, order_id: str, no
         text(
             """
             INSERT INTO batch.outbox (type, occurred_time, data)
-            SELECT :type, :now, jsonb_build_object('order', batch.order_json(o), 'batch', batch.batch_json(b))
-                                || CAST(:extra AS jsonb)
+            SELECT :type, :now, CAST(jsonb_build_object('order', batch.order_json(o), 'batch', batch.batch_json(b))
+                                     || CAST(:extra AS jsonb) AS json)
             FROM batch.orders o JOIN batch.batches b ON b.id = o.batch_id WHERE o.id = :id
             """
         ),
@@ -700,8 +702,8 @@ async def _batch_event(conn: AsyncConnection, event_type: str, batch_id: str, no
         text(
             """
             INSERT INTO batch.outbox (type, occurred_time, data)
-            SELECT :type, :now, jsonb_build_object('batch', batch.batch_json(b), 'supplier', batch.supplier_json(s))
-                                || CAST(:extra AS jsonb)
+            SELECT :type, :now, CAST(jsonb_build_object('batch', batch.batch_json(b), 'supplier', batch.supplier_json(s))
+                                     || CAST(:extra AS jsonb) AS json)
             FROM batch.batches b JOIN batch.suppliers s ON s.id = b.supplier_id WHERE b.id = :id
             """
         ),
@@ -733,7 +735,7 @@ async def advance_batch(conn: AsyncConnection, batch_id: str, target: BatchStatu
                 )
                 INSERT INTO batch.outbox (type, occurred_time, data)
                 SELECT 'order.status_changed', :now,
-                       jsonb_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b),
+                       json_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b),
                                           'previous_status', 'confirmed')
                 FROM o JOIN batch.batches b ON b.id = o.batch_id
                 """
@@ -792,17 +794,22 @@ def threshold_params(thresholds: domain.Thresholds, now: datetime) -> dict[str, 
 
 
 async def _mark(conn: AsyncConnection, action: str, set_sql: str, where: str, params: dict) -> int:
-    """Changes the selected batches and remembers them for this transaction's follow-up.
+    """Changes the selected batches, which leave filling, and remembers them for this transaction's follow-up.
 
     The follow-up is a separate statement on purpose: its fresh snapshot sees every order
     committed before these batch rows were locked, and no order can join them afterwards."""
     await conn.execute(
-        text("CREATE TEMP TABLE IF NOT EXISTS orchestrated (id uuid PRIMARY KEY, action text) ON COMMIT DROP")
+        text("CREATE TEMP TABLE IF NOT EXISTS orchestrated (id uuid, action text) ON COMMIT DROP")
     )
     result = await conn.execute(
         text(
             f"""
-            WITH u AS (UPDATE batch.batches b SET {set_sql}, update_time = :now WHERE {where} RETURNING b.id)
+            WITH u AS (
+                UPDATE batch.batches b SET {set_sql}, update_time = :now FROM batch.filling_batches f
+                WHERE f.id = b.id AND {where} RETURNING b.id
+            ), left_filling AS (
+                DELETE FROM batch.filling_batches f USING u WHERE f.id = u.id
+            )
             INSERT INTO orchestrated (id, action) SELECT id, :action FROM u
             """
         ),
@@ -827,20 +834,19 @@ WITH c AS (
 
 CONFIRM_FOLLOW_UP = SELECTED + """, so AS (
     INSERT INTO batch.supplier_orders (order_number, batch_id, supplier_id, quantity, unit_price, total, create_time)
-    SELECT supplier_order_number, id, supplier_id, current_quantity, unit_price,
-           round(unit_price * current_quantity, 2), :now
-    FROM c ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id
+    SELECT supplier_order_number, id, supplier_id, current_quantity, unit_price, round(unit_price * current_quantity, 2), :now
+    FROM c RETURNING batch_id
 ), moved AS (
     UPDATE batch.orders o SET status = 'confirmed', update_time = :now FROM c
     WHERE o.batch_id = c.id AND o.status IN ('placed', 'awaiting_supplier')
     RETURNING o.batch_id, batch.order_json(o) AS order_data
 ), batch_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
-    SELECT 'batch.confirmed', :now, jsonb_build_object('batch', c.batch_data, 'supplier', s.supplier_data)
+    SELECT 'batch.confirmed', :now, json_build_object('batch', c.batch_data, 'supplier', s.supplier_data)
     FROM c JOIN s ON s.id = c.supplier_id
 ), order_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
-    SELECT 'order.status_changed', :now, jsonb_build_object('order', m.order_data, 'batch', c.batch_data)
+    SELECT 'order.status_changed', :now, json_build_object('order', m.order_data, 'batch', c.batch_data)
     FROM moved m JOIN c ON c.id = m.batch_id
 )
 SELECT (SELECT count(*) FROM so) AS supplier_orders
@@ -852,15 +858,15 @@ CANCEL_FOLLOW_UP = SELECTED + """, refunded AS (
     RETURNING o.id, o.batch_id, o.total, batch.order_json(o) AS order_data
 ), refunds AS (
     INSERT INTO batch.refunds (order_id, batch_id, amount, reason, create_time)
-    SELECT id, batch_id, total, :reason, :now FROM refunded ON CONFLICT (order_id) DO NOTHING RETURNING order_id
+    SELECT id, batch_id, total, :reason, :now FROM refunded RETURNING order_id
 ), batch_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
-    SELECT 'batch.cancelled', :now, jsonb_build_object('batch', c.batch_data, 'supplier', s.supplier_data,
+    SELECT 'batch.cancelled', :now, json_build_object('batch', c.batch_data, 'supplier', s.supplier_data,
                                                        'reason', :reason)
     FROM c JOIN s ON s.id = c.supplier_id
 ), order_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
-    SELECT 'order.refunded', :now, jsonb_build_object('order', r.order_data, 'batch', c.batch_data, 'reason', :reason)
+    SELECT 'order.refunded', :now, json_build_object('order', r.order_data, 'batch', c.batch_data, 'reason', :reason)
     FROM refunded r JOIN c ON c.id = r.batch_id
 )
 SELECT (SELECT count(*) FROM refunds) AS refunded
@@ -900,14 +906,15 @@ async def _flag(conn: AsyncConnection, action: domain.Action, params: dict) -> i
         text(
             f"""
             WITH u AS (
-                UPDATE batch.batches b SET {column} = true, update_time = :now WHERE {PREDICATES[action]}
+                UPDATE batch.batches b SET {column} = true, update_time = :now FROM batch.filling_batches f
+                WHERE f.id = b.id AND {PREDICATES[action]}
                 RETURNING b.supplier_id, batch.batch_json(b) AS batch_data
             ), s AS MATERIALIZED (
                 SELECT s.id, batch.supplier_json(s) AS supplier_data FROM batch.suppliers s
                 WHERE s.id IN (SELECT supplier_id FROM u)
             )
             INSERT INTO batch.outbox (type, occurred_time, data)
-            SELECT :event_type, :now, jsonb_build_object('batch', u.batch_data, 'supplier', s.supplier_data)
+            SELECT :event_type, :now, json_build_object('batch', u.batch_data, 'supplier', s.supplier_data)
             FROM u JOIN s ON s.id = u.supplier_id
             """
         ),
@@ -930,7 +937,7 @@ async def orchestrate(conn: AsyncConnection, thresholds: domain.Thresholds, now:
     params = threshold_params(thresholds, now)
     counts = OrchestrationCounts()
     counts.examined = (
-        await conn.execute(text("SELECT count(*) FROM batch.batches WHERE status = 'filling'"))
+        await conn.execute(text("SELECT count(*) FROM batch.filling_batches"))
     ).scalar_one()
     counts.confirmed, counts.supplier_orders = await confirm_batches(conn, PREDICATES[domain.Action.CONFIRM], params)
     counts.flagged_for_review = await _flag(conn, domain.Action.FLAG_FOR_REVIEW, params)
@@ -954,9 +961,9 @@ async def orchestrate_dry_run(conn: AsyncConnection, thresholds: domain.Threshol
                count(*) FILTER (WHERE {p[domain.Action.CANCEL]}) AS cancelled,
                count(*) FILTER (WHERE {p[domain.Action.NEARING_TARGET]}) AS nearing,
                count(*) FILTER (WHERE {p[domain.Action.CLOSING_SOON]}) AS closing,
-               (SELECT count(*) FROM batch.orders o JOIN batch.batches b ON b.id = o.batch_id
-                WHERE {p[domain.Action.CANCEL]} AND o.status IN ('placed', 'awaiting_supplier')) AS refunded
-        FROM batch.batches b WHERE b.status = 'filling'
+               (SELECT count(*) FROM batch.orders o JOIN batch.filling_batches f ON f.id = o.batch_id
+                JOIN batch.batches b ON b.id = f.id WHERE {p[domain.Action.CANCEL]} AND o.status IN ('placed', 'awaiting_supplier')) AS refunded
+        FROM batch.batches b JOIN batch.filling_batches f ON f.id = b.id WHERE b.status = 'filling'
         """,
         **threshold_params(thresholds, now),
     )
@@ -995,8 +1002,8 @@ async def resolve_review(conn: AsyncConnection, batch_id: str, confirm: bool, no
 async def pending_events(conn: AsyncConnection, limit: int) -> list[RowMapping]:
     return await _all(
         conn,
-        "SELECT id, event_id, type, occurred_time, data FROM batch.outbox WHERE delivered_time IS NULL "
-        "ORDER BY id LIMIT :limit FOR UPDATE",
+        "SELECT o.id, n.namespace, o.type, o.occurred_time, o.data FROM batch.outbox o, batch.outbox_namespace n "
+        "WHERE o.delivered_time IS NULL ORDER BY o.id LIMIT :limit FOR UPDATE OF o",
         limit=limit,
     )
 

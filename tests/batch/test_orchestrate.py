@@ -29,6 +29,7 @@ async def stub(own_database):
 def sql(own_database):
     with psycopg.connect(plain_url(own_database), autocommit=True) as conn:
         conn.execute("UPDATE batch.batches SET status = 'completed' WHERE status = 'filling'")  # start clean
+        conn.execute("DELETE FROM batch.filling_batches")
         yield conn
 
 
@@ -150,6 +151,25 @@ async def test_review_is_resolved_by_an_admin(stub, sql):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await resolve(to_cancel.batch.batch_id, pb.REVIEW_DECISION_CONFIRM)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_the_filling_set_follows_every_way_out_of_filling(stub, sql):
+    small = await batch_at(stub, sql, 100)
+    confirmed_now = await batch_at(stub, sql, 8_000)
+    await orchestrate(stub)
+    cancelled_later = await batch_at(stub, sql, 100)
+    reviewed = await batch_at(stub, sql, 6_000)
+    await orchestrate(stub, datetime.now(UTC) + timedelta(days=30))
+    await stub.ResolveReview(
+        pb.ResolveReviewRequest(request_id=request_id(), batch_id=reviewed.batch.batch_id, decision=pb.REVIEW_DECISION_CONFIRM),
+        metadata=ADMIN,
+    )
+    filling = {str(row[0]) for row in sql.execute("SELECT id FROM batch.filling_batches")}
+    by_status = {str(row[0]) for row in sql.execute("SELECT id FROM batch.batches WHERE status = 'filling'")}
+    assert filling == by_status
+    assert not {small.batch.batch_id, confirmed_now.batch.batch_id, cancelled_later.batch.batch_id, reviewed.batch.batch_id} & filling
+    fresh = await batch_at(stub, sql, 100)
+    assert fresh.batch.batch_id in {str(row[0]) for row in sql.execute("SELECT id FROM batch.filling_batches")}
 
 
 async def test_batches_advance_through_production_and_nowhere_else(stub, sql):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -15,6 +16,7 @@ from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 
 from libs.errors import field_violations
 from libs.scratch_db import plain_url
+from services.batch.outbox import event_id
 from tests.batch.conftest import ADMIN, SERVICE, create_supplier, place, request_id, unique_category
 from tests.support import auth, serve, stub_for
 
@@ -92,11 +94,47 @@ async def test_events_reach_rules_in_order_with_the_contract_shape(stub, fake_ru
     assert pending == 0
 
 
+def test_event_ids_are_stable_per_outbox_row_and_distinct_across_rows_and_databases():
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    assert event_id(mine, 7) == event_id(mine, 7)
+    assert len({event_id(mine, row) for row in range(10_000)}) == 10_000
+    assert event_id(mine, 7) != event_id(other, 7)
+    assert uuid.UUID(event_id(mine, 7)).version == 5
+
+
+async def test_free_text_reaches_rules_exactly_as_written(stub, fake_rules):
+    category = unique_category()
+    awkward = 'Quote " backslash \\ newline \n tab \t unicode \u00e9 braces {} and %s'
+    supplier = await create_supplier(stub, category, name=awkward)
+    placed = await place(stub, category, 10, buyer=awkward)
+    await eventually(lambda: any(e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id
+                                 for e in fake_rules.received))
+    opened = next(e for e in fake_rules.received if e.type == "batch.opened" and e.data["batch"]["id"] == placed.batch.batch_id)
+    assert opened.data["supplier"]["name"] == awkward == supplier.name
+    order_event = next(e for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id)
+    assert order_event.data["order"]["buyer_id"] == awkward
+
+
+async def test_an_event_offered_again_keeps_its_event_id(stub, fake_rules, sql):
+    category = unique_category()
+    await create_supplier(stub, category)
+    placed = await place(stub, category, 10)
+    mine = lambda: [e.event_id for e in fake_rules.received if e.type == "order.placed"  # noqa: E731
+                    and e.data["order"]["id"] == placed.order.order_id]
+    await eventually(lambda: len(mine()) == 1)
+    # As after a crash between delivering and marking delivered.
+    sql.execute("UPDATE batch.outbox SET delivered_time = NULL WHERE type = 'order.placed' AND data->'order'->>'id' = %s",
+                (placed.order.order_id,))
+    await eventually(lambda: len(mine()) == 2)
+    first, again = mine()
+    assert first == again
+
+
 async def test_while_rules_is_down_events_wait_and_then_arrive_once_each_in_order(stub, fake_rules, sql):
     category = unique_category()
     await create_supplier(stub, category)
     fake_rules.down = True
-    calls_before = fake_rules.calls
+    calls_before, received_before = fake_rules.calls, len(fake_rules.received)
     placed = [await place(stub, category, 5, buyer=f"d{i}") for i in range(5)]
     await eventually(lambda: fake_rules.calls >= calls_before + 2)  # retried with backoff
     assert sql.execute("SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL").fetchone()[0] >= 6
@@ -105,7 +143,7 @@ async def test_while_rules_is_down_events_wait_and_then_arrive_once_each_in_orde
     delivered = lambda: [e.data["order"]["id"] for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] in ids]  # noqa: E731
     await eventually(lambda: len(delivered()) == 5)
     assert delivered() == ids
-    event_ids = [e.event_id for e in fake_rules.received]
+    event_ids = [e.event_id for e in fake_rules.received[received_before:]]
     assert len(event_ids) == len(set(event_ids))
 
 
