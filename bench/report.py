@@ -45,25 +45,36 @@ def growth_rows(figures: list[Figure]) -> list[str]:
     return rows
 
 
-TABLE_ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| (?P<value>[^|]+) \| (?P<unit>[^|]+) \| (?P<ratio>[^|]*) \| (?P<vs>[^|]*) \|$")
+TABLE_ROW = re.compile(
+    r"^\| `(?P<name>[^`]+)` \| (?P<value>[^|]+) \| (?P<unit>[^|]+) \| (?P<ratio>[^|]*) \| (?P<vs>[^|]*) \|"
+    r"(?: (?P<measured>[^|]*) \|)?$"
+)
 MEASURED = re.compile(r"^Measured (?P<when>.+?) on (?P<machine>.+)\.$")
 
 
-def read_report(path: str) -> tuple[str | None, list[Figure]]:
-    """The time and figures of an earlier report (to keep the figures a partial run did not measure)."""
+def cpu_of(machine: str) -> str:
+    """`2 cores (AMD EPYC), 24 GiB, ...` -> `2 cores (AMD EPYC)`: what a row needs to be compared."""
+    return machine.split(",", 1)[0]
+
+
+def read_report(path: str) -> tuple[list[Figure], dict[str, str]]:
+    """The figures of an earlier report and when and where each was measured (to keep the
+    figures a partial run did not measure, with their own provenance)."""
     if not Path(path).exists():
-        return None, []
-    when, figures = None, []
+        return [], {}
+    header, figures, measured = None, [], {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):  # the figures table comes first; later sections derive from it
             break
-        if (measured := MEASURED.match(line)) and when is None:
-            when = measured["when"]
+        if (match := MEASURED.match(line)) and header is None:
+            header = f"{match['when']}, {cpu_of(match['machine'])}"
         elif (row := TABLE_ROW.match(line)) and row["name"] != "figure":
             ratio = row["ratio"].strip()
-            figures.append(Figure(row["name"], float(row["value"]), row["unit"].strip(), float(ratio) if ratio else None,
-                                  row["vs"].strip()))
-    return when, figures
+            figure = Figure(row["name"], float(row["value"]), row["unit"].strip(), float(ratio) if ratio else None,
+                            row["vs"].strip())
+            figures.append(figure)
+            measured[figure.name] = (row["measured"] or "").strip() or header or ""
+    return figures, measured
 
 
 def write_markdown(
@@ -76,22 +87,25 @@ def write_markdown(
     failed: dict[str, str] | None = None,
     merge: bool = False,
 ) -> None:
-    """Writes the report; with `merge`, figures of the existing report that this run did not measure stay."""
+    """Writes the report; with `merge`, figures of the existing report that this run did not
+    measure stay, each row saying when and on which machine it was measured."""
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    measured = f"Measured {when} on {machine}."
+    heading = f"Measured {when} on {machine}."
+    provenance = {f.name: f"{when}, {cpu_of(machine)}" for f in figures}
     if merge:
-        earlier_when, earlier = read_report(path)
+        earlier, earlier_provenance = read_report(path)
         fresh = {f.name: f for f in figures}
         if any(f.name not in fresh for f in earlier):
-            names = ", ".join(f"`{f.name}`" for f in figures)
-            measured = f"Measured {earlier_when} on {machine}. Updated {when}: {names}."
+            heading = (f"Figures from more than one run: each row says when and on which machine. "
+                       f"Latest update {when} on {machine}.")
+            provenance = {**earlier_provenance, **provenance}
             known = {f.name for f in earlier}
             figures = [fresh.get(f.name, f) for f in earlier] + [f for f in figures if f.name not in known]
     how = "a single run" if runs == 1 else f"the median of {runs} runs" if runs else "the median of several runs"
     lines = [
         "# Loom benchmark results",
         "",
-        measured,
+        heading,
         "",
         f"Each value is {how}; the ratio compares it with a baseline measured in the same run",
         "on the same machine (`vs`), so a noisy, shared machine moves both sides alike.",
@@ -99,10 +113,10 @@ def write_markdown(
     ]
     if quick:
         lines += ["", "**Quick run**: small workloads (`--quick`); sized figures keep their full-size names."]
-    lines += ["", "| figure | value | unit | ratio | vs |", "| --- | ---: | --- | ---: | --- |"]
+    lines += ["", "| figure | value | unit | ratio | vs | measured |", "| --- | ---: | --- | ---: | --- | --- |"]
     for f in figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.3g}"
-        lines.append(f"| `{f.name}` | {f.value:.4g} | {f.unit} | {ratio} | {f.vs} |")
+        lines.append(f"| `{f.name}` | {f.value:.4g} | {f.unit} | {ratio} | {f.vs} | {provenance[f.name]} |")
     growth = [] if quick else growth_rows(figures)
     if growth:
         lines += [

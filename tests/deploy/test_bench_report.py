@@ -35,8 +35,17 @@ def test_report_notes_the_machine_lists_every_figure_and_failures(tmp_path):
 def test_a_partial_run_merged_into_a_report_keeps_the_figures_it_did_not_measure(tmp_path):
     path = tmp_path / "RESULTS.md"
     earlier = [Figure("a.10k", 1.0, "s", 2.0, "raw"), Figure("a.100k", 10.0, "s", 2.0, "raw"), Figure("b", 5.0, "ops/s", None, "")]
-    write_markdown(str(path), earlier, "2 cores", runs=3)
-    write_markdown(str(path), [Figure("b", 7.0, "ops/s", 0.5, "bare")], "2 cores", runs=3, merge=True)
-    _, figures = read_report(str(path))
+    write_markdown(str(path), earlier, "2 cores (Intel Xeon), 24 GiB", runs=3)
+    write_markdown(str(path), [Figure("b", 7.0, "ops/s", 0.5, "bare")], "2 cores (AMD EPYC), 24 GiB", runs=3, merge=True)
+    figures, measured = read_report(str(path))
     assert {f.name: (f.value, f.ratio) for f in figures} == {"a.10k": (1.0, 2.0), "a.100k": (10.0, 2.0), "b": (7.0, 0.5)}
-    assert "Updated" in path.read_text() and "## How cost grows with work" in path.read_text()
+    assert "## How cost grows with work" in path.read_text()
+
+
+def test_each_merged_row_keeps_the_machine_it_was_measured_on(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    write_markdown(str(path), [Figure("a", 1.0, "s", 2.0, "raw")], "2 cores (Intel Xeon), 24 GiB", runs=3)
+    write_markdown(str(path), [Figure("b", 7.0, "ops/s", 0.5, "bare")], "2 cores (AMD EPYC), 24 GiB", runs=3, merge=True)
+    _, measured = read_report(str(path))
+    assert measured["a"].endswith("2 cores (Intel Xeon)") and measured["b"].endswith("2 cores (AMD EPYC)")
+    assert "Latest update" in path.read_text() and "on 2 cores (AMD EPYC), 24 GiB." in path.read_text()
