@@ -736,7 +736,7 @@ async def advance_batch(conn: AsyncConnection, batch_id: str, target: BatchStatu
                 INSERT INTO batch.outbox (type, occurred_time, data)
                 SELECT 'order.status_changed', :now,
                        json_build_object('order', batch.order_json(o::batch.orders), 'batch', batch.batch_json(b),
-                                          'previous_status', 'confirmed')
+                                         'previous_status', 'confirmed')
                 FROM o JOIN batch.batches b ON b.id = o.batch_id
                 """
             ),
@@ -834,7 +834,8 @@ WITH c AS (
 
 CONFIRM_FOLLOW_UP = SELECTED + """, so AS (
     INSERT INTO batch.supplier_orders (order_number, batch_id, supplier_id, quantity, unit_price, total, create_time)
-    SELECT supplier_order_number, id, supplier_id, current_quantity, unit_price, round(unit_price * current_quantity, 2), :now
+    SELECT supplier_order_number, id, supplier_id, current_quantity, unit_price,
+           round(unit_price * current_quantity, 2), :now
     FROM c RETURNING batch_id
 ), moved AS (
     UPDATE batch.orders o SET status = 'confirmed', update_time = :now FROM c
@@ -862,7 +863,7 @@ CANCEL_FOLLOW_UP = SELECTED + """, refunded AS (
 ), batch_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
     SELECT 'batch.cancelled', :now, json_build_object('batch', c.batch_data, 'supplier', s.supplier_data,
-                                                       'reason', :reason)
+                                                      'reason', :reason)
     FROM c JOIN s ON s.id = c.supplier_id
 ), order_events AS (
     INSERT INTO batch.outbox (type, occurred_time, data)
@@ -928,7 +929,7 @@ async def tune_for_bulk(conn: AsyncConnection) -> None:
     work at these sizes), and memory to sort and hash the selected batches and orders
     without spilling to disk."""
     await conn.execute(text("SET LOCAL jit = off"))
-    await conn.execute(text("SET LOCAL work_mem = '64MB'"))
+    await conn.execute(text("SET LOCAL work_mem = '256MB'"))
 
 
 async def orchestrate(conn: AsyncConnection, thresholds: domain.Thresholds, now: datetime) -> OrchestrationCounts:
