@@ -99,6 +99,7 @@ def write_markdown(
             heading = (f"Figures from more than one run: each row says when and on which machine. "
                        f"Latest update {when} on {machine}.")
             provenance = {**earlier_provenance, **provenance}
+            runs = None  # the earlier rows may have been medians of another number of runs
             known = {f.name for f in earlier}
             figures = [fresh.get(f.name, f) for f in earlier] + [f for f in figures if f.name not in known]
     how = "a single run" if runs == 1 else f"the median of {runs} runs" if runs else "the median of several runs"
