@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import psycopg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -112,6 +113,13 @@ def transaction_attempts(attempts: int) -> AsyncRetrying:
         wait=wait_exponential_jitter(multiplier=0.02, max=2.0),
         reraise=True,
     )
+
+
+async def tune_for_bulk(conn: AsyncConnection) -> None:
+    """For the rest of this transaction of a bulk job (Orchestrate, aggregation): no JIT (its
+    compile time, ~0.7 s per statement, dwarfs the work at these sizes) and memory to sort and
+    hash hundreds of thousands of rows without spilling to disk."""
+    await conn.execute(text("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"))
 
 
 async def run_in_transaction(

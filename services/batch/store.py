@@ -21,6 +21,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from libs.db import tune_for_bulk
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from libs.idempotency import idempotency_table
 from services.batch import domain
@@ -922,14 +923,6 @@ async def _flag(conn: AsyncConnection, action: domain.Action, params: dict) -> i
         {**params, "event_type": event_type},
     )
     return result.rowcount
-
-
-async def tune_for_bulk(conn: AsyncConnection) -> None:
-    """For this transaction: no JIT (its compile time, ~0.7 s per statement, dwarfs the
-    work at these sizes), and memory to sort and hash the selected batches and orders
-    without spilling to disk."""
-    await conn.execute(text("SET LOCAL jit = off"))
-    await conn.execute(text("SET LOCAL work_mem = '256MB'"))
 
 
 async def orchestrate(conn: AsyncConnection, thresholds: domain.Thresholds, now: datetime) -> OrchestrationCounts:

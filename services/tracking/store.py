@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs.db import async_url, is_transient, run_in_transaction
+from libs.db import async_url, is_transient, run_in_transaction, tune_for_bulk
 from libs.errors import FailedPrecondition, NotFound
 from libs.scratch_db import plain_url
 from services.tracking.domain import FUNNEL, Event, Outcome, first_claims, session_rounds, share_lock_keys
@@ -809,8 +809,7 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
     a person being the (attributed) user, else the session.
     """
     await conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": AGGREGATION_LOCK[0], "b": AGGREGATION_LOCK[1]})
-    await conn.execute(text("SET LOCAL work_mem = '256MB'"))
-    await conn.execute(text("SET LOCAL jit = off"))  # compiling costs more than it saves on these plans
+    await tune_for_bulk(conn)
     previous = (await conn.execute(text("SELECT aggregated_through FROM tracking.aggregation_state"))).scalar()
     if previous is None:
         oldest = (await conn.execute(text("SELECT min(occurred_at) FROM tracking.interactions"))).scalar()
