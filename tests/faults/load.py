@@ -20,7 +20,7 @@ import httpx
 import psycopg
 from google.protobuf import json_format, struct_pb2
 from loom.batch.v1 import batch_pb2
-from loom.rules.v1 import rules_pb2, rules_pb2_grpc
+from loom.rules.v1 import rules_pb2
 from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 

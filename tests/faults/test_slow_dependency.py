@@ -18,7 +18,7 @@ import pytest
 from loom.scheduler.v1 import scheduler_pb2
 
 from libs.scratch_db import ROOT
-from tests.support import TEST_JWT_SECRET, auth, free_port, serve, stub_for, wait_serving
+from tests.support import TEST_JWT_SECRET, auth, free_port, serve, stub_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
