@@ -11,7 +11,8 @@ A call therefore returns only after its events are committed.
 Like PostgreSQL's commit_delay, a writer may wait a little for a group to grow, but
 only once calls have been seen arriving while another group was being written: the
 callers are then concurrent and the server busy, and each tiny group would cost more
-CPU (a statement, a commit) than the wait costs them. A lone caller never waits.
+CPU (a statement, a commit) than the wait costs them. A lone caller never waits, and
+the wait ends early once the group holds `group_calls` calls or a full batch of events.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class GroupCommitter:
         self._group_calls = group_calls
         self._pending: deque[tuple[list[Event], asyncio.Future[list[Outcome]]]] = deque()
         self._ready = asyncio.Event()
-        self._grown = asyncio.Event()  # the queue holds group_calls calls
+        self._grown = asyncio.Event()  # the queue holds group_calls calls or a full group of events
+        self._queued_events = 0
         self._writing = 0  # groups being written
         self._concurrent = False  # a call arrived while a group was being written
         self._closed = False
@@ -115,15 +117,20 @@ class GroupCommitter:
             raise Unavailable("the tracking service is shutting down")
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._pending.append((events, future))
+        self._queued_events += len(events)
         self._ready.set()
         if self._writing:
             self._concurrent = True
-        if len(self._pending) >= self._group_calls:
+        if not self._may_grow():
             self._grown.set()
         return await future
 
+    def _may_grow(self) -> bool:
+        """Whether waiting could make the next group bigger: it has neither group_calls calls nor max_batch events."""
+        return len(self._pending) < self._group_calls and self._queued_events < self._max_batch
+
     async def _let_group_grow(self) -> None:
-        if self._delay and self._concurrent and len(self._pending) < self._group_calls:
+        if self._delay and self._concurrent and self._may_grow():
             self._grown.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._grown.wait(), self._delay)
@@ -133,6 +140,7 @@ class GroupCommitter:
         group, size = [], 0
         while self._pending and (not group or size + len(self._pending[0][0]) <= self._max_batch):
             events, future = self._pending.popleft()
+            self._queued_events -= len(events)
             if future.done():  # the caller went away before its turn: nothing was promised
                 continue
             group.append((events, future))

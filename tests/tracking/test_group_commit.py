@@ -61,3 +61,18 @@ async def test_a_waiting_group_is_written_when_the_delay_runs_out():
     finally:
         await committer.close()
     assert flush.groups == [1, 1] and 0.09 <= waited < 1.0
+
+
+async def test_a_waiting_group_is_written_as_soon_as_it_holds_a_full_batch_of_events():
+    flush = RecordingFlush(0.02)
+    committer = GroupCommitter([flush], max_batch=10, delay=5.0, group_calls=50)
+    try:
+        first = asyncio.create_task(committer.submit(["a"]))
+        await asyncio.sleep(0.005)  # "a" is being written: the next group waits to grow
+        started = time.perf_counter()
+        await asyncio.gather(committer.submit(["b"] * 4), committer.submit(["c"] * 6))
+        waited = time.perf_counter() - started
+        await first
+    finally:
+        await committer.close()
+    assert flush.groups == [1, 10] and waited < 1.0
