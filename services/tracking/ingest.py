@@ -133,7 +133,8 @@ class GroupCommitter:
         if self._delay and self._concurrent and self._may_grow():
             self._grown.clear()
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._grown.wait(), self._delay)
+                async with asyncio.timeout(self._delay):  # unlike wait_for, starts no task per wait
+                    await self._grown.wait()
         self._concurrent = False
 
     def _take_group(self) -> list[tuple[list[Event], asyncio.Future[list[Outcome]]]]:
