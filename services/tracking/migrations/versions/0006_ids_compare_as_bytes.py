@@ -7,7 +7,9 @@ keys. Byte order also makes the order of ids the same whatever locale the databa
 created with. Every column that holds ids changes together, so joins between raw events
 and aggregates keep comparing one collation and can use each other's indexes.
 
-Changing a column's collation keeps its data and rebuilds its indexes.
+Changing a column's collation keeps the table's data as it is but rebuilds the indexes
+on that column, under an exclusive lock that holds ingestion back until they are built:
+with months of raw interactions, run it at a quiet hour.
 
 Revision ID: 0006
 Revises: 0005
