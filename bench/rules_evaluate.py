@@ -138,7 +138,7 @@ def business_rules_conditions(node: dict) -> dict:
     return {"name": name, "operator": renamed.get(operator, operator), "value": value}
 
 
-def business_rules_engine(conditions: list[dict]):
+def business_evaluator(conditions: list[dict]):
     from business_rules import engine
     from business_rules.actions import BaseActions, rule_action
     from business_rules.variables import BaseVariables, numeric_rule_variable, string_rule_variable
@@ -234,7 +234,7 @@ async def rule_evaluation(ctx: BenchContext) -> list[Figure]:
     def floor(facts: dict) -> list[int]:
         return [i for i, test in enumerate(closures) if test(facts)]
 
-    zen_run, business_run = zen_engine(conditions), business_rules_engine(conditions)
+    zen_run, business_run = zen_engine(conditions), business_evaluator(conditions)
     for facts in sample[:200]:  # the same work: every engine matches the same rules
         expected = floor(facts)
         assert sorted(ours(facts)) == expected == zen_run(facts) == business_run(facts)

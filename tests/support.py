@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from libs.auth import mint_token
 from libs.clients import STUBS, open_channel
 from libs.scratch_db import ROOT
-from libs.server import RunningService, start
+from libs.bootstrap import RunningService, start
 from libs.settings import SERVICE_NAMES, Settings
 
 TEST_JWT_SECRET = "loom-test-secret-not-for-production"
@@ -56,7 +56,7 @@ def auth(role: str, subject: str | None = None) -> tuple[tuple[str, str], ...]:
 @asynccontextmanager
 async def serve(service: str, database_url: str, **overrides) -> AsyncIterator[RunningService]:
     """Runs a service in-process on a free loopback port for the duration of the block."""
-    spec = __import__(f"services.{service}.service", fromlist=["SPEC"]).SPEC
+    spec = __import__(f"services.{service}.wiring", fromlist=["SPEC"]).SPEC
     running = await start(spec, settings_for(service, database_url, **overrides), port=0)
     try:
         yield running

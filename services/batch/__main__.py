@@ -1,4 +1,4 @@
-from libs.server import main
-from services.batch.service import SPEC
+from libs.bootstrap import main
+from services.batch.wiring import SPEC
 
 main(SPEC)

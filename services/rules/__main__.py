@@ -1,4 +1,4 @@
-from libs.server import main
-from services.rules.service import SPEC
+from libs.bootstrap import main
+from services.rules.wiring import SPEC
 
 main(SPEC)

@@ -19,7 +19,7 @@ from services.rules import store
 from services.rules.domain.conditions import ConditionTrace
 from services.rules.domain.evaluation import RuleOutcome
 from services.rules.domain.rules import RuleDefinition, validated
-from services.rules.engine import Engine, Processed, Worker
+from services.rules.evaluator import RuleEvaluator, Processed, Worker
 from services.rules.settings import RulesSettings
 
 UPDATABLE = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
@@ -205,8 +205,8 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
 
 
 class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
-    def __init__(self, engine: AsyncEngine, rules_engine: Engine, worker: Worker, settings: RulesSettings) -> None:
-        self._db, self._engine, self._worker, self._settings = engine, rules_engine, worker, settings
+    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings) -> None:
+        self._db, self._evaluator, self._worker, self._settings = engine, evaluator, worker, settings
 
     async def _idempotent(self, method: str, request, response_type, work):
         return await idempotency.run_idempotent(self._db, store.idempotency_keys, method, request, response_type, work)
@@ -214,7 +214,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     # --- rule CRUD ---------------------------------------------------------------------
 
     async def CreateRule(self, request, context):
-        definition = validated(definition_from_proto(request.rule), self._engine.limits)
+        definition = validated(definition_from_proto(request.rule), self._evaluator.limits)
         actor = current_caller().subject
 
         async def work(conn):
@@ -249,7 +249,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
             merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
-            definition = validated(RuleDefinition(**merged), self._engine.limits).as_dict()
+            definition = validated(RuleDefinition(**merged), self._evaluator.limits).as_dict()
             row = await store.change_rule(conn, request.rule.rule_id, {k: definition[k] for k in paths}, actor)
             return rules_pb2.UpdateRuleResponse(rule=rule_to_proto(row))
 
@@ -303,7 +303,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         record = event_record(request.event, "event", violations)
         violations.raise_if_any()
         if request.dry_run:
-            evaluation = await self._engine.evaluate(record, traced=True)
+            evaluation = await self._evaluator.evaluate(record, traced=True)
             return rules_pb2.EvaluateEventResponse(
                 rules=[outcome_to_proto(o) for o in evaluation.outcomes], fetched_facts=_struct(evaluation.fetched)
             )
@@ -318,7 +318,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
         lease = self._settings.event_lease_seconds
         await run_in_transaction(self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease))
-        return [await self._engine.process(record, traced=traced) for record in records]
+        return [await self._evaluator.process(record, traced=traced) for record in records]
 
     async def ExecuteRules(self, request, context):
         """Idempotent by request_id; the key is kept outside the run's transactions, which call other services."""

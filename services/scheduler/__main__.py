@@ -1,4 +1,4 @@
-from libs.server import main
-from services.scheduler.service import SPEC
+from libs.bootstrap import main
+from services.scheduler.wiring import SPEC
 
 main(SPEC)

@@ -1,4 +1,4 @@
-from libs.server import main
-from services.tracking.service import SPEC
+from libs.bootstrap import main
+from services.tracking.wiring import SPEC
 
 main(SPEC)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 from playwright.async_api import Browser, Page
 
-from libs.server import start
+from libs.bootstrap import start
 from libs.settings import SERVICE_NAMES
 from tests.gateway.support import RunningGateway, gateway_settings, run_gateway
 from tests.support import free_port, settings_for, token
@@ -45,7 +45,7 @@ async def live_suite(database_url: str, services: tuple[str, ...] = SERVICE_NAME
     targets = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     async with AsyncExitStack() as stack:
         for name in services:
-            spec = importlib.import_module(f"services.{name}.service").SPEC
+            spec = importlib.import_module(f"services.{name}.wiring").SPEC
             settings = settings_for(name, database_url, **{f"{n}_port": p for n, p in ports.items()}, **overrides)
             running = await start(spec, settings, port=ports[name])
             stack.push_async_callback(running.stop, 1)

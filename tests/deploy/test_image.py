@@ -62,7 +62,7 @@ def test_code_generation_runs_on_the_build_context_alone(image_tree):
 
 
 def test_every_process_and_the_cli_import_from_the_image_tree_alone(image_tree):
-    modules = ["libs.cli", *(f"services.{p}.service" for p in PROCESSES if p != "gateway"), "services.gateway.app"]
+    modules = ["libs.cli", *(f"services.{p}.wiring" for p in PROCESSES if p != "gateway"), "services.gateway.app"]
     code = "import importlib\n" + "".join(f"m = importlib.import_module({m!r}); assert m.__file__.startswith({str(image_tree)!r}), m.__file__\n" for m in modules)
     done = run_isolated(image_tree, code)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,7 +16,7 @@ from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
 from libs import logs
 from libs.errors import InvalidArgument, FieldViolation, field_violations, status_details
-from libs.server import ServiceSpec, start
+from libs.bootstrap import ServiceSpec, start
 from services.batch.settings import BatchSettings
 from tests.support import TEST_JWT_SECRET, auth, settings_for
 

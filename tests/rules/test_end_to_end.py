@@ -18,7 +18,7 @@ from loom.batch.v1 import batch_pb2
 from loom.rules.v1 import rules_pb2
 
 from libs.scratch_db import plain_url
-from libs.server import start
+from libs.bootstrap import start
 from tests.batch.conftest import create_supplier, own_database, place  # noqa: F401 - own_database is a fixture
 from tests.rules.conftest import ADMIN, action, create, rule_message
 from tests.rules.peers import eventually
@@ -42,7 +42,7 @@ async def stubs(own_database, smtp):
     }
     async with AsyncExitStack() as stack:
         for name in ("rules", "batch"):
-            spec = importlib.import_module(f"services.{name}.service").SPEC
+            spec = importlib.import_module(f"services.{name}.wiring").SPEC
             running = await start(spec, settings_for(name, own_database, **overrides, **own[name]), port=ports[name])
             stack.push_async_callback(running.stop, 1)
         batch = await stack.enter_async_context(stub_for("batch", overrides["batch_target"]))

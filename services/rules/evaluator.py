@@ -1,6 +1,6 @@
 """Evaluating events against the active rules and running what matched.
 
-`Engine.process` is the one path every evaluation takes (the background worker,
+`RuleEvaluator.process` is the one path every evaluation takes (the background worker,
 EvaluateEvent without dry run, ExecuteRules): load the active rules (so an edit or a
 toggle applies to the next event), fetch the facts they need once, evaluate, claim
 one execution per matched (rule, event) and mark the event evaluated in one
@@ -89,7 +89,7 @@ class Processed:
     postponed: bool = False
 
 
-class Engine:
+class RuleEvaluator:
     def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings) -> None:
         self._engine, self._clients, self._settings = engine, clients, settings
         self._limits = RegexLimits(
@@ -213,8 +213,8 @@ class Engine:
 class Worker:
     """Evaluates stored events in arrival order and resumes stalled executions, until cancelled."""
 
-    def __init__(self, engine: AsyncEngine, rules_engine: Engine, settings: RulesSettings) -> None:
-        self._db, self._engine, self._settings = engine, rules_engine, settings
+    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings) -> None:
+        self._db, self._evaluator, self._settings = engine, evaluator, settings
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -245,11 +245,11 @@ class Worker:
         )
         for execution in stalled:
             log.info("resuming execution", execution_id=execution["execution_id"])
-            await self._engine.runner.run(execution)
+            await self._evaluator.runner.run(execution)
         events = await run_in_transaction(
             self._db,
             lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
         )
         for event in events:
-            await self._engine.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
+            await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
         return bool(stalled or events)

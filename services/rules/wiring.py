@@ -5,8 +5,8 @@ import contextlib
 
 from loom.rules.v1 import rules_pb2_grpc
 
-from libs.server import ServiceContext, ServiceSpec
-from services.rules.engine import Engine, Worker
+from libs.bootstrap import ServiceContext, ServiceSpec
+from services.rules.evaluator import RuleEvaluator, Worker
 from services.rules.server import RulesServicer
 from services.rules.settings import RulesSettings
 
@@ -15,9 +15,9 @@ async def setup(context: ServiceContext) -> None:
     """Registers the servicer and starts the evaluation worker (stopped on shutdown)."""
     settings = context.settings
     assert isinstance(settings, RulesSettings) and context.engine is not None
-    engine = Engine(context.engine, context.clients, settings)
-    worker = Worker(context.engine, engine, settings)
-    rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(context.engine, engine, worker, settings), context.server)
+    evaluator = RuleEvaluator(context.engine, context.clients, settings)
+    worker = Worker(context.engine, evaluator, settings)
+    rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(context.engine, evaluator, worker, settings), context.server)
     task = asyncio.create_task(worker.run(), name="rules-worker")
 
     async def stop_worker() -> None:

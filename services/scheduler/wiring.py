@@ -7,7 +7,7 @@ from loom.scheduler.v1 import scheduler_pb2_grpc
 
 from libs import db
 from libs.scratch_db import plain_url
-from libs.server import ServiceContext, ServiceSpec
+from libs.bootstrap import ServiceContext, ServiceSpec
 from services.scheduler import store
 from services.scheduler.domain import JOBS, parse_schedule_spec, validate_schedule, zone
 from services.scheduler.leader import Replica, replica_identity

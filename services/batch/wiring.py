@@ -5,7 +5,7 @@ from contextlib import suppress
 
 from loom.batch.v1 import batch_pb2_grpc
 
-from libs.server import ServiceContext, ServiceSpec
+from libs.bootstrap import ServiceContext, ServiceSpec
 from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
 from services.batch.server import BatchServicer, OrderPlacement
