@@ -39,14 +39,14 @@ from services.batch.messages import (
     supplier_terms_of,
     timestamp,
 )
-from services.batch.records import Batch, Order, OrchestrationCounts
+from services.batch.records import Batch, OrchestrationCounts, Order
 from services.batch.settings import BatchSettings
 from services.batch.store import batches, orders, suppliers
-from services.batch.store.retention import purge
 from services.batch.store.prices import price_history
+from services.batch.store.retention import purge
 from services.batch.store.schema import IDEMPOTENCY, parse_uuid
-from services.batch.usecases import orchestration, prices
 from services.batch.usecases import batches as batch_usecases
+from services.batch.usecases import orchestration, prices
 from services.batch.usecases import orders as order_usecases
 from services.batch.usecases.suppliers import recommend_supplier
 from services.batch.watch import BatchWatcher
