@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from libs.domain_errors import NotFound
 from services.batch.domain import BatchStatus
 from services.batch.records import Batch
-from services.batch.store.schema import fetch_all, fetch_one, parse_uuid
+from services.batch.store.schema import after_key, fetch_all, fetch_by_id, parse_uuid
 
 
 def batch_record(row: Mapping[str, Any]) -> Batch:
@@ -38,14 +37,7 @@ def batch_record(row: Mapping[str, Any]) -> Batch:
 
 
 async def get_batch(conn: AsyncConnection, batch_id: str, *, for_update: bool = False) -> Batch:
-    row = await fetch_one(
-        conn,
-        "SELECT * FROM batch.batches WHERE id = :id" + (" FOR UPDATE" if for_update else ""),
-        id=parse_uuid("batch_id", batch_id),
-    )
-    if row is None:
-        raise NotFound("batch", batch_id)
-    return batch_record(row)
+    return batch_record(await fetch_by_id(conn, "batches", "batch", "batch_id", batch_id, for_update=for_update))
 
 
 async def get_batches(conn: AsyncConnection, batch_ids: Sequence[str]) -> list[Batch]:
@@ -71,8 +63,7 @@ async def list_batches(
         category=category,
         supplier_id=parse_uuid("supplier_id", supplier_id) if supplier_id else None,
         needs_review=needs_review,
-        after_time=after[0] if after else None,
-        after_id=after[1] if after else None,
+        **after_key(after),
         limit=limit,
     )
     return [batch_record(r) for r in rows]

@@ -9,11 +9,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from libs.domain_errors import NotFound
 from services.batch import domain
 from services.batch.domain import OrderStatus
 from services.batch.records import Order, Style
-from services.batch.store.schema import fetch_all, fetch_one, parse_uuid
+from services.batch.store.schema import after_key, fetch_all, fetch_by_id, fetch_one, parse_uuid
 
 
 def order_record(row: Mapping[str, Any]) -> Order:
@@ -45,14 +44,7 @@ def order_record(row: Mapping[str, Any]) -> Order:
 
 
 async def get_order(conn: AsyncConnection, order_id: str, *, for_update: bool = False) -> Order:
-    row = await fetch_one(
-        conn,
-        "SELECT * FROM batch.orders WHERE id = :id" + (" FOR UPDATE" if for_update else ""),
-        id=parse_uuid("order_id", order_id),
-    )
-    if row is None:
-        raise NotFound("order", order_id)
-    return order_record(row)
+    return order_record(await fetch_by_id(conn, "orders", "order", "order_id", order_id, for_update=for_update))
 
 
 async def list_orders(
@@ -70,8 +62,7 @@ async def list_orders(
         buyer_id=buyer_id,
         status=status,
         batch_id=parse_uuid("batch_id", batch_id) if batch_id else None,
-        after_time=after[0] if after else None,
-        after_id=after[1] if after else None,
+        **after_key(after),
         limit=limit,
     )
     return [order_record(r) for r in rows]

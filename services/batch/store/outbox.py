@@ -19,34 +19,43 @@ from services.batch.store.schema import fetch_all
 OUTBOX_LOCK = "batch.outbox"
 
 
-async def record_order_event(conn: AsyncConnection, event_type: str, order_id: str, now: datetime, **extra: str) -> None:
-    """An event carrying the order and its batch as they are now, plus `extra` fields."""
+# What each kind of single-row event carries, read as it is now (alias t is the row of :id).
+EVENT_SOURCES = {
+    "order": (
+        "jsonb_build_object('order', batch.order_json(t), 'batch', batch.batch_json(b))",
+        "batch.orders t JOIN batch.batches b ON b.id = t.batch_id",
+    ),
+    "batch": (
+        "jsonb_build_object('batch', batch.batch_json(t), 'supplier', batch.supplier_json(s))",
+        "batch.batches t JOIN batch.suppliers s ON s.id = t.supplier_id",
+    ),
+}
+
+
+async def _record_event(
+    conn: AsyncConnection, source: str, event_type: str, row_id: str, now: datetime, extra: dict[str, str]
+) -> None:
+    data, tables = EVENT_SOURCES[source]
     await conn.execute(
         text(
-            """
+            f"""
             INSERT INTO batch.outbox (type, occurred_time, data)
-            SELECT :type, :now, CAST(jsonb_build_object('order', batch.order_json(o), 'batch', batch.batch_json(b))
-                                     || CAST(:extra AS jsonb) AS json)
-            FROM batch.orders o JOIN batch.batches b ON b.id = o.batch_id WHERE o.id = :id
+            SELECT :type, :now, CAST({data} || CAST(:extra AS jsonb) AS json)
+            FROM {tables} WHERE t.id = :id
             """
         ),
-        {"type": event_type, "now": now, "id": order_id, "extra": json.dumps(extra)},
+        {"type": event_type, "now": now, "id": row_id, "extra": json.dumps(extra)},
     )
+
+
+async def record_order_event(conn: AsyncConnection, event_type: str, order_id: str, now: datetime, **extra: str) -> None:
+    """An event carrying the order and its batch as they are now, plus `extra` fields."""
+    await _record_event(conn, "order", event_type, order_id, now, extra)
 
 
 async def record_batch_event(conn: AsyncConnection, event_type: str, batch_id: str, now: datetime, **extra: str) -> None:
     """An event carrying the batch and its supplier as they are now, plus `extra` fields."""
-    await conn.execute(
-        text(
-            """
-            INSERT INTO batch.outbox (type, occurred_time, data)
-            SELECT :type, :now, CAST(jsonb_build_object('batch', batch.batch_json(b), 'supplier', batch.supplier_json(s))
-                                     || CAST(:extra AS jsonb) AS json)
-            FROM batch.batches b JOIN batch.suppliers s ON s.id = b.supplier_id WHERE b.id = :id
-            """
-        ),
-        {"type": event_type, "now": now, "id": batch_id, "extra": json.dumps(extra)},
-    )
+    await _record_event(conn, "batch", event_type, batch_id, now, extra)
 
 
 async def pending_events(conn: AsyncConnection, limit: int) -> list[StoredEvent]:

@@ -30,9 +30,7 @@ async def open_batches(conn: AsyncConnection, categories: Sequence[str], now: da
     await cursor.execute(
         """
         SELECT b.* FROM unnest(%(categories)b::text[]) AS c(category) CROSS JOIN LATERAL (
-            SELECT id, category, current_quantity, target_quantity, capacity, style_count, style_limit,
-                   window_close_time, create_time, unit_price
-            FROM batch.batches
+            SELECT * FROM batch.batches
             WHERE status = 'filling' AND category = c.category AND window_close_time > %(now)s
             ORDER BY create_time LIMIT 50
         ) b
@@ -41,19 +39,7 @@ async def open_batches(conn: AsyncConnection, categories: Sequence[str], now: da
     )
     found: dict[str, list[domain.OpenBatch]] = {category: [] for category in categories}
     for row in await cursor.fetchall():
-        found[row["category"]].append(
-            domain.OpenBatch(
-                batch_id=str(row["id"]),
-                current_quantity=row["current_quantity"],
-                target_quantity=row["target_quantity"],
-                capacity=row["capacity"],
-                style_count=row["style_count"],
-                style_limit=row["style_limit"],
-                window_close_time=row["window_close_time"],
-                create_time=row["create_time"],
-                unit_price=row["unit_price"],
-            )
-        )
+        found[row["category"]].append(batch_record(row).as_open)
     return found
 
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from libs.domain_errors import NotFound
 from services.batch import domain
 from services.batch.records import Supplier
-from services.batch.store.schema import fetch_all, fetch_one, parse_uuid
+from services.batch.store.schema import after_key, fetch_all, fetch_by_id, fetch_one
 
 
 def tiers_json(tiers: Sequence[domain.PriceTier]) -> str:
@@ -75,14 +74,7 @@ async def save_supplier(
 
 
 async def get_supplier(conn: AsyncConnection, supplier_id: str, *, for_update: bool = False) -> Supplier:
-    row = await fetch_one(
-        conn,
-        "SELECT * FROM batch.suppliers WHERE id = :id" + (" FOR UPDATE" if for_update else ""),
-        id=parse_uuid("supplier_id", supplier_id),
-    )
-    if row is None:
-        raise NotFound("supplier", supplier_id)
-    return supplier_record(row)
+    return supplier_record(await fetch_by_id(conn, "suppliers", "supplier", "supplier_id", supplier_id, for_update=for_update))
 
 
 async def list_suppliers(
@@ -99,8 +91,7 @@ async def list_suppliers(
         """,
         category=category,
         active_only=active_only,
-        after_time=after[0] if after else None,
-        after_id=after[1] if after else None,
+        **after_key(after),
         limit=limit,
     )
     return [supplier_record(r) for r in rows]

@@ -11,7 +11,7 @@ from services.batch import domain
 from services.batch.domain import BatchStatus
 from services.batch.records import Batch
 from services.batch.store import batches, outbox
-from services.batch.usecases.suppliers import assignable_supplier
+from services.batch.usecases.suppliers import assignable_supplier, require_reassignable
 
 ADVANCEABLE_TO = (BatchStatus.IN_PRODUCTION, BatchStatus.COMPLETED)  # the rest is orchestration's
 REASSIGNABLE_BATCH_STATUSES = (BatchStatus.FILLING, BatchStatus.CONFIRMED)
@@ -37,10 +37,7 @@ async def assign_batch_supplier(
 ) -> Batch:
     """Moves the batch and its orders (those not assigned at a higher priority) to the supplier."""
     batch = await batches.get_batch(conn, batch_id, for_update=True)
-    if batch.status not in REASSIGNABLE_BATCH_STATUSES:
-        raise FailedPrecondition(
-            f"a batch that is {batch.status} cannot change supplier", reason="BAD_STATE", subject=f"batches/{batch_id}"
-        )
+    require_reassignable(batch.status, REASSIGNABLE_BATCH_STATUSES, "a batch", f"batches/{batch_id}")
     await assignable_supplier(conn, supplier_id, batch.category, batch.current_quantity)
     for order_id in await batches.reassign_batch_supplier(conn, batch.id, supplier_id, priority, now):
         await outbox.record_order_event(conn, "order.supplier_assigned", order_id, now)

@@ -11,7 +11,7 @@ from services.batch import domain
 from services.batch.domain import OrderStatus
 from services.batch.records import Order
 from services.batch.store import orders, outbox
-from services.batch.usecases.suppliers import assignable_supplier
+from services.batch.usecases.suppliers import assignable_supplier, require_reassignable
 
 ASSIGNABLE_ORDER_STATUSES = (*domain.OPEN_ORDER_STATUSES, OrderStatus.CONFIRMED)
 
@@ -65,10 +65,7 @@ async def assign_order_supplier(
     conn: AsyncConnection, order_id: str, supplier_id: str, priority: int, now: datetime
 ) -> Order:
     order = await orders.get_order(conn, order_id, for_update=True)
-    if order.status not in ASSIGNABLE_ORDER_STATUSES:
-        raise FailedPrecondition(
-            f"an order that is {order.status} cannot change supplier", reason="BAD_STATE", subject=f"orders/{order_id}"
-        )
+    require_reassignable(order.status, ASSIGNABLE_ORDER_STATUSES, "an order", f"orders/{order_id}")
     check_priority(order.assignment_priority, priority, f"orders/{order_id}")
     await assignable_supplier(conn, supplier_id, order.category, order.quantity)
     await orders.set_order_supplier(conn, order.id, supplier_id, priority, now)

@@ -28,6 +28,12 @@ async def recommend_supplier(
     return chosen
 
 
+def require_reassignable(status: str, allowed: tuple[str, ...], kind: str, subject: str) -> None:
+    """Only work in one of the allowed states may change supplier; kind is "an order" or "a batch"."""
+    if status not in allowed:
+        raise FailedPrecondition(f"{kind} that is {status} cannot change supplier", reason="BAD_STATE", subject=subject)
+
+
 async def assignable_supplier(conn: AsyncConnection, supplier_id: str, category: str, quantity: int) -> Supplier:
     """The supplier, if it is active, serves the category and can make the quantity."""
     supplier = await suppliers.get_supplier(conn, supplier_id)

@@ -18,6 +18,9 @@ from services.tracking.records import EngagementSummary, ProductCount, TrendCoun
 # (and days) before it come from them, later events from the raw table.
 ROLLUP_BOUNDARY = """SELECT COALESCE(date_trunc('hour', max(aggregated_through), 'UTC'), '-infinity') AS until_hour,
     COALESCE(date_trunc('day', max(aggregated_through), 'UTC'), '-infinity') AS until_day FROM tracking.aggregation_state"""
+# The whole hours of [:start, :end) (either may be NULL: unbounded).
+HOUR_SPAN = """SELECT date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC') AS first_hour,
+    COALESCE(CAST(:end AS timestamptz), 'infinity') AS stop"""
 # Bit n of a session's funnel steps: it reached domain.FUNNEL[n] (over raw events aliased i).
 FUNNEL_STEP_BIT = "CASE i.type " + " ".join(f"WHEN {t} THEN {1 << n}" for n, t in enumerate(FUNNEL)) + " ELSE 0 END"
 
@@ -38,10 +41,7 @@ async def engagement_summary(conn: AsyncConnection, start: datetime | None, end:
     sessions = (
         await conn.execute(
             text(
-                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS (
-                    SELECT date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC') AS first_hour,
-                           COALESCE(CAST(:end AS timestamptz), 'infinity') AS stop
-                )
+                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS ({HOUR_SPAN})
                 SELECT count(*) FROM (
                     SELECT session_id FROM tracking.session_hours, bound, span
                     WHERE hour >= first_hour AND hour < stop AND hour < until_hour
@@ -81,10 +81,7 @@ async def funnel(conn: AsyncConnection, product_id: str, start: datetime | None,
     row = (
         await conn.execute(
             text(
-                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS (
-                    SELECT date_trunc('hour', COALESCE(CAST(:start AS timestamptz), '-infinity'), 'UTC') AS first_hour,
-                           COALESCE(CAST(:end AS timestamptz), 'infinity') AS stop
-                ), steps AS (
+                f"""WITH bound AS ({ROLLUP_BOUNDARY}), span AS ({HOUR_SPAN}), steps AS (
                     SELECT session_id, steps FROM tracking.funnel_steps, bound, span
                     WHERE product_id = :product_id AND hour >= first_hour AND hour < stop AND hour < until_hour
                     UNION ALL
