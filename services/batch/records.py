@@ -64,8 +64,8 @@ class Batch:
     needs_review: bool
     unit_price: Decimal
     supplier_order_number: str | None
-    update_time: datetime
     create_time: datetime
+    update_time: datetime
 
     @property
     def fill_percentage(self) -> float:

@@ -31,8 +31,8 @@ def batch_record(row: Mapping[str, Any]) -> Batch:
         needs_review=row["needs_review"],
         unit_price=row["unit_price"],
         supplier_order_number=row["supplier_order_number"],
-        update_time=row["update_time"],
         create_time=row["create_time"],
+        update_time=row["update_time"],
     )
 
 
