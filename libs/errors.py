@@ -1,155 +1,138 @@
-"""Domain errors and their gRPC status, with google.rpc error details.
+"""Domain errors as gRPC statuses: the one table, and the client-side readers.
 
-Domain and store code raise these; the server interceptor turns them into a
-status code plus a google.rpc.Status (BadRequest field violations, RetryInfo,
-ErrorInfo) that clients read with `status_details`. Anything else that
-escapes a handler becomes INTERNAL with no message from the exception.
+The errors themselves are plain exceptions in `libs.domain_errors` (re-exported here,
+so `from libs.errors import InvalidArgument` keeps working). This module decides, in
+one table keyed by exception class (looked up along the MRO, like Starlette's
+exception handlers), the status code and the google.rpc details (BadRequest field
+violations, ResourceInfo, PreconditionFailure, RetryInfo, ErrorInfo) each becomes.
+The server interceptor turns a raised DomainError into `grpc_status_of(error)`;
+clients read the details back with `status_details` and friends. Anything that is not
+a DomainError becomes INTERNAL with no message from the exception (the interceptor).
+
+A service registers its own error kinds with `register_status` (see
+`libs.domain_errors` for when a subclass is enough).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from libs.domain_errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Violations,
+)
+
+__all__ = [
+    "AlreadyExists", "DomainError", "FailedPrecondition", "FieldViolation", "InvalidArgument", "NotFound",
+    "PermissionDenied", "ResourceExhausted", "Unauthenticated", "Unavailable", "Violations",
+    "register_status", "status_code_of", "status_of", "grpc_status_of",
+    "status_details", "field_violations", "retry_delay_seconds",
+]
+
 ERROR_DOMAIN = "loom"
+E = TypeVar("E", bound=DomainError)
 
 
 @dataclass(frozen=True)
-class FieldViolation:
-    field: str
-    description: str
+class StatusMapping:
+    code: grpc.StatusCode
+    details: Callable[[Any], list[Message]]  # the kind's own details; ErrorInfo is added for every kind
 
 
-class DomainError(Exception):
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-
-    def details(self) -> list[any_pb2.Any]:
-        extra = []
-        if self.reason:
-            extra.append(_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)))
-        return extra
-
-    def to_status(self) -> status_pb2.Status:
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
-
-    def to_grpc_status(self) -> grpc.Status:
-        return rpc_status.to_status(self.to_status())
+STATUS_TABLE: dict[type[DomainError], StatusMapping] = {}
 
 
-class InvalidArgument(DomainError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, violations: Iterable[FieldViolation] | str, *, message: str | None = None) -> None:
-        if isinstance(violations, str):
-            raise TypeError("InvalidArgument needs field violations; use InvalidArgument.field(name, why)")
-        self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(message or f"invalid argument: {summary}")
-
-    @classmethod
-    def field(cls, field: str, description: str) -> InvalidArgument:
-        return cls([FieldViolation(field, description)])
-
-    def details(self) -> list[any_pb2.Any]:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in self.violations
-            ]
-        )
-        return [_pack(bad_request), *super().details()]
+def register_status(
+    error_class: type[E], code: grpc.StatusCode, details: Callable[[E], list[Message]] | None = None
+) -> None:
+    """error_class (and its subclasses without an entry of their own) become `code` with `details(error)`."""
+    STATUS_TABLE[error_class] = StatusMapping(code, details or (lambda _: []))
 
 
-class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
-
-    def __init__(self, resource_type: str, name: str) -> None:
-        super().__init__(f"{resource_type} {name!r} not found")
-        self.resource_type, self.name = resource_type, name
-
-    def details(self) -> list[any_pb2.Any]:
-        info = error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name)
-        return [_pack(info), *super().details()]
+def _mapping(error: DomainError) -> StatusMapping:
+    for cls in type(error).__mro__:
+        mapping = STATUS_TABLE.get(cls)
+        if mapping is not None:
+            return mapping
+    raise AssertionError("DomainError is always registered")  # pragma: no cover
 
 
-class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-    def __init__(self, message: str, *, reason: str | None = None, subject: str = "") -> None:
-        super().__init__(message, reason=reason)
-        self.subject = subject
-
-    def details(self) -> list[any_pb2.Any]:
-        violation = error_details_pb2.PreconditionFailure.Violation(
-            type=self.reason or "STATE", subject=self.subject, description=self.message
-        )
-        return [_pack(error_details_pb2.PreconditionFailure(violations=[violation])), *super().details()]
+def status_code_of(error: DomainError) -> grpc.StatusCode:
+    return _mapping(error).code
 
 
-class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+def status_of(error: DomainError) -> status_pb2.Status:
+    """The google.rpc.Status a client receives for error: code, message, details."""
+    mapping = _mapping(error)
+    details = mapping.details(error)
+    if error.reason:
+        details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=mapping.code.value[0], message=error.message, details=[_pack(d) for d in details])
 
 
-class ResourceExhausted(DomainError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    def __init__(self, message: str, *, retry_after_seconds: float, reason: str | None = None) -> None:
-        super().__init__(message, reason=reason)
-        self.retry_after_seconds = retry_after_seconds
-
-    def details(self) -> list[any_pb2.Any]:
-        delay = duration_pb2.Duration()
-        delay.FromMilliseconds(max(0, round(self.retry_after_seconds * 1000)))
-        return [_pack(error_details_pb2.RetryInfo(retry_delay=delay)), *super().details()]
+def grpc_status_of(error: DomainError) -> grpc.Status:
+    return rpc_status.to_status(status_of(error))
 
 
-class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Unavailable(DomainError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-def _pack(message) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
 
 
-class Violations:
-    """Collects every field violation of a request before failing once."""
+def _bad_request(error: InvalidArgument) -> list[Message]:
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in error.violations
+    ]
+    return [error_details_pb2.BadRequest(field_violations=violations)]
 
-    def __init__(self) -> None:
-        self._found: list[FieldViolation] = []
 
-    def add(self, field: str, description: str) -> None:
-        self._found.append(FieldViolation(field, description))
+def _resource_info(error: NotFound) -> list[Message]:
+    return [error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name)]
 
-    def check(self, ok: bool, field: str, description: str) -> None:
-        if not ok:
-            self.add(field, description)
 
-    def __bool__(self) -> bool:
-        return bool(self._found)
+def _precondition_failure(error: FailedPrecondition) -> list[Message]:
+    violation = error_details_pb2.PreconditionFailure.Violation(
+        type=error.reason or "STATE", subject=error.subject, description=error.message
+    )
+    return [error_details_pb2.PreconditionFailure(violations=[violation])]
 
-    def raise_if_any(self) -> None:
-        if self._found:
-            raise InvalidArgument(self._found)
+
+def _retry_info(error: ResourceExhausted) -> list[Message]:
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(max(0, round(error.retry_after_seconds * 1000)))
+    return [error_details_pb2.RetryInfo(retry_delay=delay)]
+
+
+register_status(DomainError, grpc.StatusCode.UNKNOWN)
+register_status(InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, _bad_request)
+register_status(NotFound, grpc.StatusCode.NOT_FOUND, _resource_info)
+register_status(FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, _precondition_failure)
+register_status(AlreadyExists, grpc.StatusCode.ALREADY_EXISTS)
+register_status(ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, _retry_info)
+register_status(Unauthenticated, grpc.StatusCode.UNAUTHENTICATED)
+register_status(PermissionDenied, grpc.StatusCode.PERMISSION_DENIED)
+register_status(Unavailable, grpc.StatusCode.UNAVAILABLE)
+
+
+# ---------------------------------------------------------------- reading them back (clients, tests)
 
 
 def status_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
@@ -180,4 +163,3 @@ def retry_delay_seconds(error: grpc.aio.AioRpcError | grpc.RpcError) -> float | 
             detail.Unpack(info)
             return info.retry_delay.ToMilliseconds() / 1000
     return None
-

@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from libs import wellformed
 from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
 from libs.db import is_transient
-from libs.errors import DomainError, InvalidArgument, Unavailable
+from libs.errors import DomainError, InvalidArgument, Unavailable, grpc_status_of, status_code_of
 from libs.logs import Redactor, peer_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -126,8 +126,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             _log.warning("database unavailable", error=type(getattr(error, "orig", None) or error).__name__)
             error = Unavailable("the database is briefly unavailable; retry", reason="DATABASE_UNAVAILABLE")
         if isinstance(error, DomainError):
-            outcome.code, outcome.error = error.code, error.message
-            status = error.to_grpc_status()
+            # Which status and details a domain error becomes: the table in libs.errors.
+            outcome.code, outcome.error = status_code_of(error), error.message
+            status = grpc_status_of(error)
             trailing = tuple(status.trailing_metadata) + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
             await context.abort(status.code, status.details, trailing_metadata=trailing)
         if isinstance(error, grpc.aio.AbortError | grpc.aio.BaseError):

@@ -34,7 +34,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.db import is_transient, transaction_attempts
-from libs.errors import InvalidArgument, Unavailable
+from libs.domain_errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
 
 M = TypeVar("M", bound=Message)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from libs.errors import Violations
+from libs.domain_errors import Violations
 
 CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.0001")

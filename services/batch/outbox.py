@@ -18,10 +18,10 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from loom.common.v1 import event_pb2
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.batch import store
+from services.batch.records import StoredEvent
+from services.batch.store import outbox
 
 log = structlog.get_logger("loom.batch.outbox")
 BATCH_SIZE = 100
@@ -33,13 +33,13 @@ def event_id(namespace: uuid.UUID, outbox_id: int) -> str:
     return str(uuid.uuid5(namespace, str(outbox_id)))
 
 
-def event_message(row: RowMapping) -> event_pb2.Event:
+def event_message(event: StoredEvent) -> event_pb2.Event:
     data = Struct()
-    data.update(row["data"])
+    data.update(event.data)
     occurred = Timestamp()
-    occurred.FromDatetime(row["occurred_time"])
+    occurred.FromDatetime(event.occurred_time)
     return event_pb2.Event(
-        event_id=event_id(row["namespace"], row["id"]), type=row["type"], source="batch", occurred_time=occurred, data=data
+        event_id=event_id(event.namespace, event.id), type=event.type, source="batch", occurred_time=occurred, data=data
     )
 
 
@@ -65,14 +65,14 @@ class OutboxDispatcher:
     async def dispatch_once(self) -> int:
         """Delivers the next batch of pending events; returns how many went."""
         async with self._engine.begin() as conn:
-            if not await store.try_outbox_lock(conn):
+            if not await outbox.try_outbox_lock(conn):
                 return 0
-            rows = await store.pending_events(conn, BATCH_SIZE)
-            if not rows:
+            pending = await outbox.pending_events(conn, BATCH_SIZE)
+            if not pending:
                 return 0
-            await self._rules().DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event_message(r) for r in rows]))
-            await store.mark_delivered(conn, [r["id"] for r in rows], datetime.now(UTC))
-        return len(rows)
+            await self._rules().DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event_message(e) for e in pending]))
+            await outbox.mark_delivered(conn, [e.id for e in pending], datetime.now(UTC))
+        return len(pending)
 
     async def run(self) -> None:
         backoff = 0.0

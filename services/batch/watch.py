@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 
 import structlog
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.batch import store
+from services.batch.records import Batch
+from services.batch.store.batches import get_batches
 
 log = structlog.get_logger("loom.batch.watch")
 
@@ -27,18 +27,18 @@ class LatestBatch:
     """A mailbox holding only the newest version of a batch: slow readers skip stale ones."""
 
     def __init__(self) -> None:
-        self._row: RowMapping | None = None
+        self._batch: Batch | None = None
         self._ready = asyncio.Event()
 
-    def put(self, row: RowMapping) -> None:
-        self._row = row
+    def put(self, batch: Batch) -> None:
+        self._batch = batch
         self._ready.set()
 
-    async def get(self) -> RowMapping:
+    async def get(self) -> Batch:
         await self._ready.wait()
         self._ready.clear()
-        assert self._row is not None
-        return self._row
+        assert self._batch is not None
+        return self._batch
 
 
 class BatchWatcher:
@@ -81,14 +81,13 @@ class BatchWatcher:
 
     async def _refresh(self) -> None:
         async with self._engine.connect() as conn:
-            rows = await store.get_batches(conn, sorted(self._watchers))
-        for row in rows:
-            batch_id = str(row["id"])
-            if self._seen.get(batch_id) == row["update_time"]:
+            watched = await get_batches(conn, sorted(self._watchers))
+        for batch in watched:
+            if self._seen.get(batch.id) == batch.update_time:
                 continue
-            self._seen[batch_id] = row["update_time"]
-            for mailbox in self._watchers.get(batch_id, ()):
-                mailbox.put(row)
+            self._seen[batch.id] = batch.update_time
+            for mailbox in self._watchers.get(batch.id, ()):
+                mailbox.put(batch)
 
     async def close(self) -> None:
         if self._loop is not None:

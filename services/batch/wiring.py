@@ -8,9 +8,10 @@ from loom.batch.v1 import batch_pb2_grpc
 from libs.bootstrap import ServiceContext, ServiceSpec
 from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
-from services.batch.server import BatchServicer, OrderPlacement
+from services.batch.placement_group import OrderPlacement
+from services.batch.server import BatchServicer
 from services.batch.settings import BatchSettings
-from services.batch.store import IDEMPOTENCY
+from services.batch.store.schema import IDEMPOTENCY
 from services.batch.watch import BatchWatcher
 
 

@@ -10,12 +10,12 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from libs.errors import FieldViolation
+from libs.domain_errors import FieldViolation
 
 INTERACTION_TYPES = {
     1: "hover",

@@ -3,7 +3,7 @@
 from loom.tracking.v1 import tracking_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
-from services.tracking.ingest import Enricher
+from services.tracking.enrichment import Enricher
 from services.tracking.server import TrackingServicer
 from services.tracking.settings import TrackingSettings
 

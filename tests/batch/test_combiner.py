@@ -16,9 +16,12 @@ from loom.batch.v1 import batch_pb2 as pb
 from libs.db import make_engine
 from libs.errors import FailedPrecondition, InvalidArgument
 from libs.scratch_db import plain_url
-from services.batch import domain, store
+from services.batch import domain
 from services.batch.combiner import GroupCommitter
-from services.batch.server import OrderItem, OrderPlacement
+from services.batch.messages import OrderItem
+from services.batch.placement_group import OrderPlacement
+from services.batch.store.placement import JOIN_BATCH
+from services.batch.store.schema import IDEMPOTENCY
 from tests.batch.conftest import create_supplier, request_id, unique_category
 from tests.support import ServiceProcess, auth, free_port, process_env, settings_for, stub_for, wait_serving
 
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 async def committer(database_url):
     engine = make_engine(database_url, application_name="test-combiner", pool_size=2)
     settings = settings_for("batch", database_url)
-    committer = GroupCommitter(engine, store.IDEMPOTENCY, OrderPlacement(settings), attempts=3, max_group=64)
+    committer = GroupCommitter(engine, IDEMPOTENCY, OrderPlacement(settings), attempts=3, max_group=64)
     yield committer
     await committer.close()
     await engine.dispose()
@@ -111,7 +114,7 @@ async def test_orders_whose_batch_filled_up_since_the_group_looked_are_placed_on
         # Another replica's order takes 80 more of the batch, not yet committed: the group
         # still sees room for its 3 x 5 and only finds 10 left once it gets the row lock.
         price = domain.price_order(Decimal(5), Decimal(15), 80, "USD")
-        other_replica.execute(store.JOIN_BATCH, {
+        other_replica.execute(JOIN_BATCH, {
             "batch_id": batch_id, "quantity": 80, "style_count": 1, "order_id": str(uuid.uuid4()),
             "contribution_id": str(uuid.uuid4()), "buyer_id": "other", "style": '{"style_count": 1}',
             "currency": "USD", "supplier_unit_price": price.supplier_unit_price, "margin_percent": price.margin_percent,
@@ -146,7 +149,7 @@ async def test_two_replicas_racing_for_small_batches_never_overfill(stub, commit
     category = unique_category()
     await create_supplier(stub, category, moq=60, capacity=100)
     engine = make_engine(database_url, application_name="test-combiner-2", pool_size=2)
-    other = GroupCommitter(engine, store.IDEMPOTENCY, OrderPlacement(settings_for("batch", database_url)), attempts=6, max_group=64)
+    other = GroupCommitter(engine, IDEMPOTENCY, OrderPlacement(settings_for("batch", database_url)), attempts=6, max_group=64)
     try:
         quantities = [7 + (i * 13) % 29 for i in range(48)]
         replies = await asyncio.gather(

@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from services.tracking.ingest import GroupCommitter
+from services.tracking.group_commit import GroupCommitter
 
 
 class RecordingFlush:

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from services.tracking.ingest import uuid7_batch
+from services.tracking.ids import uuid7_batch
 
 
 def test_ids_are_version_7_rfc_variant_uuids_carrying_the_current_millisecond():

@@ -1,12 +1,10 @@
-"""Turning requests into stored events: enrichment and the group commit.
+"""Group commit of interactions: many concurrent calls share one transaction.
 
-`Enricher` adds country (offline GeoIP data shipped with geoip2fast), browser/OS/device
-(ua-parser) and the salted IP hash. `GroupCommitter` lets many concurrent calls share
-one transaction (leader/follower): each call queues its events and waits; a free
-writer takes everything queued so far at once, with no timer, stores it in one
-transaction (usually one set-based statement) and commits, then wakes every
-caller in the group. While it commits, new calls queue up for the next free writer.
-A call therefore returns only after its events are committed.
+Leader/follower: each call queues its events and waits; a free writer takes everything
+queued so far at once, with no timer, stores it in one transaction (usually one
+set-based statement, see store/interactions.py) and commits, then wakes every caller
+in the group. While it commits, new calls queue up for the next free writer. A call
+therefore returns only after its events are committed.
 
 Like PostgreSQL's commit_delay, a writer may wait a little for a group to grow, but
 only once calls have been seen arriving while another group was being written: the
@@ -18,76 +16,16 @@ the wait ends early once the group holds `group_calls` calls or a full batch of 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from functools import lru_cache
 
 import structlog
-from geoip2fast import GeoIP2Fast
-from ua_parser import parse as parse_user_agent
 
-from libs.errors import Unavailable
-from services.tracking.domain import Agent, Event, Outcome, device_class
+from libs.domain_errors import Unavailable
+from services.tracking.domain import Event, Outcome
 
 log = structlog.get_logger("loom.tracking.ingest")
-# Ids need to be unique, not secret: a seeded PRNG spares a system call per event.
-_random = random.Random()  # seeded from os.urandom
-
-
-VERSION_7 = 0x7 << 76
-VARIANT = 0b10 << 14  # the top bits of the clock-sequence group
-RAND_A_BITS = 12
-# rand_b (62 bits) is the 14 low bits of the clock-sequence group and the 48-bit node group.
-CLOCK_SEQ_RANDOM_BITS = 14
-NODE_START_BITS = 47  # leaves room to count up by any batch size without a carry
-
-
-def uuid7_batch(count: int) -> list[str]:
-    """count time-ordered UUIDs (RFC 9562 version 7), as strings, for one batch.
-
-    New rows land at the right edge of the index. One timestamp, one rand_a and one
-    random start of rand_b serve the whole batch, the ids counting up from it (RFC 9562's
-    "monotonic random" method): ids stay unique, a batch costs one random draw instead
-    of one per id, and only the last group (12 hex digits) differs from id to id, so an
-    id is one formatted number after a shared prefix.
-    """
-    head = f"{(time.time_ns() // 1_000_000) << 80 | VERSION_7 | _random.getrandbits(RAND_A_BITS) << 64:032x}"
-    clock_seq = VARIANT | _random.getrandbits(CLOCK_SEQ_RANDOM_BITS)
-    prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{clock_seq:04x}-"
-    start = _random.getrandbits(NODE_START_BITS)
-    return [f"{prefix}{node:012x}" for node in range(start, start + count)]
-
-
-def uuid7() -> str:
-    [one] = uuid7_batch(1)
-    return one
-
-
-class Enricher:
-    def __init__(self) -> None:
-        self._geo = GeoIP2Fast(verbose=False)
-        self.agent("Mozilla/5.0")  # ua-parser loads its rules lazily; pay that at start-up
-
-    @lru_cache(maxsize=65536)  # noqa: B019 - one Enricher per process, lives as long as it
-    def country(self, ip: str) -> str | None:
-        try:
-            code = self._geo.lookup(ip).country_code
-        except Exception:  # noqa: BLE001 - an unparseable peer address has no country
-            return None
-        return code if len(code) == 2 and code.isalpha() else None
-
-    @lru_cache(maxsize=8192)  # noqa: B019
-    def agent(self, user_agent: str) -> Agent:
-        if not user_agent:
-            return Agent(None, None, "unknown")
-        parsed = parse_user_agent(user_agent)
-        browser = parsed.user_agent.family if parsed.user_agent else None
-        os_family = parsed.os.family if parsed.os else None
-        device_family = parsed.device.family if parsed.device else ""
-        return Agent(browser, os_family, device_class(user_agent, device_family, os_family or ""))
 
 
 Flush = Callable[[list[Event]], Awaitable[list[Outcome]]]
