@@ -85,3 +85,21 @@ async def otlp_collector() -> AsyncIterator[Collector]:
         yield Collector(f"http://127.0.0.1:{port}", receiver)
     finally:
         await server.stop(0)
+
+
+async def _serve_forever(port_file: str) -> None:
+    """Writes its endpoint to port_file, then the number of spans received to port_file.count."""
+    async with otlp_collector() as collector:
+        with open(port_file, "w") as out:
+            out.write(collector.endpoint)
+        while True:
+            await asyncio.sleep(0.5)
+            with open(f"{port_file}.count", "w") as out:
+                out.write(str(len(collector._receiver.spans)))
+
+
+if __name__ == "__main__":
+    # A collector in a process of its own (the benchmark's load generator must not pay for it).
+    import sys
+
+    asyncio.run(_serve_forever(sys.argv[1]))
