@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import logs
+from libs import logs, tracing
 from libs.clients import ServiceClients
 from libs.db import make_engine
 from libs.interceptor import CallInterceptor
@@ -97,6 +97,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
             max_overflow=settings.db_max_overflow,
         )
         exit_stack.push_async_callback(engine.dispose)
+        tracing.instrument_engine(engine)
     clients = ServiceClients(settings, caller=spec.name)
     exit_stack.push_async_callback(clients.close)
     context = ServiceContext(spec.name, settings, server, engine, clients, exit_stack, redactor)
@@ -139,5 +140,6 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
 
 def main(spec: ServiceSpec) -> None:
     settings = spec.settings_class()
+    tracing.configure(spec.name)
     logs.configure(service=spec.name, level=settings.log_level, redaction_key=settings.jwt_key)
     asyncio.run(serve(spec, settings))

@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from libs import tracing
+
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # Candidates only; ipaddress decides (so "12:30:45" is left alone).
 IP_CANDIDATE = re.compile(r"(?<![\w.:])(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])")
@@ -72,6 +74,7 @@ def configure(*, service: str, level: str, redaction_key: str, stream=None) -> R
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([tracing.add_trace_ids] if tracing.active() else []),
             redactor,
             structlog.processors.JSONRenderer(),
         ],

@@ -83,9 +83,10 @@ def free_port() -> int:
 class ServiceProcess:
     """One service as a real OS process, for end-to-end and crash tests."""
 
-    def __init__(self, service: str, env: dict[str, str]) -> None:
+    def __init__(self, service: str, env: dict[str, str], *, stdout=subprocess.DEVNULL) -> None:
         self.service = service
         self.env = {**os.environ, **env}
+        self.stdout = stdout
         self.process: subprocess.Popen | None = None
 
     def start(self) -> ServiceProcess:
@@ -93,7 +94,7 @@ class ServiceProcess:
             [sys.executable, "-m", f"services.{self.service}"],
             env=self.env,
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+            stdout=self.stdout,
             stderr=subprocess.PIPE,
         )
         return self

@@ -6,6 +6,8 @@ from contextlib import suppress
 from loom.batch.v1 import batch_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
+from libs.sampling import start_sampler
+from services.batch import metrics
 from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
 from services.batch.placement_group import OrderPlacement
@@ -41,6 +43,7 @@ async def setup(context: ServiceContext) -> None:
         attempts=settings.db_retry_attempts, max_group=settings.group_commit_max_orders,
     )
     context.exit_stack.push_async_callback(orders.close)
+    start_sampler(context, metrics.sample)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(
         BatchServicer(context.engine, settings, watcher, dispatcher.wake, orders), context.server
     )

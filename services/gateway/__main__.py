@@ -1,18 +1,19 @@
 import uvicorn
 from prometheus_client import start_http_server
 
-from libs import logs
+from libs import logs, tracing
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
+    tracing.configure("gateway")
     logs.configure(service="gateway", level=settings.log_level, redaction_key=settings.jwt_key)
     if settings.gateway_metrics_port:
         start_http_server(settings.gateway_metrics_port, addr=settings.bind_host)
     uvicorn.run(
-        create_app(settings),
+        tracing.asgi_middleware(create_app(settings)),
         host=settings.bind_host,
         port=settings.gateway_port,
         log_level="warning",

@@ -1,0 +1,141 @@
+"""OpenTelemetry tracing, switched on by the standard OTLP variables and free when off.
+
+`configure(service)` runs once per process, before any server, channel or engine is
+made. With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set it installs a
+tracer provider that batches spans to that collector over OTLP/gRPC, and instruments:
+
+- grpc.aio servers and channels (the instrumentors wrap `grpc.aio.server` and the channel
+  factories, so the bootstrap, `libs.clients` and the gateway's backends need no change;
+  the server span is the outermost interceptor, so Loom's own interceptor, its log line
+  and the handler all run inside it and W3C `traceparent` travels in gRPC metadata);
+- the SQLAlchemy engine each service makes (`instrument_engine`): one span per statement;
+- httpx, where a service calls out over HTTP.
+
+The gateway wraps its ASGI app in `asgi_middleware`, which accepts `traceparent` from web
+clients. Unset, nothing is imported beyond this module, nothing is wrapped, and the log
+processor is not installed: the RPC path is byte-for-byte today's (the
+`foundation.interceptor` benchmark shows it).
+
+Work that happens later in another process (an outbox event's rule execution, a scheduler
+run) starts its own span *linked* to the context it carries (`link_to`), because a parent
+that ended minutes ago in another process would make a misleading tree.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+TRACEPARENT = "traceparent"
+
+_active = False
+
+
+def wanted(environ: Mapping[str, str] = os.environ) -> bool:
+    """An OTLP endpoint is configured and the SDK is not disabled."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def active() -> bool:
+    return _active
+
+
+def configure(service: str) -> bool:
+    """Installs tracing for this process when wanted; True when it did. Idempotent."""
+    global _active
+    if _active or not wanted():
+        return _active
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"loom-{service}", "service.namespace": "loom"}
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    # Health checks and reflection are polled constantly and say nothing about a request.
+    GrpcAioInstrumentorServer(filter_=_loom_methods_only()).instrument()
+    GrpcAioInstrumentorClient(filter_=_loom_methods_only()).instrument()
+    HTTPXClientInstrumentor().instrument()
+    atexit.register(provider.shutdown)  # flush what the batch processor still holds
+    _active = True
+    return True
+
+
+def _loom_methods_only():
+    from opentelemetry.instrumentation.grpc.filters import service_prefix
+
+    return service_prefix("loom.")
+
+
+def instrument_engine(engine: Any) -> None:
+    """One span per SQL statement of this (async) engine, when tracing is on."""
+    if not _active:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # Its declared range stops at SQLAlchemy 2.0; the event hooks it uses are unchanged in 2.1
+    # (the trace test proves the spans), so the version check is skipped.
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+def asgi_middleware(app: Any) -> Any:
+    """The gateway's app inside a span per HTTP request (W3C traceparent honoured)."""
+    if not _active:
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app, excluded_urls="healthz,metrics")
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the span in progress, or "" when there is none."""
+    if not _active:
+        return ""
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get(TRACEPARENT, "")
+
+
+@contextmanager
+def span(name: str, *, link_to: str = "", attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """A new root span for background work, linked to the traceparent it was caused by."""
+    if not _active:
+        yield
+        return
+    from opentelemetry import context, trace
+    from opentelemetry.propagate import extract
+
+    links = []
+    if link_to:
+        caused_by = trace.get_current_span(extract({TRACEPARENT: link_to})).get_span_context()
+        if caused_by.is_valid:
+            links.append(trace.Link(caused_by))
+    tracer = trace.get_tracer("loom")
+    with tracer.start_as_current_span(name, context=context.Context(), links=links, attributes=dict(attributes or {})):
+        yield
+
+
+def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current trace and span id next to the request id."""
+    from opentelemetry import trace
+
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
+    return event_dict
