@@ -97,7 +97,6 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
             max_overflow=settings.db_max_overflow,
         )
         exit_stack.push_async_callback(engine.dispose)
-        tracing.instrument_engine(engine)
     clients = ServiceClients(settings, caller=spec.name)
     exit_stack.push_async_callback(clients.close)
     context = ServiceContext(spec.name, settings, server, engine, clients, exit_stack, redactor)

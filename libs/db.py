@@ -127,10 +127,28 @@ async def run_in_transaction(
 ) -> T:
     """Runs work(conn) in one transaction, retrying the whole transaction on transient errors.
 
-    Domain errors and anything else propagate at once (after rollback).
+    Domain errors and anything else propagate at once (after rollback). What work
+    registered with `after_commit` runs once, after the attempt that committed.
     """
     async for attempt in transaction_attempts(attempts):
         with attempt:
+            callbacks: list[Callable[[], None]] = []
             async with engine.begin() as conn:
-                return await work(conn)
+                conn.info[_AFTER_COMMIT] = callbacks
+                try:
+                    result = await work(conn)
+                finally:
+                    del conn.info[_AFTER_COMMIT]
+            for callback in callbacks:
+                callback()
+            return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_AFTER_COMMIT = "loom.after_commit"
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Runs callback once the transaction run_in_transaction gave conn to has committed
+    (counting what happened must not count an attempt that rolled back, or a replay)."""
+    conn.info[_AFTER_COMMIT].append(callback)

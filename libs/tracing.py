@@ -1,6 +1,6 @@
 """OpenTelemetry tracing, switched on by the standard OTLP variables and free when off.
 
-`configure(service)` runs once per process, before any server, channel or engine is
+`configure(service)` runs once per process, before any server, channel or connection is
 made. With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set it installs a
 tracer provider that batches spans to that collector over OTLP/gRPC, and instruments:
 
@@ -8,7 +8,8 @@ tracer provider that batches spans to that collector over OTLP/gRPC, and instrum
   factories, so the bootstrap, `libs.clients` and the gateway's backends need no change;
   the server span is the outermost interceptor, so Loom's own interceptor, its log line
   and the handler all run inside it and W3C `traceparent` travels in gRPC metadata);
-- the SQLAlchemy engine each service makes (`instrument_engine`): one span per statement;
+- psycopg connections: one span per SQL statement, whether SQLAlchemy or a hot path's
+  direct driver call sent it;
 - httpx, where a service calls out over HTTP.
 
 The gateway wraps its ASGI app in `asgi_middleware`, which accepts `traceparent` from web
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,6 +56,7 @@ def configure(service: str) -> bool:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -69,6 +71,9 @@ def configure(service: str) -> bool:
     GrpcAioInstrumentorServer(filter_=_loom_methods_only()).instrument()
     GrpcAioInstrumentorClient(filter_=_loom_methods_only()).instrument()
     HTTPXClientInstrumentor().instrument()
+    # At the driver, not in SQLAlchemy: the hot paths (group commits, ingestion) run
+    # statements on the psycopg connection directly, and each statement is one span either way.
+    PsycopgInstrumentor().instrument(enable_commenter=False)
     atexit.register(provider.shutdown)  # flush what the batch processor still holds
     _active = True
     return True
@@ -78,17 +83,6 @@ def _loom_methods_only():
     from opentelemetry.instrumentation.grpc.filters import service_prefix
 
     return service_prefix("loom.")
-
-
-def instrument_engine(engine: Any) -> None:
-    """One span per SQL statement of this (async) engine, when tracing is on."""
-    if not _active:
-        return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    # Its declared range stops at SQLAlchemy 2.0; the event hooks it uses are unchanged in 2.1
-    # (the trace test proves the spans), so the version check is skipped.
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
 
 
 def asgi_middleware(app: Any) -> Any:
@@ -112,8 +106,10 @@ def current_traceparent() -> str:
 
 
 @contextmanager
-def span(name: str, *, link_to: str = "", attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
-    """A new root span for background work, linked to the traceparent it was caused by."""
+def span(
+    name: str, *, link_to: str | Sequence[str] = "", attributes: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """A new root span for background work, linked to the traceparent(s) it was caused by."""
     if not _active:
         yield
         return
@@ -121,8 +117,8 @@ def span(name: str, *, link_to: str = "", attributes: Mapping[str, Any] | None =
     from opentelemetry.propagate import extract
 
     links = []
-    if link_to:
-        caused_by = trace.get_current_span(extract({TRACEPARENT: link_to})).get_span_context()
+    for traceparent in [link_to] if isinstance(link_to, str) else link_to:
+        caused_by = trace.get_current_span(extract({TRACEPARENT: traceparent})).get_span_context()
         if caused_by.is_valid:
             links.append(trace.Link(caused_by))
     tracer = trace.get_tracer("loom")

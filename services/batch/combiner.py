@@ -24,6 +24,7 @@ SQLAlchemy's execution layer costs more CPU per statement than the statement's r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -33,6 +34,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from libs import tracing
 from libs.db import is_transient, transaction_attempts
 from libs.domain_errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
@@ -56,6 +58,10 @@ class GroupWork(Protocol[Item]):
         """One item's answer; raises its failure."""
         ...
 
+    def committed(self, items: list[Item]) -> None:
+        """These items were applied (not replayed) by a transaction that has now committed."""
+        ...
+
 
 @dataclass
 class _Unit(Generic[Item]):
@@ -64,6 +70,7 @@ class _Unit(Generic[Item]):
     request_hash: bytes
     response_type: type[Message]
     item: Item
+    traceparent: str  # the submitting call's span, linked from the group's commit
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -106,10 +113,11 @@ class GroupCommitter(Generic[Item]):
         request_id then finds the answer)."""
         request_id = request.request_id  # type: ignore[attr-defined]
         validate_request_id(request_id)
-        unit = _Unit(method, request_id, fingerprint(request), response_type, item)
+        unit = _Unit(method, request_id, fingerprint(request), response_type, item, tracing.current_traceparent())
         self._waiting.append(unit)
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="batch-group-commit")
+            # A context of its own: the flusher serves many calls, not the one that started it.
+            self._flusher = asyncio.create_task(self._flush(), name="batch-group-commit", context=contextvars.Context())
         return await unit.answer
 
     async def close(self) -> None:
@@ -134,7 +142,9 @@ class GroupCommitter(Generic[Item]):
                 group = [u for u in self._waiting[: self._max_group] if not u.answer.done()]
                 del self._waiting[: self._max_group]
                 if group:
-                    await self._commit(group)
+                    with tracing.span("batch.group_commit", link_to=[u.traceparent for u in group],
+                                      attributes={"loom.group_size": len(group)}):
+                        await self._commit(group)
         finally:
             self._flusher = None
             for unit in group + self._waiting:  # only when the flusher itself was cancelled
@@ -147,7 +157,8 @@ class GroupCommitter(Generic[Item]):
         try:
             async for attempt in transaction_attempts(self._attempts):
                 with attempt:
-                    outcomes = await self._transaction(group)
+                    outcomes, applied = await self._transaction(group)
+            self._work.committed(applied)
         except Exception as error:  # the shared transaction failed: nothing of the group was written
             if is_transient(error):  # the driver's own errors too, which the interceptor would call INTERNAL
                 error = Unavailable("the database is unavailable; retry the same request_id")
@@ -161,8 +172,9 @@ class GroupCommitter(Generic[Item]):
                 unit.answer.set_result(outcome)
 
 
-    async def _transaction(self, group: list[_Unit[Item]]) -> list[Any]:
-        """One attempt: the group without savepoints, or with one per unit once a unit failed."""
+    async def _transaction(self, group: list[_Unit[Item]]) -> tuple[list[Any], list[Item]]:
+        """One attempt: the group without savepoints, or with one per unit once a unit failed;
+        the outcomes, and the items it applied rather than replayed."""
         if self._conn is None:
             self._conn = await self._engine.connect()
         conn = self._conn
@@ -180,7 +192,9 @@ class GroupCommitter(Generic[Item]):
                 await self._drop_connection(invalidate=True)
             raise
 
-    async def _apply(self, conn: AsyncConnection, group: list[_Unit[Item]], shared: dict, *, careful: bool) -> list[Any]:
+    async def _apply(
+        self, conn: AsyncConnection, group: list[_Unit[Item]], shared: dict, *, careful: bool
+    ) -> tuple[list[Any], list[Item]]:
         """Each claimed unit's answer or failure; a transient failure aborts (and retries) the whole group.
 
         Careless, the units run together where they can and the rest alone, and any unit's
@@ -237,9 +251,10 @@ class GroupCommitter(Generic[Item]):
                 else:
                     await driver.execute("RELEASE SAVEPOINT unit")
         ran = [(u, o) for i, (u, o) in enumerate(zip(group, outcomes, strict=True)) if first[u.key] == i and u.key in claimed]
-        await self._remember(driver, [(u, o) for u, o in ran if isinstance(o, Message)])
+        answered = [(u, o) for u, o in ran if isinstance(o, Message)]
+        await self._remember(driver, answered)
         await self._release(driver, [u for u, o in ran if not isinstance(o, Message)])
-        return outcomes
+        return outcomes, [u.item for u, _ in answered]
 
     async def _claim(self, driver: psycopg.AsyncConnection, group: list[_Unit]) -> set[tuple[str, str]]:
         """Inserts every key not yet taken (waiting for a concurrent holder to finish); the keys this group now owns.

@@ -8,8 +8,10 @@ aggregate with max()).
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.batch.records import OrchestrationCounts
+from services.batch.store import gauges
 
 ORDERS_PLACED = Counter("loom_batch_orders_placed_total", "Orders accepted (replays of a request id not counted).")
 SUPPLIER_ORDERS = Counter("loom_batch_supplier_orders_total", "Supplier orders raised by confirming a batch.")
@@ -25,34 +27,27 @@ OUTBOX_OLDEST_AGE = Gauge(
     "loom_batch_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered outbox event (0 when none waits)."
 )
 
+
+
+def count_orchestration(counts: OrchestrationCounts) -> None:
+    SUPPLIER_ORDERS.inc(counts.supplier_orders)
+    REFUNDS.inc(counts.refunded)
+
+
+def count_resolution(confirmed: bool, refunded: int) -> None:
+    """An admin's review decision: a confirmation raises one supplier order."""
+    SUPPLIER_ORDERS.inc(1 if confirmed else 0)
+    REFUNDS.inc(refunded)
+
+
 STATUSES = ("filling", "confirmed", "in_production", "completed", "cancelled")
 FILL_BOUNDS = ("0.25", "0.5", "0.6", "0.75", "1", "+Inf")
 
-_SAMPLE = text(
-    """
-    SELECT
-      (SELECT coalesce(json_object_agg(status, n), '{}') FROM
-         (SELECT status, count(*) AS n FROM batch.batches GROUP BY status) s) AS statuses,
-      (SELECT json_build_array(
-         count(*) FILTER (WHERE b.current_quantity * 4 <= b.target_quantity),
-         count(*) FILTER (WHERE b.current_quantity * 2 <= b.target_quantity),
-         count(*) FILTER (WHERE b.current_quantity * 10 <= b.target_quantity * 6),
-         count(*) FILTER (WHERE b.current_quantity * 4 <= b.target_quantity * 3),
-         count(*) FILTER (WHERE b.current_quantity <= b.target_quantity),
-         count(*))
-       FROM batch.filling_batches f JOIN batch.batches b USING (id)) AS fill,
-      (SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL) AS pending,
-      (SELECT coalesce(extract(epoch FROM now() - min(occurred_time)), 0)
-         FROM batch.outbox WHERE delivered_time IS NULL) AS oldest_age
-    """
-)
-
-
 async def sample(conn: AsyncConnection) -> None:
-    row = (await conn.execute(_SAMPLE)).one()
+    found = await gauges.sample(conn)
     for status in STATUSES:
-        BATCHES.labels(status).set(row.statuses.get(status, 0))
-    for bound, count in zip(FILL_BOUNDS, row.fill, strict=True):
+        BATCHES.labels(status).set(found.batches_by_status.get(status, 0))
+    for bound, count in zip(FILL_BOUNDS, found.filling_at_most, strict=True):
         FILLING_BY_FILL.labels(bound).set(count)
-    OUTBOX_PENDING.set(row.pending)
-    OUTBOX_OLDEST_AGE.set(float(row.oldest_age))
+    OUTBOX_PENDING.set(found.outbox_pending)
+    OUTBOX_OLDEST_AGE.set(found.outbox_oldest_age_seconds)

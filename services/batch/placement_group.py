@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.batch import metrics
 from services.batch.messages import OrderItem, PlacedAnswers
 from services.batch.settings import BatchSettings
 from services.batch.usecases.placement import place_order, place_orders
@@ -43,3 +44,6 @@ class OrderPlacement:
             seen=shared.setdefault(SEEN_BATCHES, {}),
         )
         return PlacedAnswers()(item, placed)
+
+    def committed(self, items: list[OrderItem]) -> None:
+        metrics.ORDERS_PLACED.inc(len(items))

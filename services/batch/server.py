@@ -19,12 +19,12 @@ from loom.common.v1 import access_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.auth import current_caller, require_self_or
-from libs.db import run_in_transaction
+from libs.db import after_commit, run_in_transaction
 from libs.domain_errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from libs.idempotency import run_idempotent
 from libs.pagination import decode_token, page_size
 from libs.retention import retention_days
-from services.batch import domain
+from services.batch import domain, metrics
 from services.batch.combiner import GroupCommitter
 from services.batch.messages import (
     OrderItem,
@@ -358,6 +358,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         async def work(conn: AsyncConnection) -> pb.ResolveReviewResponse:
             confirm = request.decision == pb.REVIEW_DECISION_CONFIRM
             refunded = await orchestration.resolve_review(conn, request.batch_id, confirm, request.note, utc_now())
+            after_commit(conn, lambda: metrics.count_resolution(confirm, refunded))
             batch = await batches.get_batch(conn, request.batch_id)
             return pb.ResolveReviewResponse(batch=batch_message(batch), orders_refunded=refunded)
 
@@ -388,7 +389,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             return await self._read(dry_run)
 
         async def work(conn: AsyncConnection) -> pb.OrchestrateResponse:
-            return response(await orchestration.orchestrate(conn, self._thresholds, now))
+            counts = await orchestration.orchestrate(conn, self._thresholds, now)
+            after_commit(conn, lambda: metrics.count_orchestration(counts))
+            return response(counts)
 
         return await self._idempotent("Orchestrate", request, pb.OrchestrateResponse, work)
 
