@@ -6,6 +6,7 @@ one; without it an embedded server (pgserver) runs from the data dir.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
@@ -133,22 +134,23 @@ async def run_in_transaction(
     async for attempt in transaction_attempts(attempts):
         with attempt:
             callbacks: list[Callable[[], None]] = []
-            async with engine.begin() as conn:
-                conn.info[_AFTER_COMMIT] = callbacks
-                try:
+            token = _after_commit.set(callbacks)
+            try:
+                async with engine.begin() as conn:
                     result = await work(conn)
-                finally:
-                    del conn.info[_AFTER_COMMIT]
+            finally:
+                _after_commit.reset(token)
             for callback in callbacks:
                 callback()
             return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-_AFTER_COMMIT = "loom.after_commit"
+# The callbacks of the transaction the running task is in (work runs in the caller's task).
+_after_commit: contextvars.ContextVar[list[Callable[[], None]]] = contextvars.ContextVar("loom_after_commit")
 
 
-def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
-    """Runs callback once the transaction run_in_transaction gave conn to has committed
+def after_commit(callback: Callable[[], None]) -> None:
+    """Runs callback once the transaction run_in_transaction is running has committed
     (counting what happened must not count an attempt that rolled back, or a replay)."""
-    conn.info[_AFTER_COMMIT].append(callback)
+    _after_commit.get().append(callback)

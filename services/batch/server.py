@@ -358,7 +358,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         async def work(conn: AsyncConnection) -> pb.ResolveReviewResponse:
             confirm = request.decision == pb.REVIEW_DECISION_CONFIRM
             refunded = await orchestration.resolve_review(conn, request.batch_id, confirm, request.note, utc_now())
-            after_commit(conn, lambda: metrics.count_resolution(confirm, refunded))
+            after_commit(lambda: metrics.count_resolution(confirm, refunded))
             batch = await batches.get_batch(conn, request.batch_id)
             return pb.ResolveReviewResponse(batch=batch_message(batch), orders_refunded=refunded)
 
@@ -390,7 +390,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
 
         async def work(conn: AsyncConnection) -> pb.OrchestrateResponse:
             counts = await orchestration.orchestrate(conn, self._thresholds, now)
-            after_commit(conn, lambda: metrics.count_orchestration(counts))
+            after_commit(lambda: metrics.count_orchestration(counts))
             return response(counts)
 
         return await self._idempotent("Orchestrate", request, pb.OrchestrateResponse, work)

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from libs.db import make_engine, run_in_transaction
+from libs.db import after_commit, make_engine, run_in_transaction
 from libs.errors import InvalidArgument, NotFound
 from libs.pagination import decode_token, encode_token, page_size
 from libs.settings import SERVICE_NAMES
@@ -75,6 +75,30 @@ async def test_a_connection_dropped_mid_transaction_is_retried_on_a_fresh_one(en
     await run_in_transaction(engine, work)
     assert attempts == 2
     assert await counter_value(engine) == 1
+
+
+async def test_after_commit_runs_once_for_the_attempt_that_committed_and_never_after_a_rollback(engine):
+    await reset_counter(engine)
+    ran: list[int] = []
+    attempts = 0
+
+    async def dropped_once(conn):
+        nonlocal attempts
+        attempts += 1
+        after_commit(lambda attempt=attempts: ran.append(attempt))
+        if attempts == 1:
+            await conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    await run_in_transaction(engine, dropped_once)
+    assert ran == [2]
+
+    async def refused(conn):
+        after_commit(lambda: ran.append(-1))
+        raise NotFound("order", "o-1")
+
+    with pytest.raises(NotFound):
+        await run_in_transaction(engine, refused)
+    assert ran == [2]
 
 
 async def test_a_domain_error_is_not_retried_and_its_writes_are_rolled_back(engine):
