@@ -11,7 +11,7 @@ showed in the tracking.ingest benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from loom.common.v1 import access_pb2
@@ -19,7 +19,7 @@ from loom.tracking.v1 import tracking_pb2 as pb
 
 from libs.auth import Caller
 from libs.domain_errors import FieldViolation
-from services.tracking import domain
+from services.tracking import domain, metrics
 from services.tracking.domain import Agent, Event, IngestLimits, Outcome
 from services.tracking.enrichment import Enricher
 from services.tracking.group_commit import GroupCommitter
@@ -48,7 +48,7 @@ class Ingestion:
             InteractionWriter(settings.database_url, self.limits.dedup_window) for _ in range(settings.ingest_writers)
         ]
         self.committer = GroupCommitter(
-            [w.store for w in self._writers],
+            [_measured(w.store) for w in self._writers],
             max_batch=settings.ingest_max_batch_events,
             delay=settings.ingest_commit_delay_ms / 1000,
             group_calls=settings.ingest_commit_group_calls,
@@ -122,6 +122,8 @@ class Ingestion:
                 if violations:
                     rejected[index] = violations
             accepted = [(index, event) for index, event in accepted if index not in rejected]
+        if rejected:
+            metrics.REJECTED.inc(len(rejected))
         return accepted, rejected
 
     def _violations(self, item: pb.Interaction, user_id: str | None, now: datetime) -> list[FieldViolation]:
@@ -135,4 +137,18 @@ class Ingestion:
 
     async def store(self, events: list[Event]) -> list[Outcome]:
         """Each event's outcome once the transaction it went into has committed."""
-        return await self.committer.submit(events)
+        outcomes = await self.committer.submit(events)
+        duplicates = sum(outcome.duplicate for outcome in outcomes)
+        metrics.STORED.inc(len(outcomes) - duplicates)
+        if duplicates:
+            metrics.DUPLICATE.inc(duplicates)
+        return outcomes
+
+
+def _measured(store: Callable[[list[Event]], Awaitable[list[Outcome]]]) -> Callable[[list[Event]], Awaitable[list[Outcome]]]:
+    async def measured(events: list[Event]) -> list[Outcome]:
+        outcomes = await store(events)
+        metrics.GROUP_COMMIT_EVENTS.observe(len(events))
+        return outcomes
+
+    return measured

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from libs.domain_errors import FailedPrecondition
-from services.tracking import domain
+from libs.db import after_commit
+from libs.domain_errors import FailedPrecondition, NotFound
+from services.tracking import domain, metrics
 from services.tracking.records import ShareOutcome
 from services.tracking.store import posts, shares
 
@@ -31,8 +32,13 @@ async def share_post(
     span midnight. A rejection is recorded (for the stats) and returned, not raised, so
     that it commits.
     """
-    post = await posts.get_post(conn, post_id)
+    try:
+        post = await posts.get_post(conn, post_id)
+    except NotFound:
+        metrics.SHARE_REJECTIONS.labels("unknown_post").inc()
+        raise
     if not post.published:
+        metrics.SHARE_REJECTIONS.labels("unpublished_post").inc()
         raise FailedPrecondition(f"post {post_id!r} is not published", reason="POST_NOT_PUBLISHED", subject=f"posts/{post_id}")
     today_hash, yesterday_hash = ip_hashes
     await shares.lock_share_keys(conn, domain.share_lock_keys(today_hash, yesterday_hash))
@@ -40,6 +46,7 @@ async def share_post(
     retry_after = domain.share_decision(recent, oldest, now, limit)
     if retry_after is not None:
         await shares.record_rejection(conn, now.date(), today_hash)
+        after_commit(metrics.SHARE_REJECTIONS.labels("rate_limited").inc)
         return ShareOutcome(retry_after_seconds=retry_after)
     share_id = await shares.insert_share(
         conn, post_id=post_id, platform=platform, session_id=session_id, user_id=user_id, ip_hash=today_hash, now=now
