@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from libs import tracing
 from libs.errors import DomainError
 
 T = TypeVar("T")
@@ -137,6 +138,7 @@ async def run_in_transaction(
             token = _after_commit.set(callbacks)
             try:
                 async with engine.begin() as conn:
+                    await carry_trace(conn)
                     result = await work(conn)
             finally:
                 _after_commit.reset(token)
@@ -144,6 +146,14 @@ async def run_in_transaction(
                 callback()
             return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def carry_trace(conn: AsyncConnection) -> None:
+    """Makes the current span's traceparent visible to SQL for the rest of the transaction
+    (outbox rows default to it, so the work their events cause later links back here)."""
+    traceparent = tracing.current_traceparent()
+    if traceparent:
+        await conn.execute(text("SELECT set_config('loom.traceparent', :traceparent, true)"), {"traceparent": traceparent})
 
 
 # The callbacks of the transaction the running task is in (work runs in the caller's task).

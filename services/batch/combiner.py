@@ -35,7 +35,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs import tracing
-from libs.db import is_transient, transaction_attempts
+from libs.db import carry_trace, is_transient, transaction_attempts
 from libs.domain_errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
 
@@ -181,10 +181,12 @@ class GroupCommitter(Generic[Item]):
         try:
             try:
                 async with conn.begin():
+                    await carry_trace(conn)
                     return await self._apply(conn, group, self._shared, careful=False)
             except _UnitFailed:
                 self._shared = {}
                 async with conn.begin():
+                    await carry_trace(conn)
                     return await self._apply(conn, group, self._shared, careful=True)
         except Exception as error:
             self._shared = {}

@@ -20,6 +20,7 @@ from loom.common.v1 import event_pb2
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs import tracing
 from services.batch.records import StoredEvent
 from services.batch.store import outbox
 
@@ -39,7 +40,8 @@ def event_message(event: StoredEvent) -> event_pb2.Event:
     occurred = Timestamp()
     occurred.FromDatetime(event.occurred_time)
     return event_pb2.Event(
-        event_id=event_id(event.namespace, event.id), type=event.type, source="batch", occurred_time=occurred, data=data
+        event_id=event_id(event.namespace, event.id), type=event.type, source="batch", occurred_time=occurred, data=data,
+        trace_parent=event.trace_parent,
     )
 
 
@@ -70,7 +72,10 @@ class OutboxDispatcher:
             pending = await outbox.pending_events(conn, BATCH_SIZE)
             if not pending:
                 return 0
-            await self._rules().DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event_message(e) for e in pending]))
+            with tracing.span(
+                "batch.outbox.deliver", link_to=[e.trace_parent for e in pending], attributes={"loom.events": len(pending)}
+            ):
+                await self._rules().DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event_message(e) for e in pending]))
             await outbox.mark_delivered(conn, [e.id for e in pending], datetime.now(UTC))
         return len(pending)
 

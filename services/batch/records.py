@@ -143,6 +143,7 @@ class StoredEvent:
     type: str
     occurred_time: datetime
     data: dict
+    trace_parent: str  # of the traced call that wrote it; "" when none was
 
 
 @dataclass

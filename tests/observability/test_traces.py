@@ -14,9 +14,11 @@ import time
 import uuid
 
 import httpx
+import psycopg
 import pytest
 from opentelemetry.trace import SpanKind
 
+from libs.scratch_db import plain_url
 from tests.observability.otlp import ReceivedSpan, otlp_collector
 from tests.support import ServiceProcess, free_port, process_env, token, wait_serving
 
@@ -70,7 +72,15 @@ def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSp
     return [s for s in spans if s.parent_span_id == parent.span_id and s.trace_id == parent.trace_id]
 
 
-async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(traced_suite):
+async def sql(database_url: str, statement: str) -> list[tuple]:
+    def run() -> list[tuple]:
+        with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
+            return conn.execute(statement).fetchall()
+
+    return await asyncio.to_thread(run)
+
+
+async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(traced_suite, database_url):
     collector, url, _ = traced_suite
     trace_id, web_span_id = secrets.token_hex(16), secrets.token_hex(8)
     category = f"tees_{uuid.uuid4().hex[:8]}"
@@ -115,6 +125,12 @@ async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(
     assert statements and all(_is_ancestor(everything, commit, s) for s in statements)
     assert any("INSERT INTO batch.orders" in str(s.attributes.get("db.statement", s.attributes.get("db.query.text", "")))
                for s in statements)
+    # Its outbox event carries the commit's traceparent, for whatever it causes later to link to.
+    order_id = placed.json()["order"]["orderId"]
+    [(traceparent,)] = await sql(
+        database_url, f"SELECT trace_parent FROM batch.outbox WHERE type = 'order.placed' AND data->'order'->>'id' = '{order_id}'"
+    )
+    assert traceparent.split("-")[1:3] == [commit.trace_id, commit.span_id]
 
 
 def batch_span_id(spans: list[ReceivedSpan]) -> str:
