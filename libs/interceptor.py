@@ -21,10 +21,10 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from libs import wellformed
+from libs import validation, wellformed
 from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
 from libs.db import is_transient
-from libs.errors import DomainError, InvalidArgument, Unavailable
+from libs.errors import DomainError, FieldViolation, InvalidArgument, Unavailable
 from libs.logs import Redactor, peer_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -52,10 +52,16 @@ class _Outcome:
 
 
 def _require_wellformed(request) -> None:
-    """Enum numbers no proto declares and out-of-range timestamps are bad input, not INTERNAL."""
-    found = wellformed.violations(request) if isinstance(request, Message) else []
+    """Enum numbers no proto declares and out-of-range timestamps are bad input, not INTERNAL;
+    so is anything that breaks the constraints the proto declares (`buf.validate`). Every
+    violation is reported at once, each field once."""
+    if not isinstance(request, Message):
+        return
+    found: dict[str, FieldViolation] = {}
+    for violation in (*wellformed.violations(request), *validation.violations(request)):
+        found.setdefault(violation.field, violation)
     if found:
-        raise InvalidArgument(found)
+        raise InvalidArgument(found.values())
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):

@@ -5,6 +5,7 @@ answers in one way the interceptor must handle.
 """
 
 import asyncio
+import uuid
 import io
 import json
 
@@ -89,10 +90,10 @@ async def test_a_token_verified_before_is_refused_once_it_expires(stub):
 
     token = mint_token(TEST_JWT_SECRET, subject="buyer-1", role="admin", ttl_seconds=1)
     metadata = (("authorization", f"Bearer {token}"),)
-    await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
+    await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())), metadata=metadata)
     await asyncio.sleep(1.1)
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
+        await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())), metadata=metadata)
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
