@@ -141,3 +141,17 @@ def test_one_folder_holds_every_proto_a_client_needs():
         assert (PROTO_ROOT / needed).exists() and needed in names
     outside = {n for n in names if not (PROTO_ROOT / n).exists()}
     assert all(n.startswith("google/protobuf/") for n in outside), outside
+
+
+def test_a_vendored_proto_that_drifts_from_its_wheel_is_reported(tmp_path, monkeypatch):
+    """health.proto and validate.proto ship only compiled in their wheels: descriptors are compared."""
+    import shutil
+
+    import libs.codegen as codegen
+
+    copy = tmp_path / "protos"
+    shutil.copytree(PROTO_ROOT, copy)
+    health = copy / codegen.HEALTH_PROTO
+    health.write_text(health.read_text().replace("  rpc List(HealthListRequest) returns (HealthListResponse);\n", ""))
+    monkeypatch.setattr(codegen, "PROTO_ROOT", copy)
+    assert codegen.drifted_vendored_protos() == [codegen.HEALTH_PROTO]
