@@ -25,10 +25,11 @@ _DESCRIPTIONS = {"string.uuid": "must be a UUID", "string.uuid_empty": "must be 
 
 def violations(message: Message) -> list[FieldViolation]:
     """Every constraint the message breaks, in declaration order."""
-    return [_field_violation(v.proto) for v in _VALIDATOR.collect_violations(message)]
+    return [_field_violation(v) for v in _VALIDATOR.collect_violations(message)]
 
 
-def _field_violation(violation) -> FieldViolation:
+def _field_violation(found: protovalidate.Violation) -> FieldViolation:
+    violation = found.proto
     path = ""
     for element in violation.field.elements:
         name = element.field_name
@@ -36,5 +37,8 @@ def _field_violation(violation) -> FieldViolation:
         subscript = element.subscript
         if subscript is not None:
             path += f"[{subscript.value}]"
-    description = _DESCRIPTIONS.get(violation.rule_id) or violation.message.removeprefix("value ")
+    if violation.rule_id == "string.not_contains":  # protovalidate quotes the text raw, unreadable for NUL
+        description = f"must not contain {found.rule_value!r}"
+    else:
+        description = _DESCRIPTIONS.get(violation.rule_id) or violation.message.removeprefix("value ")
     return FieldViolation(path, description)

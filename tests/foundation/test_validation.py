@@ -141,3 +141,25 @@ def test_items_of_a_batch_call_are_left_to_the_per_item_results():
     bad_item = tracking_pb2.Interaction(type=tracking_pb2.INTERACTION_TYPE_HOVER, product_id="bad id!", session_id="s")
     assert validation.violations(tracking_pb2.TrackInteractionsRequest(interactions=[bad_item])) == []
     assert [v.field for v in validation.violations(tracking_pb2.TrackInteractionsRequest())] == ["interactions"]
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (dict(event_id="e-nul-1", type="order.placed", source="x\x00"), "event.source"),  # declared: string not_contains
+        (dict(event_id="e-nul-2", type="order.placed", data={"order": {"id\x00": "1"}}), "event.data"),  # in the domain
+    ],
+    ids=["declared", "domain"],
+)
+async def test_an_event_holding_a_nul_character_is_invalid_and_not_stored(database_url, sql, event, field):
+    from google.protobuf import json_format
+    from loom.common.v1 import event_pb2
+    from loom.rules.v1 import rules_pb2
+
+    message = event_pb2.Event(**{k: v for k, v in event.items() if k != "data"})
+    json_format.ParseDict(event.get("data", {}), message.data)
+    async with serve("rules", database_url) as running, stub_for("rules", running.target) as rules:
+        request = rules_pb2.EvaluateEventRequest(event=message)
+        assert field in await rejected(rules.EvaluateEvent(request, metadata=ADMIN))
+    stored = sql.execute("SELECT count(*) FROM rules.events WHERE event_id = %s", (event["event_id"],)).fetchone()[0]
+    assert stored == 0
