@@ -2,9 +2,17 @@
 
 `python -m libs.codegen` writes them into gen/; `--check` regenerates into a
 scratch folder and fails when gen/ differs (stale or hand-edited code).
-The google/api and google/rpc protos in protos/ are verbatim copies of the ones
-googleapis-common-protos ships; their Python modules come from that wheel, so
-only loom/ is compiled, and `--check` also proves the copies have not drifted.
+
+protos/ holds every proto a Loom client needs, Loom's own and the third-party
+ones it uses or sends (google.api annotations, google.rpc error details,
+grpc.health.v1, buf.validate), so a client in any language compiles that one
+folder. Python compiles only loom/ and buf/validate/: the other third-party
+modules come at run time from the wheels that the services already import
+(googleapis-common-protos, grpcio-health-checking), and a second generated copy
+would clash with them in the descriptor pool. `--check` proves each vendored
+copy still matches what its wheel serves: text for the googleapis copies (the
+wheel ships the .proto), descriptors for the others (their wheels ship only the
+compiled form).
 """
 
 from __future__ import annotations
@@ -18,16 +26,31 @@ import tempfile
 from pathlib import Path
 
 import grpc_tools
+from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 GEN_ROOT = ROOT / "gen"
-VENDORED = ("google/api/annotations.proto", "google/api/http.proto", "google/rpc/status.proto")
+WELL_KNOWN = Path(grpc_tools.__file__).parent / "_proto"
+VENDORED = (
+    "google/api/annotations.proto",
+    "google/api/field_behavior.proto",
+    "google/api/http.proto",
+    "google/rpc/error_details.proto",
+    "google/rpc/status.proto",
+)
+HEALTH_PROTO = "grpc/health/v1/health.proto"
+VALIDATE_PROTO = "buf/validate/validate.proto"
 
 
 def loom_protos() -> list[Path]:
     return sorted((PROTO_ROOT / "loom").rglob("*.proto"))
+
+
+def python_protos() -> list[Path]:
+    """Protos compiled into gen/: Loom's, and buf.validate (no wheel serves it to google.protobuf)."""
+    return [*loom_protos(), PROTO_ROOT / VALIDATE_PROTO]
 
 
 def _plugin(name: str) -> str:
@@ -35,23 +58,32 @@ def _plugin(name: str) -> str:
     return f"--plugin=protoc-gen-{name}={scripts / ('protoc-gen-' + name)}"
 
 
+def _protoc(*args: str) -> None:
+    if protoc.main(["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{WELL_KNOWN}", *args]) != 0:
+        raise SystemExit("protoc failed")
+
+
 def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
+    _protoc(
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         _plugin("mypy"),
         _plugin("mypy_grpc"),
         f"--mypy_out=quiet:{out}",
         f"--mypy_grpc_out=quiet:{out}",
-        *(str(p.relative_to(PROTO_ROOT)) for p in loom_protos()),
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+        *(str(p.relative_to(PROTO_ROOT)) for p in python_protos()),
+    )
+
+
+def descriptor_set(*, include_imports: bool = True, source_info: bool = False) -> descriptor_pb2.FileDescriptorSet:
+    """Every proto under protos/ compiled into one FileDescriptorSet (for tools and tests)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "all.binpb"
+        flags = [*(["--include_imports"] if include_imports else []), *(["--include_source_info"] if source_info else [])]
+        files = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+        _protoc(f"--descriptor_set_out={target}", *flags, *files)
+        return descriptor_pb2.FileDescriptorSet.FromString(target.read_bytes())
 
 
 def _files(folder: Path) -> set[str]:
@@ -74,11 +106,44 @@ def stale_files() -> list[str]:
         return differing
 
 
+def _shape(file: descriptor_pb2.FileDescriptorProto) -> bytes:
+    """What a file declares, without what compilers and packagers vary: comments, JSON
+    names, file options (the protovalidate wheel sets its own language packages)."""
+    file.ClearField("source_code_info")
+    file.ClearField("options")
+    for message in _messages(file.message_type):
+        for field in message.field:
+            field.ClearField("json_name")
+    return file.SerializeToString(deterministic=True)
+
+
+def _messages(messages):
+    for message in messages:
+        yield message
+        yield from _messages(message.nested_type)
+
+
+def _served_descriptors() -> dict[str, bytes]:
+    """The descriptors the wheels serve for the vendored protos they ship only compiled."""
+    from grpc_health.v1 import health_pb2
+    from protovalidate._gen.buf.validate import validate_pb
+
+    health = descriptor_pb2.FileDescriptorProto.FromString(health_pb2.DESCRIPTOR.serialized_pb)
+    health.name = HEALTH_PROTO  # the wheel compiles it as grpc_health/v1/health.proto
+    return {
+        HEALTH_PROTO: _shape(health),
+        VALIDATE_PROTO: _shape(descriptor_pb2.FileDescriptorProto.FromString(validate_pb.desc().proto.to_binary())),
+    }
+
+
 def drifted_vendored_protos() -> list[str]:
     from google.api import annotations_pb2
 
     wheel_root = Path(annotations_pb2.__file__).parent.parent.parent
-    return [p for p in VENDORED if not filecmp.cmp(PROTO_ROOT / p, wheel_root / p, shallow=False)]
+    drifted = [p for p in VENDORED if not filecmp.cmp(PROTO_ROOT / p, wheel_root / p, shallow=False)]
+    compiled = {f.name: f for f in descriptor_set(include_imports=True).file}
+    drifted += [name for name, served in _served_descriptors().items() if _shape(compiled[name]) != served]
+    return drifted
 
 
 def main() -> None:
@@ -87,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.check:
         problems = [f"stale generated file: gen/{f}" for f in stale_files()]
-        problems += [f"vendored proto differs from googleapis-common-protos: protos/{p}" for p in drifted_vendored_protos()]
+        problems += [f"vendored proto differs from the copy its wheel serves: protos/{p}" for p in drifted_vendored_protos()]
         if problems:
             print("\n".join(problems + ["run: make gen"]), file=sys.stderr)
             raise SystemExit(1)
@@ -95,7 +160,7 @@ def main() -> None:
         return
     shutil.rmtree(GEN_ROOT, ignore_errors=True)
     generate(GEN_ROOT)
-    print(f"generated {len(loom_protos())} protos into {GEN_ROOT.relative_to(ROOT)}/")
+    print(f"generated {len(python_protos())} protos into {GEN_ROOT.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

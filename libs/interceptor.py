@@ -21,10 +21,10 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from libs import wellformed
+from libs import validation, wellformed
 from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
 from libs.db import is_transient
-from libs.errors import DomainError, InvalidArgument, Unavailable, grpc_status_of, status_code_of
+from libs.errors import DomainError, FieldViolation, InvalidArgument, Unavailable, grpc_status_of, status_code_of
 from libs.logs import Redactor, peer_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -51,15 +51,24 @@ class _Outcome:
         self.error: str | None = None
 
 
-def _require_wellformed(request) -> None:
-    """Enum numbers no proto declares and out-of-range timestamps are bad input, not INTERNAL."""
-    found = wellformed.violations(request) if isinstance(request, Message) else []
+def _require_wellformed(request, declared: bool = True) -> None:
+    """Enum numbers no proto declares and out-of-range timestamps are bad input, not INTERNAL;
+    so is anything that breaks the constraints the proto declares (`buf.validate`). Every
+    violation is reported at once, each field once."""
+    if not isinstance(request, Message):
+        return
+    found: dict[str, FieldViolation] = {}
+    for violation in (*wellformed.violations(request), *(validation.violations(request) if declared else ())):
+        found.setdefault(violation.field, violation)
     if found:
-        raise InvalidArgument(found)
+        raise InvalidArgument(found.values())
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor) -> None:
+    def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor, validate: bool = True) -> None:
+        """validate=False skips the protos' declared constraints (buf.validate): only for
+        stand-in backends whose tests decide every answer themselves."""
+        self._validate = validate
         self._jwt_key = jwt_key
         self._jwt_issuer = jwt_issuer
         self._redactor = redactor
@@ -77,7 +86,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
                     self._enter(context, method, rule)
-                    _require_wellformed(request)
+                    _require_wellformed(request, self._validate)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
                     await self._fail(context, outcome, error)
@@ -91,7 +100,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
                     self._enter(context, method, rule)
-                    _require_wellformed(request)
+                    _require_wellformed(request, self._validate)
                     produced = behavior(request, context)
                     if inspect.isasyncgen(produced):
                         async for item in produced:

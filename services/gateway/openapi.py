@@ -13,6 +13,7 @@ import re
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from libs.auth import ROLE_NAMES
+from services.gateway import openapi_constraints as declared
 from services.gateway.routes import Binding, RouteTable, resolve_field_path
 from services.gateway.transcode import SCALAR_LIKE_MESSAGES
 
@@ -164,7 +165,8 @@ def _query_parameters(binding: Binding, schemas: dict[str, dict]) -> list[dict]:
         if any(proto_path == b or proto_path.startswith(b + ".") for b in bound):
             continue
         schema = _field_schema(field, schemas)
-        parameter = {"name": json_path, "in": "query", "required": False, "schema": schema}
+        parameter = {"name": json_path, "in": "query", "required": "." not in proto_path and declared.is_required(field),
+                     "schema": schema}
         if field.is_repeated:
             parameter |= {"style": "form", "explode": True}
         parameters.append(parameter)
@@ -197,19 +199,35 @@ def _message_ref(descriptor: Descriptor, schemas: dict[str, dict]) -> dict:
 
 
 def _message_schema(descriptor: Descriptor, schemas: dict[str, dict], exclude: set[str] = frozenset()) -> dict:
-    properties = {
-        field.json_name: _field_schema(field, schemas) for field in descriptor.fields if field.name not in exclude
-    }
-    return {"type": "object", "title": descriptor.name, "properties": properties, "additionalProperties": False}
+    fields = [field for field in descriptor.fields if field.name not in exclude]
+    properties = {field.json_name: _field_schema(field, schemas) for field in fields}
+    schema = {"type": "object", "title": descriptor.name, "properties": properties, "additionalProperties": False}
+    required = [field.json_name for field in fields if declared.is_required(field)]
+    return schema | ({"required": required} if required else {})
 
 
 def _field_schema(field: FieldDescriptor, schemas: dict[str, dict], *, single: bool = False) -> dict:
+    """The field's schema with the constraints its proto declares (see openapi_constraints)."""
+    rules = declared.field_rules(field)
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         value_field = field.message_type.fields_by_name["value"]
-        return {"type": "object", "additionalProperties": _single_schema(value_field, schemas)}
-    if field.is_repeated and not single:
-        return {"type": "array", "items": _single_schema(field, schemas)}
-    return _single_schema(field, schemas)
+        schema = {"type": "object", "additionalProperties": _single_schema(value_field, schemas)}
+    elif field.is_repeated and not single:
+        items = _single_schema(field, schemas)
+        item_rules = declared.item_rules(rules) if rules else None
+        items = _narrowed(items, declared.value_keywords(item_rules, field, items) if item_rules else {})
+        schema = {"type": "array", "items": items, **(declared.array_keywords(rules) if rules else {})}
+    else:
+        schema = _single_schema(field, schemas)
+        schema = _narrowed(schema, declared.value_keywords(rules, field, schema) if rules else {})
+    return _narrowed(schema, {"readOnly": True} if declared.is_output_only(field) else {})
+
+
+def _narrowed(schema: dict, keywords: dict) -> dict:
+    """schema with more keywords; OpenAPI 3.0 ignores siblings of $ref, so a reference is wrapped."""
+    if not keywords:
+        return schema
+    return {"allOf": [schema], **keywords} if "$ref" in schema else {**schema, **keywords}
 
 
 def _single_schema(field: FieldDescriptor, schemas: dict[str, dict]) -> dict:

@@ -185,6 +185,15 @@ def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
     )
 
 
+def _holds_nul(value: Any) -> bool:
+    """Events are stored as JSONB, which cannot hold a NUL character in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    return isinstance(value, list) and any(_holds_nul(item) for item in value)
+
+
 def event_record(event: event_pb2.Event, where: str, violations: Violations) -> dict[str, Any]:
     """The stored form of an event; problems go to `violations`."""
     violations.check(bool(event.event_id), f"{where}.event_id", "required")
@@ -194,13 +203,15 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
         f"at most {MAX_EVENT_ID_LENGTH} printable characters",
     )
     violations.check(bool(event.type), f"{where}.type", "required, e.g. 'batch.confirmed'")
+    data = _python(event.data)
+    violations.check(not _holds_nul(data), f"{where}.data", "must not contain NUL characters")
     occurred = event.occurred_time.ToDatetime(tzinfo=UTC) if event.HasField("occurred_time") else datetime.now(UTC)
     return {
         "event_id": event.event_id,
         "type": event.type,
         "source": event.source,
         "occurred_time": occurred,
-        "data": _python(event.data),
+        "data": data,
     }
 
 

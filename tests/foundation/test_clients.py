@@ -1,6 +1,7 @@
 """Service-to-service channels: retries of UNAVAILABLE, default deadlines, identity."""
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -51,7 +52,7 @@ async def test_unavailable_is_retried_transparently_and_carries_service_identity
     channel = open_channel(target, token=token)
     structlog.contextvars.bind_contextvars(request_id="req-123")
     try:
-        reply = await batch_pb2_grpc.BatchServiceStub(channel).GetBatch(batch_pb2.GetBatchRequest(batch_id="b"))
+        reply = await batch_pb2_grpc.BatchServiceStub(channel).GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())))
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
         await channel.close()

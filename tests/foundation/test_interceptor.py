@@ -5,6 +5,7 @@ answers in one way the interceptor must handle.
 """
 
 import asyncio
+import uuid
 import io
 import json
 
@@ -19,6 +20,9 @@ from libs.errors import InvalidArgument, FieldViolation, field_violations, statu
 from libs.bootstrap import ServiceSpec, start
 from services.batch.settings import BatchSettings
 from tests.support import TEST_JWT_SECRET, auth, settings_for
+
+# The interceptor checks declared constraints (a batch id is a UUID) before the probe servicer sees a call.
+BATCH_ID = "0b6f5a1e-3c2d-4e8f-9a7b-1c2d3e4f5a6b"
 
 
 class ProbeServicer(batch_pb2_grpc.BatchServiceServicer):
@@ -89,10 +93,10 @@ async def test_a_token_verified_before_is_refused_once_it_expires(stub):
 
     token = mint_token(TEST_JWT_SECRET, subject="buyer-1", role="admin", ttl_seconds=1)
     metadata = (("authorization", f"Bearer {token}"),)
-    await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
+    await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())), metadata=metadata)
     await asyncio.sleep(1.1)
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await stub.GetBatch(batch_pb2.GetBatchRequest(), metadata=metadata)
+        await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())), metadata=metadata)
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -103,8 +107,8 @@ async def test_wrong_role_is_permission_denied(stub):
 
 
 async def test_allowed_role_reaches_the_servicer(stub):
-    reply = await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id="b-1"), metadata=auth("supplier", "s-1"))
-    assert reply.batch.batch_id == "b-1"
+    reply = await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=BATCH_ID), metadata=auth("supplier", "s-1"))
+    assert reply.batch.batch_id == BATCH_ID
 
 
 async def test_domain_validation_error_is_invalid_argument_with_field_violations(stub):
@@ -126,7 +130,7 @@ async def test_unexpected_exception_is_internal_without_trace_or_sql(stub):
 
 async def test_request_id_is_echoed_in_trailing_metadata(stub):
     call = stub.GetBatch(
-        batch_pb2.GetBatchRequest(batch_id="b"), metadata=(*auth("admin"), ("x-request-id", "req-42"))
+        batch_pb2.GetBatchRequest(batch_id=BATCH_ID), metadata=(*auth("admin"), ("x-request-id", "req-42"))
     )
     await call
     assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
@@ -137,7 +141,7 @@ async def test_every_call_logs_one_json_line_with_request_id_and_no_raw_email_or
     logs.configure(service="batch", level="info", redaction_key=TEST_JWT_SECRET, stream=buffer)
     try:
         await stub.GetBatch(
-            batch_pb2.GetBatchRequest(batch_id="b"),
+            batch_pb2.GetBatchRequest(batch_id=BATCH_ID),
             metadata=(*auth("supplier", "jane.doe@example.com"), ("x-request-id", "req-log-1")),
         )
         with pytest.raises(grpc.aio.AioRpcError):

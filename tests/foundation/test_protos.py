@@ -67,3 +67,91 @@ def test_every_proto_file_is_compiled():
 def test_codegen_check_command_exits_zero_when_current():
     result = subprocess.run([sys.executable, "-m", "libs.codegen", "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _loom_files_with_comments():
+    from libs.codegen import descriptor_set
+
+    return [f for f in descriptor_set(include_imports=False, source_info=True).file if f.name.startswith("loom/")]
+
+
+def _undocumented(file) -> list[str]:
+    """Fields, RPCs and enum values of file that have no leading comment (paths per descriptor.proto)."""
+    commented = {tuple(loc.path) for loc in file.source_code_info.location if loc.leading_comments.strip()}
+    missing = []
+
+    def fields_of(message, path, name):
+        for i, field in enumerate(message.field):
+            if (*path, 2, i) not in commented:
+                missing.append(f"{name}.{field.name}")
+        for i, nested in enumerate(message.nested_type):
+            if not nested.options.map_entry:
+                fields_of(nested, (*path, 3, i), f"{name}.{nested.name}")
+
+    for i, message in enumerate(file.message_type):
+        fields_of(message, (4, i), message.name)
+    for s, service in enumerate(file.service):
+        missing += [f"{service.name}.{m.name}" for i, m in enumerate(service.method) if (6, s, 2, i) not in commented]
+    for e, enum in enumerate(file.enum_type):
+        missing += [f"{enum.name}.{v.name}" for i, v in enumerate(enum.value) if (5, e, 2, i) not in commented]
+    return missing
+
+
+def test_every_field_rpc_and_enum_value_is_documented():
+    missing = [f"{file.name}: {name}" for file in _loom_files_with_comments() for name in _undocumented(file)]
+    assert missing == []
+
+
+def test_the_comment_check_notices_an_undocumented_field():
+    from google.protobuf import descriptor_pb2
+
+    file = next(f for f in _loom_files_with_comments() if f.name.endswith("batch.proto"))
+    stripped = descriptor_pb2.FileDescriptorProto()
+    stripped.CopyFrom(file)
+    del stripped.source_code_info.location[:]
+    assert "PlaceOrderRequest.quantity" in _undocumented(stripped)
+
+
+def test_comments_name_the_setting_rather_than_hard_code_a_configurable_value():
+    """The share limit and retention are configuration; the contract names the setting."""
+    text = (PROTO_ROOT / "loom/tracking/v1/tracking.proto").read_text()
+    assert "10 per hour" not in text and "LOOM_SHARE_LIMIT_PER_HOUR" in text
+
+
+def test_request_ids_are_documented_as_aip_155_idempotency_keys():
+    request_ids = [
+        (file.name, location.leading_comments)
+        for file in _loom_files_with_comments()
+        for message_index, message in enumerate(file.message_type)
+        for field_index, field in enumerate(message.field)
+        if field.name == "request_id"
+        for location in file.source_code_info.location
+        if tuple(location.path) == (4, message_index, 2, field_index)
+    ]
+    assert request_ids
+    assert all("AIP-155" in comment and "first answer" in comment for _, comment in request_ids)
+
+
+def test_one_folder_holds_every_proto_a_client_needs():
+    """Every import resolves inside protos/ except protobuf's own well-known types."""
+    from libs.codegen import descriptor_set
+
+    names = {f.name for f in descriptor_set().file}
+    for needed in ("google/rpc/error_details.proto", "grpc/health/v1/health.proto", "buf/validate/validate.proto"):
+        assert (PROTO_ROOT / needed).exists() and needed in names
+    outside = {n for n in names if not (PROTO_ROOT / n).exists()}
+    assert all(n.startswith("google/protobuf/") for n in outside), outside
+
+
+def test_a_vendored_proto_that_drifts_from_its_wheel_is_reported(tmp_path, monkeypatch):
+    """health.proto and validate.proto ship only compiled in their wheels: descriptors are compared."""
+    import shutil
+
+    import libs.codegen as codegen
+
+    copy = tmp_path / "protos"
+    shutil.copytree(PROTO_ROOT, copy)
+    health = copy / codegen.HEALTH_PROTO
+    health.write_text(health.read_text().replace("  rpc List(HealthListRequest) returns (HealthListResponse);\n", ""))
+    monkeypatch.setattr(codegen, "PROTO_ROOT", copy)
+    assert codegen.drifted_vendored_protos() == [codegen.HEALTH_PROTO]

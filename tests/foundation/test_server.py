@@ -1,6 +1,7 @@
 """The shared server bootstrap: health, reflection, auth, errors and call logs."""
 
 import asyncio
+import uuid
 
 import grpc
 import httpx
@@ -49,6 +50,7 @@ async def _slow_setup(context) -> None:
     batch_pb2_grpc.add_BatchServiceServicer_to_server(SlowServicer(), context.server)
 
 
+IN_FLIGHT = str(uuid.uuid4())  # batch ids are UUIDs: the interceptor refuses others before the servicer
 SLOW = ServiceSpec("batch", BatchSettings, ("loom.batch.v1.BatchService",), _slow_setup, uses_database=False)
 
 
@@ -57,13 +59,13 @@ async def test_stopping_drains_in_flight_calls_and_refuses_new_ones():
     async with grpc.aio.insecure_channel(running.target) as channel:
         stub = batch_pb2_grpc.BatchServiceStub(channel)
         in_flight = asyncio.ensure_future(
-            stub.GetBatch(batch_pb2.GetBatchRequest(batch_id="b-1"), metadata=auth("admin"), timeout=10)
+            stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=IN_FLIGHT), metadata=auth("admin"), timeout=10)
         )
         await asyncio.sleep(0.1)
         await running.stop(grace=5)
-        assert (await in_flight).batch.batch_id == "b-1"
+        assert (await in_flight).batch.batch_id == IN_FLIGHT
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id="b-2"), metadata=auth("admin"), timeout=2)
+            await stub.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(uuid.uuid4())), metadata=auth("admin"), timeout=2)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -60,6 +60,6 @@ def test_openapi_follows_the_canonical_json_mapping():
     schemas = openapi_document(build_table())["components"]["schemas"]
     batch = schemas["loom.batch.v1.Batch"]["properties"]
     assert batch["currentQuantity"]["type"] == "string"  # int64
-    assert batch["createTime"] == {"type": "string", "format": "date-time"}
+    assert batch["createTime"] == {"type": "string", "format": "date-time", "readOnly": True}  # OUTPUT_ONLY
     assert "BATCH_STATUS_FILLING" in batch["status"]["enum"]
     assert schemas["loom.batch.v1.Batch"]["additionalProperties"] is False
