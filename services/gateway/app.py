@@ -90,6 +90,8 @@ class Backends:
                 rpc.path,
                 request_serializer=rpc.request_class.SerializeToString,
                 response_deserializer=rpc.response_class.FromString,
+                # As generated stubs do: the channel registers the method once instead of per call.
+                _registered_method=True,
             )
             self._callables[rpc.path] = found
         return found
