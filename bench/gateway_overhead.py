@@ -54,7 +54,7 @@ class KeepAliveConnection:
             await self._writer.wait_closed()
 
 
-def _start_gateway(tracking_target: str, port: int) -> subprocess.Popen:
+def start_gateway(tracking_target: str, port: int) -> subprocess.Popen:
     env = {
         **os.environ,
         "LOOM_JWT_SECRET": TEST_JWT_SECRET,
@@ -68,22 +68,22 @@ def _start_gateway(tracking_target: str, port: int) -> subprocess.Popen:
     )
 
 
-async def _wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+async def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{process.args[0]} exited: {process.stderr.read().decode()[-2000:]}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError("gateway did not start") from None
+                raise TimeoutError(f"nothing listens on port {port}") from None
             await asyncio.sleep(0.1)
 
 
-def _interaction(i: int, run: str) -> dict[str, str]:
+def interaction(i: int, run: str) -> dict[str, str]:
     """One distinct interaction (no de-duplication shortcut), by proto field name."""
     return {
         "client_event_id": f"{run}-{i}",
@@ -138,9 +138,9 @@ async def gateway_overhead(ctx: BenchContext) -> list[Figure]:
             metadata=admin,
         )
         post_id = created.post.post_id
-        gateway = _start_gateway(tracking.target, port)
+        gateway = start_gateway(tracking.target, port)
         try:
-            await _wait_listening(port, gateway)
+            await wait_listening(port, gateway)
             headers = {"authorization": f"Bearer {token('admin')}"}
             get_request = tracking_pb2.GetPostRequest(post_id=post_id)
 
@@ -152,7 +152,7 @@ async def gateway_overhead(ctx: BenchContext) -> list[Figure]:
 
             def grpc_track(run: str):
                 async def call(i: int):
-                    interaction = _as_message(_interaction(i, run))
+                    interaction = _as_message(interaction(i, run))
                     return await stub.TrackInteraction(tracking_pb2.TrackInteractionRequest(interaction=interaction))
 
                 return call
@@ -161,7 +161,7 @@ async def gateway_overhead(ctx: BenchContext) -> list[Figure]:
                 json_headers = {"content-type": "application/json"}
 
                 async def call(connection: KeepAliveConnection, i: int):
-                    body = json.dumps({"interaction": _as_json(_interaction(i, run))}).encode()
+                    body = json.dumps({"interaction": _as_json(interaction(i, run))}).encode()
                     return await connection.request("POST", "/v1/interactions", json_headers, body)
 
                 return call

@@ -12,10 +12,12 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 
+import orjson
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from services.gateway import protojson
 from services.gateway.routes import Binding
 
 # Message types the canonical JSON mapping writes as a single JSON value: a path
@@ -97,20 +99,46 @@ def build_request(
 def _parse_body(body: bytes, target: Message, prefix: str) -> None:
     if not body.strip():
         return
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FieldError("", f"malformed JSON body: {error}") from None
+    document = _load_json(body)
     if not isinstance(document, dict):
         raise FieldError(prefix, "the body must be a JSON object")
+    if protojson.parse_into(document, target):
+        return
+    # What the compiled parser leaves (or a mistake): protobuf's own parser, from a clean message.
+    target.Clear()
     try:
         json_format.ParseDict(document, target)
     except (json_format.ParseError, ValueError, TypeError):
-        # The fast path failed; walk the document to name the field (errors only, so cost is fine).
-        raise _locate(document, target.DESCRIPTOR, prefix) from None
+        raise locate_error(document, target.DESCRIPTOR, prefix) from None
+    # json_format takes 3.5 for an enum and true for a double: those must be 400s too.
+    error = find_error(document, target.DESCRIPTOR, prefix, parsed=True)
+    if error is not None:
+        raise error
 
 
-def _locate(document: dict, descriptor: Descriptor, prefix: str) -> FieldError:
+def _load_json(body: bytes):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses a few documents Python's parser takes (a lone surrogate escape, an integer
+    # beyond 64 bits); those then get the field-naming 400 rather than "malformed JSON".
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FieldError("", f"malformed JSON body: {error}") from None
+
+
+def locate_error(document: dict, descriptor: Descriptor, prefix: str) -> FieldError:
+    """The first field of a document json_format refused, or the document as a whole."""
+    return find_error(document, descriptor, prefix) or FieldError(prefix, f"not a valid {descriptor.name}")
+
+
+def find_error(document: dict, descriptor: Descriptor, prefix: str, *, parsed: bool = False) -> FieldError | None:
+    """Walks a JSON object field by field; the first wrong value, named as the client wrote it.
+
+    `parsed`: json_format took the document, so only what it lets through (enums) is checked.
+    """
     fields = _fields_by_any_name(descriptor)
     for key, value in document.items():
         path = f"{prefix}.{key}" if prefix else key
@@ -119,17 +147,39 @@ def _locate(document: dict, descriptor: Descriptor, prefix: str) -> FieldError:
             return FieldError(path, f"unknown field of {descriptor.name}")
         if value is None:
             continue  # JSON null is the default value of any field
-        nested = _nested_error(field, value, path)
+        if not _canonical(field, value):
+            return FieldError(path, f"expected {expected(field)}")
+        nested = _nested_error(field, value, path, parsed)
         if nested is not None:
             return nested
+        if parsed:
+            continue
         try:
             json_format.ParseDict({key: value}, message_factory.GetMessageClass(descriptor)())
         except (json_format.ParseError, ValueError, TypeError):
             return FieldError(path, f"expected {expected(field)}")
-    return FieldError(prefix, f"not a valid {descriptor.name}")
+    return None
 
 
-def _nested_error(field: FieldDescriptor, value, path: str) -> FieldError | None:
+def _canonical(field: FieldDescriptor, value) -> bool:
+    """False for what json_format takes but the canonical mapping does not: 3.5, an undefined
+    number or a digit string for an enum (json_format reads them as int(value)), and true or
+    false for a floating-point field (json_format reads them as 1.0 and 0.0)."""
+    if field.is_repeated:
+        # Not a list: json_format's own check names the field.
+        return not isinstance(value, list) or all(_canonical_single(field, item) for item in value)
+    return _canonical_single(field, value)
+
+
+def _canonical_single(field: FieldDescriptor, value) -> bool:
+    if field.enum_type is not None:
+        return protojson.enum_json_ok(field.enum_type, value)
+    if field.type in _FLOAT_TYPES:
+        return not isinstance(value, bool)
+    return True
+
+
+def _nested_error(field: FieldDescriptor, value, path: str, parsed: bool) -> FieldError | None:
     """Descends into plain sub-messages, so the error names the innermost field."""
     message_type = field.message_type
     if message_type is None or _is_map(field):
@@ -142,21 +192,13 @@ def _nested_error(field: FieldDescriptor, value, path: str) -> FieldError | None
         for index, item in enumerate(value):
             if not isinstance(item, dict):
                 return FieldError(f"{path}[{index}]", f"expected an object ({message_type.name})")
-            error = _first_error(item, message_type, f"{path}[{index}]")
+            error = find_error(item, message_type, f"{path}[{index}]", parsed=parsed)
             if error is not None:
                 return error
         return None
     if not isinstance(value, dict):
         return FieldError(path, f"expected an object ({message_type.name})")
-    return _first_error(value, message_type, path)
-
-
-def _first_error(value: dict, descriptor: Descriptor, path: str) -> FieldError | None:
-    try:
-        json_format.ParseDict(value, message_factory.GetMessageClass(descriptor)())
-    except (json_format.ParseError, ValueError, TypeError):
-        return _locate(value, descriptor, path)
-    return None
+    return find_error(value, message_type, path, parsed=parsed)
 
 
 def _is_map(field: FieldDescriptor) -> bool:
@@ -230,6 +272,8 @@ def _assign(request: Message, path: str, values: list[str], *, what: str, shown_
     if len(values) > 1 and not repeated:
         raise FieldError(shown_as, f"given {len(values)} times but holds one value")
     converted = [_from_string(field, value, shown_as) for value in values]
+    if field.enum_type is not None and not all(protojson.enum_json_ok(field.enum_type, v) for v in converted):
+        raise FieldError(shown_as, f"expected {_expected_single(field)}")
     try:
         json_format.ParseDict({field.json_name: converted if repeated else converted[0]}, parent)
     except (json_format.ParseError, ValueError, TypeError):
@@ -263,7 +307,7 @@ def to_json(message: Message) -> dict:
 
     Fields at their default value are written too, so every response has one shape.
     """
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return protojson.to_dict(message)
 
 
 def response_payload(binding: Binding, response: Message) -> dict:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import REGISTRY
 from loom.batch.v1 import batch_pb2
 from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.gateway.routes import Binding, build_table, resolve_field_path
 from tests.gateway.support import gateway_settings, recording_backend, run_gateway
 from tests.support import token
 
@@ -178,6 +181,98 @@ async def test_bad_body_is_400_naming_the_field_and_never_reaches_the_backend(ba
     assert error["details"][0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
     assert error["details"][0]["fieldViolations"][0]["field"] == field
     assert len(backend.received) == before
+
+
+WRONG_JSON = {
+    "string": [5, True, {}, []],
+    "bool": ["true", 1, {}],
+    "integer": ["ten", 1.5, True, {}, [1]],
+    "double": ["fast", True, {}],
+    "enum": [3.5, 99999, "NOT_A_VALUE", "1", True, {}],
+    "message": ["text", 5, []],
+    "repeated": ["not a list", 5, {}],
+}
+WELL_KNOWN_WRONG = {
+    "google.protobuf.Timestamp": ["yesterday", 5, {}],
+    "google.protobuf.FieldMask": [5, True],
+    "google.protobuf.Struct": ["text", 5, []],
+}
+
+
+def _kind(field: FieldDescriptor) -> str | None:
+    if field.is_repeated:
+        return "repeated"
+    if field.enum_type is not None:
+        return "enum"
+    if field.message_type is not None:
+        name = field.message_type.full_name
+        return name if name in WELL_KNOWN_WRONG else "message" if not name.startswith("google.") else None
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "bool"
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return "string"
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return "double"
+    return "integer" if field.type != FieldDescriptor.TYPE_BYTES else None
+
+
+def _body_fields() -> list[tuple[Binding, FieldDescriptor, str]]:
+    """One case per field of every JSON body message, with the binding that takes it."""
+    cases, seen = [], set()
+    for binding in build_table().bindings:
+        if not binding.body:
+            continue
+        message = binding.rpc.descriptor.input_type
+        if binding.body != "*":
+            message = resolve_field_path(message, binding.body)[-1].message_type
+        for field in message.fields:
+            kind = _kind(field)
+            if kind is not None and (message.full_name, field.name) not in seen:
+                seen.add((message.full_name, field.name))
+                cases.append((binding, field, kind))
+    return cases
+
+
+def _concrete_path(binding: Binding) -> str:
+    path = binding.template.template
+    for variable in binding.template.variables:
+        path = re.sub(r"\{" + re.escape(variable) + r"(=[^}]*)?\}", "x1", path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("binding", "field", "kind"), _body_fields(), ids=lambda v: v.name if isinstance(v, FieldDescriptor) else None
+)
+async def test_a_wrong_json_type_for_any_body_field_is_400_naming_it(backend, http, binding, field, kind):
+    prefix = "" if binding.body == "*" else f"{binding.body}."
+    for wrong in WRONG_JSON.get(kind) or WELL_KNOWN_WRONG[kind]:
+        before = len(backend.received)
+        reply = await http.request(
+            binding.http_method, _concrete_path(binding), json={field.json_name: wrong}, headers=ADMIN
+        )
+        assert reply.status_code == 400, (wrong, reply.text)
+        assert reply.json()["details"][0]["fieldViolations"][0]["field"] == prefix + field.json_name, wrong
+        assert len(backend.received) == before
+
+
+def _query_enums() -> list[tuple[Binding, FieldDescriptor]]:
+    return [
+        (binding, field)
+        for binding in build_table().bindings
+        if binding.http_method == "GET" and not binding.rpc.server_streaming
+        for field in binding.rpc.descriptor.input_type.fields
+        if field.enum_type is not None and field.name not in binding.template.variables
+    ]
+
+
+@pytest.mark.parametrize(("binding", "field"), _query_enums(), ids=lambda v: v.name if isinstance(v, FieldDescriptor) else None)
+async def test_an_enum_query_parameter_naming_no_value_is_400(backend, http, binding, field):
+    for wrong in ("3.5", "99999", "NOT_A_VALUE", "true"):
+        before = len(backend.received)
+        reply = await http.get(_concrete_path(binding), params={field.json_name: wrong}, headers=ADMIN)
+        assert reply.status_code == 400, (wrong, reply.text)
+        assert reply.json()["details"][0]["fieldViolations"][0]["field"] == field.json_name
+        assert len(backend.received) == before
 
 
 async def test_malformed_json_is_400(http):
