@@ -75,27 +75,33 @@ class Firings:
         self._engine, self._runner, self._settings = engine, runner, settings
 
     async def fire(self, job_name: str, times: Sequence[datetime]) -> None:
-        """Firings due now, oldest first: more than one means some were missed."""
-        async with self._engine.connect() as conn:
-            job = await job_store.get_job(conn, job_name)
-        if job is None:
-            return
-        window = job.catch_up_window_seconds or self._settings.scheduler_catch_up_window_seconds
-        plan = plan_catch_up(times, datetime.now(UTC), CatchUpPolicy(window, job.catch_up_coalesce))
-        missed = [(firing.time, firing.reason) for firing in plan if not firing.run]
-        if missed:
-            await db.run_in_transaction(
-                self._engine, lambda conn: run_store.insert_skipped_firings(conn, job_name, self._runner.identity, missed)
+        """Firings due now, oldest first: more than one means some were missed. The
+        plan and the first firing share one transaction (the usual case: one firing)."""
+
+        def open_at(at: datetime):
+            return lambda conn: open_firing(conn, self._runner, job_name, TriggerKind.SCHEDULE, scheduled_time=at)
+
+        async def plan_and_open_first(conn: AsyncConnection):
+            job = await job_store.lock_job(conn, job_name)
+            if job is None:
+                return None, []
+            window = job.catch_up_window_seconds or self._settings.scheduler_catch_up_window_seconds
+            plan = plan_catch_up(times, datetime.now(UTC), CatchUpPolicy(window, job.catch_up_coalesce))
+            await run_store.insert_skipped_firings(
+                conn, job_name, self._runner.identity, [(f.time, f.reason) for f in plan if not f.run]
             )
-        due = [firing.time for firing in plan if firing.run]
-        for i, scheduled_time in enumerate(due):
-            run, job = await db.run_in_transaction(
-                self._engine,
-                lambda conn, at=scheduled_time: open_firing(
-                    conn, self._runner, job_name, TriggerKind.SCHEDULE, scheduled_time=at
-                ),
-            )
-            self._runner.launch(run, job)
+            due = [firing.time for firing in plan if firing.run]
+            if not due:
+                return None, []
+            return await open_at(due[0])(conn), due[1:]
+
+        opened, later = await db.run_in_transaction(self._engine, plan_and_open_first)
+        if opened is not None:
+            self._runner.launch(*opened)
+        for scheduled_time in later:
+            previous = opened[0] if opened is not None else None
             # Caught-up firings run one after another, not all at once against the overlap policy.
-            if run is not None and i < len(due) - 1 and run.status in (RunStatus.RUNNING, RunStatus.QUEUED):
-                await self._runner.wait(run.id)
+            if previous is not None and previous.status in (RunStatus.RUNNING, RunStatus.QUEUED):
+                await self._runner.wait(previous.id)
+            opened = await db.run_in_transaction(self._engine, open_at(scheduled_time))
+            self._runner.launch(*opened)
