@@ -6,6 +6,8 @@ through the catch-up window first. Every decision is a row in the run log.
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -73,10 +75,17 @@ class Firings:
 
     def __init__(self, engine: AsyncEngine, runner: Runner, settings: SchedulerSettings) -> None:
         self._engine, self._runner, self._settings = engine, runner, settings
+        # A job's firings are handled in order: a live firing waits while caught-up ones
+        # still run one after another, rather than meeting them under the overlap policy.
+        self._in_order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def fire(self, job_name: str, times: Sequence[datetime]) -> None:
         """Firings due now, oldest first: more than one means some were missed. The
         plan and the first firing share one transaction (the usual case: one firing)."""
+        async with self._in_order[job_name]:
+            await self._fire(job_name, times)
+
+    async def _fire(self, job_name: str, times: Sequence[datetime]) -> None:
 
         def open_at(at: datetime):
             return lambda conn: open_firing(conn, self._runner, job_name, TriggerKind.SCHEDULE, scheduled_time=at)
