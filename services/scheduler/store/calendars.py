@@ -32,8 +32,9 @@ async def insert_calendar(conn: AsyncConnection, calendar: Calendar) -> bool:
         insert(blackout_calendars)
         .values(name=calendar.name, update_time=func.now(), **_values(calendar))
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(blackout_calendars.c.name)
     )
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 async def replace_calendar(conn: AsyncConnection, calendar: Calendar) -> bool:
