@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scheduler.domain.backfills import BackfillState, SlotCounts, final_state
@@ -23,16 +23,37 @@ from services.scheduler.store.records import JobRecord, Runner, RunRecord
 from services.scheduler.store.tables import backfills
 
 
+async def _locked(conn: AsyncConnection, backfill_id: uuid.UUID) -> Row | None:
+    """The running backfill's row, locked: serialises whoever fills it up."""
+    row = (await conn.execute(select(backfills).where(backfills.c.id == backfill_id).with_for_update())).first()
+    return row if row is not None and row.state == BackfillState.RUNNING.value else None
+
+
+def _policy(row: Row, job: JobRecord) -> OverlapPolicy:
+    return OverlapPolicy(row.overlap_policy) if row.overlap_policy else job.overlap_policy
+
+
+async def replace_ended_slot(conn: AsyncConnection, backfill_id: uuid.UUID, job: JobRecord,
+                             runner: Runner) -> list[RunRecord] | None:
+    """A slot ended: the next one takes its place when the job has nothing of its own
+    going on (one statement, the common case). None when the backfill needs a full
+    decision (start_slots, in a transaction of its own)."""
+    started = await backfill_store.replace_slot(conn, backfill_id, job.overlap_policy, runner)
+    return [started] if started else None
+
+
 async def start_slots(conn: AsyncConnection, backfill_id: uuid.UUID, job: JobRecord, runner: Runner) -> list[RunRecord]:
     """Starts what the backfill has room for (in the caller's transaction), and ends
     the backfill when no slot is left pending."""
-    # The backfill's row lock serialises the slots ending at the same time.
-    row = (await conn.execute(select(backfills).where(backfills.c.id == backfill_id).with_for_update())).first()
-    if row is None or row.state != BackfillState.RUNNING.value:
-        return []
+    row = await _locked(conn, backfill_id)
+    return await _fill(conn, row, job, runner) if row is not None else []
+
+
+async def _fill(conn: AsyncConnection, row: Row, job: JobRecord, runner: Runner) -> list[RunRecord]:
+    backfill_id = row.id
     running_slots = await backfill_store.running_slots(conn, backfill_id)
     free = row.max_concurrency - running_slots
-    policy = OverlapPolicy(row.overlap_policy) if row.overlap_policy else job.overlap_policy
+    policy = _policy(row, job)
     started: list[RunRecord] = []
     if free > 0:
         running, waiting = ([], []) if policy == OverlapPolicy.ALLOW_ALL else (

@@ -187,18 +187,26 @@ class Runner:
                       **outcome: Any) -> None:
         RUNS.labels(run.job_name, status.value).inc()
 
-        async def finish(conn: AsyncConnection) -> list[RunRecord]:
+        async def finish(conn: AsyncConnection) -> list[RunRecord] | None:
             await run_store.finish_run(conn, run.id, self.identity, status=status, **outcome)
             if not follow_up:
                 return []
             if run.backfill_id is not None:
-                return await backfilling.start_slots(conn, run.backfill_id, job, self.identity)
+                return await backfilling.replace_ended_slot(conn, run.backfill_id, job, self.identity)
             if await job_store.lock_job(conn, run.job_name) is None:
                 return []
             started = await run_store.start_waiting_firing(conn, run.job_name, self.identity)
             return [started] if started else []
 
-        self.launch_all(await db.run_in_transaction(self._engine, finish), job)
+        started = await db.run_in_transaction(self._engine, finish)
+        if started is None and run.backfill_id is not None:
+            # No successor in place: fill the backfill up, skip or wait per the overlap
+            # policy, or end it — under its lock, in a transaction of its own.
+            backfill_id = run.backfill_id
+            started = await db.run_in_transaction(
+                self._engine, lambda conn: backfilling.start_slots(conn, backfill_id, job, self.identity)
+            )
+        self.launch_all(started or [], job)
 
     async def close(self) -> None:
         """Stops the attempts in flight; each records itself as interrupted."""

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, and_, func, insert, select, tuple_, update
+from sqlalchemy import Row, and_, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scheduler.domain.backfills import BackfillState, SlotCounts
@@ -151,6 +151,43 @@ async def slot_counts(conn: AsyncConnection, backfill_ids: Sequence[uuid.UUID]) 
 async def running_slots(conn: AsyncConnection, backfill_id: uuid.UUID) -> int:
     query = select(func.count()).where(job_runs.c.backfill_id == backfill_id, job_runs.c.status == RUNNING)
     return (await conn.execute(query)).scalar_one()
+
+
+# A slot ended: its successor starts in its place, in one statement built once (the
+# hot path of a backfill). None starts once the backfill has ended, nor — unless the
+# overlap policy is ALLOW_ALL — while the job has a run of its own going or waiting.
+_REPLACE_SLOT = text(
+    """
+    UPDATE scheduler.job_runs
+       SET status = 'running', runner = :runner, runner_key = :runner_key, start_time = clock_timestamp()
+     WHERE id = (
+        SELECT slot.id FROM scheduler.job_runs slot
+         WHERE slot.backfill_id = :backfill_id AND slot.status = 'queued'
+           AND EXISTS (
+               SELECT 1 FROM scheduler.backfills b
+                WHERE b.id = :backfill_id AND b.state = 'running'
+                  AND (coalesce(b.overlap_policy, :job_policy) = 'allow_all' OR NOT EXISTS (
+                       SELECT 1 FROM scheduler.job_runs own
+                        WHERE own.job_name = b.job_name AND own.backfill_id IS NULL
+                          AND own.status IN ('running', 'queued'))))
+         ORDER BY slot.scheduled_time, slot.attempt
+         LIMIT 1
+           FOR UPDATE OF slot SKIP LOCKED)
+    RETURNING *
+    """
+)
+
+
+async def replace_slot(
+    conn: AsyncConnection, backfill_id: uuid.UUID, job_policy: OverlapPolicy, runner: Runner
+) -> RunRecord | None:
+    """Starts the backfill's next waiting slot in place of one that ended. Needs no lock
+    on the backfill: an ending slot starts at most one, so the running count never
+    grows, and whoever fills the backfill up (start_slots) counts committed rows."""
+    row = (await conn.execute(_REPLACE_SLOT, {
+        "runner": runner.name, "runner_key": runner.key, "backfill_id": backfill_id, "job_policy": job_policy.value,
+    })).first()
+    return run_record(row) if row else None
 
 
 async def start_slots(conn: AsyncConnection, backfill_id: uuid.UUID, count: int, runner: Runner) -> list[RunRecord]:
