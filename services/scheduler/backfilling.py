@@ -57,7 +57,7 @@ async def _fill(conn: AsyncConnection, row: Row, job: JobRecord, runner: Runner)
     started: list[RunRecord] = []
     if free > 0:
         running, waiting = ([], []) if policy == OverlapPolicy.ALLOW_ALL else (
-            await backfill_store.non_backfill_activity(conn, job.name)
+            await run_store.in_progress(conn, job.name, with_slots=False)
         )
         if running and policy == OverlapPolicy.SKIP:
             await backfill_store.skip_slots(

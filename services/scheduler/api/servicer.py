@@ -300,32 +300,26 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     # --- blackout calendars ------------------------------------------------------------
 
-    @staticmethod
-    def _calendar(message: pb.BlackoutCalendar):
-        return parse_calendar(message.name, message.time_zone, [(r.start, r.end) for r in message.ranges],
-                              message.description)
+    async def _store_calendar(self, method: str, request: Any, response_type: type[R], store: Callable) -> R:
+        calendar = parse_calendar(request.calendar.name, request.calendar.time_zone,
+                                  [(r.start, r.end) for r in request.calendar.ranges], request.calendar.description)
+
+        async def work(conn: AsyncConnection) -> R:
+            return response_type(calendar=m.calendar_message(await store(conn, calendar)))
+
+        return await self._idempotent(method, request, response_type, work)
 
     async def CreateBlackoutCalendar(
         self, request: pb.CreateBlackoutCalendarRequest, context: Context
     ) -> pb.CreateBlackoutCalendarResponse:
-        calendar = self._calendar(request.calendar)
-
-        async def work(conn: AsyncConnection) -> pb.CreateBlackoutCalendarResponse:
-            created = await usecases.create_calendar(conn, calendar)
-            return pb.CreateBlackoutCalendarResponse(calendar=m.calendar_message(created))
-
-        return await self._idempotent("CreateBlackoutCalendar", request, pb.CreateBlackoutCalendarResponse, work)
+        return await self._store_calendar("CreateBlackoutCalendar", request, pb.CreateBlackoutCalendarResponse,
+                                          usecases.create_calendar)
 
     async def UpdateBlackoutCalendar(
         self, request: pb.UpdateBlackoutCalendarRequest, context: Context
     ) -> pb.UpdateBlackoutCalendarResponse:
-        calendar = self._calendar(request.calendar)
-
-        async def work(conn: AsyncConnection) -> pb.UpdateBlackoutCalendarResponse:
-            replaced = await usecases.replace_calendar(conn, calendar)
-            return pb.UpdateBlackoutCalendarResponse(calendar=m.calendar_message(replaced))
-
-        return await self._idempotent("UpdateBlackoutCalendar", request, pb.UpdateBlackoutCalendarResponse, work)
+        return await self._store_calendar("UpdateBlackoutCalendar", request, pb.UpdateBlackoutCalendarResponse,
+                                          usecases.replace_calendar)
 
     async def GetBlackoutCalendar(
         self, request: pb.GetBlackoutCalendarRequest, context: Context

@@ -250,21 +250,6 @@ async def requeue_interrupted(conn: AsyncConnection, backfill_id: uuid.UUID, run
     return len(interrupted)
 
 
-async def non_backfill_activity(conn: AsyncConnection, job_name: str) -> tuple[list[str], list[str]]:
-    """The job's own runs in progress and firings waiting, which a backfill's slots meet
-    under the overlap policy."""
-    rows = await conn.execute(
-        select(job_runs.c.id, job_runs.c.status).where(
-            job_runs.c.job_name == job_name, job_runs.c.backfill_id.is_(None),
-            job_runs.c.status.in_([RUNNING, QUEUED]),
-        ).order_by(job_runs.c.start_time)
-    )
-    running, queued = [], []
-    for row in rows:
-        (running if row.status == RUNNING else queued).append(str(row.id))
-    return running, queued
-
-
 async def finish_backfill(conn: AsyncConnection, backfill_id: uuid.UUID, state: BackfillState) -> None:
     await conn.execute(
         update(backfills)

@@ -116,21 +116,25 @@ async def insert_skipped_firings(
     )
 
 
-async def in_progress(conn: AsyncConnection, job_name: str) -> tuple[list[str], list[str]]:
-    """Ids of the job's running runs, and of its firings waiting (oldest first; not
-    counting backfill slots, which wait on their backfill, not the job)."""
+async def in_progress(conn: AsyncConnection, job_name: str, *, with_slots: bool = True) -> tuple[list[str], list[str]]:
+    """Ids of the job's running runs (backfill slots among them unless `with_slots`
+    is false), and of its own firings waiting, oldest first (backfill slots wait on
+    their backfill, not the job)."""
+    running = job_runs.c.status == RUNNING
+    if not with_slots:
+        running = and_(running, job_runs.c.backfill_id.is_(None))
     rows = await conn.execute(
         select(job_runs.c.id, job_runs.c.status)
         .where(
             job_runs.c.job_name == job_name,
-            or_(job_runs.c.status == RUNNING, and_(job_runs.c.status == QUEUED, job_runs.c.backfill_id.is_(None))),
+            or_(running, and_(job_runs.c.status == QUEUED, job_runs.c.backfill_id.is_(None))),
         )
         .order_by(job_runs.c.start_time, job_runs.c.id)
     )
-    running, queued = [], []
+    found: dict[str, list[str]] = {RUNNING: [], QUEUED: []}
     for row in rows:
-        (running if row.status == RUNNING else queued).append(str(row.id))
-    return running, queued
+        found[row.status].append(str(row.id))
+    return found[RUNNING], found[QUEUED]
 
 
 async def cancel_runs(conn: AsyncConnection, run_ids: Sequence[str], reason: str) -> None:
