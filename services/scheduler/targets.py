@@ -109,7 +109,9 @@ def check_payload(target_name: str, payload: dict[str, Any], field: str) -> list
     }
     violations = []
     for key, value in payload.items():
-        if key in ("request_id", "requestId"):
+        if _has_nul(key) or _has_nul(value):
+            violations.append(Violation(f"{field}.{key}", "NUL characters cannot be stored"))
+        elif key in ("request_id", "requestId"):
             violations.append(Violation(f"{field}.{key}", "set by the scheduler (one per firing)"))
         elif key not in fields:
             violations.append(Violation(f"{field}.{key}", f"no such field in {message_type.DESCRIPTOR.full_name}"))
@@ -120,6 +122,16 @@ def check_payload(target_name: str, payload: dict[str, Any], field: str) -> list
                 expected = _TYPE_NAMES.get(fields[key].type, "a value")
                 violations.append(Violation(f"{field}.{key}", f"expected {expected}: {_parse_problem(error)}"))
     return violations
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _parse_problem(error: json_format.ParseError) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scheduler.domain.backfills import backfill_slots
+from services.scheduler.domain.blackouts import NAME as CALENDAR_NAME
 from services.scheduler.domain.blackouts import Calendar
 from services.scheduler.domain.catalogue import IN_PROCESS_PREFIX
 from services.scheduler.domain.errors import Duplicate, InvalidInput, Missing, Problems, Violation, WrongState
@@ -77,10 +78,12 @@ async def _check_definition(conn: AsyncConnection, spec: JobSpec, *, builtin: bo
         problems.extend(target_problems)
         if not target_problems:
             problems.extend(check_payload(spec.target, spec.payload, f"{prefix}.payload"))
-    if spec.blackout_calendars:
-        known = {c.name for c in await calendar_store.calendars(conn, spec.blackout_calendars)}
+    # Names that cannot be a calendar's are already refused; look up the others.
+    named = [name for name in spec.blackout_calendars if CALENDAR_NAME.fullmatch(name)]
+    if named:
+        known = {c.name for c in await calendar_store.calendars(conn, named)}
         for i, name in enumerate(spec.blackout_calendars):
-            if name not in known:
+            if name in named and name not in known:
                 problems.add(f"{prefix}.blackout_calendars[{i}]", f"no blackout calendar named {name!r}")
     problems.raise_if_any()
 

@@ -33,7 +33,6 @@ async def down_for(scheduler_db, peer, seconds: float, window: int, coalesce: bo
         await eventually(lambda: _at_least(stub, 2))
     stopped = datetime.now(UTC).replace(tzinfo=None)
     await asyncio.sleep(seconds)
-    restarted = datetime.now(UTC).replace(tzinfo=None)
     async with scheduler(scheduler_db, peer) as stub:
         before = len(await scheduled(stub))
 
@@ -45,7 +44,10 @@ async def down_for(scheduler_db, peer, seconds: float, window: int, coalesce: bo
         # Every period has exactly one row: run, missed or coalesced, never silence.
         times = [r.scheduled_time.ToDatetime() for r in runs]
         assert [b - a for a, b in zip(times, times[1:])] == [timedelta(seconds=1)] * (len(times) - 1)
-        return [r for r in runs if stopped < r.scheduled_time.ToDatetime() < restarted]
+        # Due while none led: scheduled before the new leader's first decision.
+        after_stop = [r for r in runs if r.scheduled_time.ToDatetime() > stopped]
+        took_over = min(r.start_time.ToDatetime() for r in after_stop)
+        return [r for r in after_stop if r.scheduled_time.ToDatetime() <= took_over]
 
 
 async def _at_least(stub, count):

@@ -8,6 +8,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from loom.scheduler.v1 import scheduler_pb2 as pb
 
 from services.scheduler.domain.blackouts import Calendar
+from services.scheduler.domain.errors import InvalidInput, Violation
 from services.scheduler.domain.jobs import JobSpec
 from services.scheduler.domain.policies import CatchUpPolicy, OverlapPolicy
 from services.scheduler.domain.runs import RunStatus, TriggerKind
@@ -39,20 +40,23 @@ def plain(message: struct_pb2.Struct) -> dict:
     return json_format.MessageToDict(message)
 
 
-def _enum_name(enum, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+def _enum_name(enum, value: int, prefix: str, field: str) -> str:
+    try:
+        return enum.Name(value).removeprefix(prefix).lower()
+    except ValueError:
+        raise InvalidInput([Violation(field, f"{value} is not a value of {enum.DESCRIPTOR.full_name}")]) from None
 
 
-def run_status(value: int) -> RunStatus | None:
-    return None if value == 0 else RunStatus(_enum_name(pb.JobRunStatus, value, "JOB_RUN_STATUS_"))
+def run_status(value: int, field: str = "status") -> RunStatus | None:
+    return None if value == 0 else RunStatus(_enum_name(pb.JobRunStatus, value, "JOB_RUN_STATUS_", field))
 
 
-def trigger_kind(value: int) -> TriggerKind | None:
-    return None if value == 0 else TriggerKind(_enum_name(pb.TriggerKind, value, "TRIGGER_KIND_"))
+def trigger_kind(value: int, field: str = "trigger") -> TriggerKind | None:
+    return None if value == 0 else TriggerKind(_enum_name(pb.TriggerKind, value, "TRIGGER_KIND_", field))
 
 
-def overlap_policy(value: int) -> OverlapPolicy | None:
-    return None if value == 0 else OverlapPolicy(_enum_name(pb.OverlapPolicy, value, "OVERLAP_POLICY_"))
+def overlap_policy(value: int, field: str = "overlap_policy") -> OverlapPolicy | None:
+    return None if value == 0 else OverlapPolicy(_enum_name(pb.OverlapPolicy, value, "OVERLAP_POLICY_", field))
 
 
 def overlap_message(policy: OverlapPolicy | None) -> int:
@@ -86,7 +90,7 @@ def job_spec(message: pb.Job) -> JobSpec:
         paused=message.paused,
         max_attempts=message.max_attempts,
         deadline_seconds=message.deadline_seconds,
-        overlap_policy=overlap_policy(message.overlap_policy) or OverlapPolicy.SKIP,
+        overlap_policy=overlap_policy(message.overlap_policy, "job.overlap_policy") or OverlapPolicy.SKIP,
         catch_up=CatchUpPolicy(message.catch_up.window_seconds, message.catch_up.coalesce),
         blackout_calendars=tuple(message.blackout_calendars),
     )

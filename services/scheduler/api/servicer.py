@@ -19,8 +19,10 @@ from libs.errors import InvalidArgument
 from services.scheduler import usecases
 from services.scheduler.api import messages as m
 from services.scheduler.api.errors import mapping_domain_errors
+from services.scheduler.domain.blackouts import NAME as CALENDAR_NAME
 from services.scheduler.domain.blackouts import parse_calendar
 from services.scheduler.domain.errors import InvalidInput, Missing, Violation
+from services.scheduler.domain.jobs import NAME as JOB_NAME
 from services.scheduler.runner import Runner
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import backfills as backfill_store
@@ -42,6 +44,25 @@ Context = grpc.aio.ServicerContext
 def _required(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument.field(field, "required")
+    return value
+
+
+def _job_name(value: str, field: str = "job_name") -> str:
+    """A job's name; one no job could have is NOT_FOUND without asking the database."""
+    if not JOB_NAME.fullmatch(_required(value, field)):
+        raise Missing("job", value)
+    return value
+
+
+def _calendar_name(value: str) -> str:
+    if not CALENDAR_NAME.fullmatch(_required(value, "name")):
+        raise Missing("blackout calendar", value)
+    return value
+
+
+def _job_filter(value: str) -> str:
+    if value and not JOB_NAME.fullmatch(value):
+        raise InvalidArgument.field("job_name", "not a job name")
     return value
 
 
@@ -82,12 +103,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             return pb.ListJobsResponse(jobs=[self._job(view) for view in await usecases.job_views(conn, self._zone)])
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
         async with self._engine.connect() as conn:
             return pb.GetJobResponse(job=await self._job_now(conn, name))
 
     async def _change(self, method: str, request: Any, response_type: type[R], **values: Any) -> R:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
 
         async def work(conn: AsyncConnection) -> R:
             await usecases.change_job(conn, name, **values)
@@ -104,7 +125,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def UpdateSchedule(self, request: pb.UpdateScheduleRequest, context: Context) -> pb.UpdateScheduleResponse:
         if not request.HasField("schedule"):
             raise InvalidArgument.field("schedule", "required")
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
         changes = m.job_spec(pb.Job(job_name=name, schedule=request.schedule))
 
         async def work(conn: AsyncConnection) -> pb.UpdateScheduleResponse:
@@ -129,7 +150,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return await self._idempotent("CreateJob", request, pb.CreateJobResponse, work)
 
     async def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
-        name = _required(request.job.job_name, "job.job_name")
+        name = _job_name(request.job.job_name, "job.job_name")
         changes = m.job_spec(request.job)
 
         async def work(conn: AsyncConnection) -> pb.UpdateJobResponse:
@@ -139,7 +160,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return await self._idempotent("UpdateJob", request, pb.UpdateJobResponse, work)
 
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
 
         async def work(conn: AsyncConnection) -> pb.DeleteJobResponse:
             await usecases.delete_job(conn, name)
@@ -158,7 +179,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     # --- runs --------------------------------------------------------------------------
 
     async def RunJobNow(self, request: pb.RunJobNowRequest, context: Context) -> pb.RunJobNowResponse:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
         idempotency.validate_request_id(request.request_id)
         params = m.plain(request.params) if request.HasField("params") else {}
         started: list[tuple] = []
@@ -201,7 +222,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         async with self._engine.connect() as conn:
             runs = await run_store.list_runs(
                 conn,
-                job_name=request.job_name,
+                job_name=_job_filter(request.job_name),
                 status=m.run_status(request.status),
                 trigger=m.trigger_kind(request.trigger),
                 backfill_id=backfill_id,
@@ -222,7 +243,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def WatchJobRuns(self, request: pb.WatchJobRunsRequest, context: Context):
         if request.job_name:
             async with self._engine.connect() as conn:
-                await usecases.job_view(conn, self._zone, request.job_name)
+                await usecases.job_view(conn, self._zone, _job_name(request.job_name))
         async with self._watch.subscribe(request.job_name) as runs:
             # Headers go out once listening, so a client that has them misses nothing after.
             await context.send_initial_metadata(())
@@ -230,7 +251,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 yield pb.WatchJobRunsResponse(run=m.run_message(run))
 
     async def GetJobSummary(self, request: pb.GetJobSummaryRequest, context: Context) -> pb.GetJobSummaryResponse:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
         if not 0 <= request.window_hours <= MAX_SUMMARY_HOURS:
             raise InvalidArgument.field("window_hours", f"between 0 (a week) and {MAX_SUMMARY_HOURS}")
         since = datetime.now(UTC) - timedelta(hours=request.window_hours or DEFAULT_SUMMARY_HOURS)
@@ -257,7 +278,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     # --- backfills ---------------------------------------------------------------------
 
     async def CreateBackfill(self, request: pb.CreateBackfillRequest, context: Context) -> pb.CreateBackfillResponse:
-        name = _required(request.job_name, "job_name")
+        name = _job_name(request.job_name)
         idempotency.validate_request_id(request.request_id)
 
         async def work(conn: AsyncConnection) -> pb.CreateBackfillResponse:
@@ -281,7 +302,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         cursor = pagination.decode_token(request.page_token, scope=scope)
         async with self._engine.connect() as conn:
             found = await backfill_store.list_backfills(
-                conn, job_name=request.job_name, limit=limit + 1,
+                conn, job_name=_job_filter(request.job_name), limit=limit + 1,
                 cursor=(datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1])) if cursor else None,
             )
         token = ""
@@ -324,7 +345,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def GetBlackoutCalendar(
         self, request: pb.GetBlackoutCalendarRequest, context: Context
     ) -> pb.GetBlackoutCalendarResponse:
-        name = _required(request.name, "name")
+        name = _calendar_name(request.name)
         async with self._engine.connect() as conn:
             return pb.GetBlackoutCalendarResponse(calendar=m.calendar_message(await usecases.get_calendar(conn, name)))
 
@@ -338,7 +359,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def DeleteBlackoutCalendar(
         self, request: pb.DeleteBlackoutCalendarRequest, context: Context
     ) -> pb.DeleteBlackoutCalendarResponse:
-        name = _required(request.name, "name")
+        name = _calendar_name(request.name)
 
         async def work(conn: AsyncConnection) -> pb.DeleteBlackoutCalendarResponse:
             await usecases.delete_calendar(conn, name)

@@ -56,6 +56,8 @@ def parse_calendar(name: str, time_zone: str, ranges: Iterable[tuple[str, str]],
         zone(time_zone)
     except ValueError as error:
         problems.add(f"{field}.time_zone", str(error))
+    if len(description) > 500 or "\x00" in description:
+        problems.add(f"{field}.description", "at most 500 characters, no NUL")
     parsed: list[BlackoutRange] = []
     ranges = list(ranges)
     if len(ranges) > MAX_RANGES:

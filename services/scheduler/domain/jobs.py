@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.scheduler.domain.blackouts import NAME as CALENDAR_NAME
 from services.scheduler.domain.errors import InvalidInput, Problems, Violation, WrongState
 from services.scheduler.domain.policies import CatchUpPolicy, OverlapPolicy
 from services.scheduler.domain.schedules import Schedule, validate_schedule
@@ -52,8 +53,8 @@ def validate_job(spec: JobSpec, prefix: str = "job") -> list[Violation]:
         problems.add(f"{prefix}.job_name", "lower-case letters, digits and '-', starting with a letter, at most 63")
     if not spec.target:
         problems.add(f"{prefix}.target", "required: a schedulable RPC, e.g. loom.batch.v1.BatchService/Orchestrate")
-    if len(spec.description) > MAX_DESCRIPTION:
-        problems.add(f"{prefix}.description", f"at most {MAX_DESCRIPTION} characters")
+    if len(spec.description) > MAX_DESCRIPTION or "\x00" in spec.description:
+        problems.add(f"{prefix}.description", f"at most {MAX_DESCRIPTION} characters, no NUL")
     try:
         validate_schedule(spec.schedule, field=f"{prefix}.schedule")
     except InvalidInput as invalid:
@@ -67,6 +68,9 @@ def validate_job(spec: JobSpec, prefix: str = "job") -> list[Violation]:
                      f"between 0 (the default) and {MAX_CATCH_UP_WINDOW_SECONDS}")
     if len(set(spec.blackout_calendars)) != len(spec.blackout_calendars):
         problems.add(f"{prefix}.blackout_calendars", "names a calendar twice")
+    for i, calendar in enumerate(spec.blackout_calendars):
+        if not CALENDAR_NAME.fullmatch(calendar):
+            problems.add(f"{prefix}.blackout_calendars[{i}]", "not a calendar name")
     return problems.found
 
 

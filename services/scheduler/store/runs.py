@@ -389,7 +389,7 @@ async def summarize(conn: AsyncConnection, job_name: str, since: datetime) -> Su
 
 
 async def purge_runs(conn: AsyncConnection, older_than: datetime) -> dict[str, int]:
-    """Deletes finished runs and idempotency keys older than the cut-off."""
+    """Deletes finished runs, ended backfills and idempotency keys older than the cut-off."""
     runs = await conn.execute(
         delete(job_runs).where(
             job_runs.c.start_time < older_than,
@@ -398,5 +398,7 @@ async def purge_runs(conn: AsyncConnection, older_than: datetime) -> dict[str, i
             or_(job_runs.c.status != RunStatus.FAILED.value, job_runs.c.retry_run_id.is_not(None)),
         )
     )
+    ended = await conn.execute(delete(backfills).where(backfills.c.finish_time < older_than))
     keys = await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.create_time < older_than))
-    return {"runs_deleted": runs.rowcount, "idempotency_keys_deleted": keys.rowcount}
+    return {"runs_deleted": runs.rowcount, "backfills_deleted": ended.rowcount,
+            "idempotency_keys_deleted": keys.rowcount}
