@@ -75,13 +75,11 @@ class Runner:
         """Starts every retry that is due (the leader calls this on each tick)."""
         started = 0
         while (opened := await db.run_in_transaction(self._engine, self._open_retry)) is not None:
-            run, job = opened
-            if job is not None:
-                self.launch(run, job)
+            self.launch(*opened)
             started += 1
         return started
 
-    async def _open_retry(self, conn: AsyncConnection) -> tuple[RunRecord, JobRecord | None] | None:
+    async def _open_retry(self, conn: AsyncConnection) -> tuple[RunRecord, JobRecord] | None:
         failed = await run_store.claim_due_retry(conn)
         if failed is None:
             return None
@@ -101,7 +99,9 @@ class Runner:
         )
         assert retry is not None
         await run_store.link_retry(conn, failed.id, retry.id)
-        return retry, await job_store.get_job(conn, failed.job_name)
+        job = await job_store.get_job(conn, failed.job_name)
+        assert job is not None  # claimed only while the job exists, and the job is read in this transaction
+        return retry, job
 
     async def wait(self, run_id: uuid.UUID) -> RunRecord:
         """The run once it has ended (polls when another replica runs it)."""

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.scheduler.domain.runs import RunStatus, TriggerKind
 from services.scheduler.store import REPLICA_LOCK_NAMESPACE
 from services.scheduler.store.records import Runner, RunRecord, Summary
-from services.scheduler.store.tables import backfills, idempotency_keys, job_runs
+from services.scheduler.store.tables import backfills, idempotency_keys, job_runs, jobs
 
 RUNNING, QUEUED = RunStatus.RUNNING.value, RunStatus.QUEUED.value
 
@@ -236,7 +236,7 @@ async def claim_due_retry(conn: AsyncConnection) -> RunRecord | None:
     """One failed attempt whose retry is due, locked (other claimers skip it) until this
     transaction links it to its retry. A job's retry waits while the job runs; a
     backfill slot's retry waits in its backfill instead, and is dropped if the backfill
-    was cancelled."""
+    was cancelled. A deleted job's retries are dropped."""
     failed = job_runs.alias("failed")
     busy = (
         select(job_runs.c.id)
@@ -246,6 +246,7 @@ async def claim_due_retry(conn: AsyncConnection) -> RunRecord | None:
     cancelled = (
         select(backfills.c.id).where(backfills.c.id == failed.c.backfill_id, backfills.c.state == "cancelled").exists()
     )
+    job_exists = select(jobs.c.name).where(jobs.c.name == failed.c.job_name).exists()
     row = (
         await conn.execute(
             select(failed)
@@ -253,6 +254,7 @@ async def claim_due_retry(conn: AsyncConnection) -> RunRecord | None:
                 failed.c.status == RunStatus.FAILED.value,
                 failed.c.retry_run_id.is_(None),
                 failed.c.next_attempt_time <= func.now(),
+                job_exists,
                 or_(and_(failed.c.backfill_id.is_(None), ~busy), and_(failed.c.backfill_id.is_not(None), ~cancelled)),
             )
             .order_by(failed.c.next_attempt_time)
