@@ -1,12 +1,16 @@
-"""The scheduler service: timed jobs, the job-run log and manual runs.
+"""The scheduler service: timed jobs, the job-run log, manual runs, backfills,
+jobs defined at run time and blackout calendars. See README.md for the tables,
+the flows and the leader lock.
 
-- domain.py  the job catalogue, schedules (crontab / "@every Ns"), the DST-safe
-             wall-clock cron trigger, retry back-off and which failures to retry;
-- store.py   scheduler.jobs (desired schedules, pauses), scheduler.job_runs (one
-             row per attempt), reads of APScheduler's scheduler.apscheduler_jobs;
-- leader.py  advisory-lock leader election; only the leader runs APScheduler;
-- runner.py  executes attempts (target call, outcome, retries, interruptions);
-- targets.py builds target requests from run params and words failures;
-- watch.py   LISTEN/NOTIFY fan-out for WatchJobRuns;
-- server.py  the gRPC servicer.
+- domain/        pure decisions (schedules, overlap and catch-up, blackouts, backfill slots);
+- store/         the scheduler schema's tables, handing out typed records;
+- usecases.py    calls that coordinate several steps (define a job, run now, backfill);
+- firing.py      a firing meeting the job's policies (blackout, overlap, catch-up);
+- backfilling.py starting a backfill's slots within its concurrency;
+- runner.py      executes attempts (target call, outcome, retries, cancellation);
+- targets.py     the schedulable-RPC allow-list, payload checks, the target call;
+- leader.py      advisory-lock leader election; only the leader runs APScheduler;
+- watch.py       LISTEN/NOTIFY fan-out for WatchJobRuns;
+- api/           the gRPC servicer, message conversion, domain-error mapping;
+- wiring.py      the composition root.
 """

@@ -10,11 +10,14 @@ scheduler schema), so the job store is never driven by two schedulers. When the
 leader dies its connection closes, PostgreSQL drops its locks, and a standby
 polling the lock takes over within one poll interval. Should two ever overlap
 (a leader cut off from the database but not yet aware), the job-run log's unique
-(job, scheduled time) index still lets each firing run once.
+indexes — (job, scheduled time) for the schedule, (backfill, slot) for backfills —
+still let each firing and each slot run once.
 
-Replicas serve the API alike: PauseJob, ResumeJob and UpdateSchedule change the
-`jobs` table (raising its version); the leader applies changed versions to its
-job store on each tick.
+Replicas serve the API alike: job changes raise the `jobs` row's version; the
+leader applies changed versions to its job store on each tick, starts due
+retries, firings left waiting and backfill slots. APScheduler hands every due
+firing to firing.py (coalesce off, no misfire grace of its own): the job's
+catch-up window and overlap policy decide there.
 """
 
 from __future__ import annotations
@@ -24,24 +27,30 @@ import hashlib
 import os
 import socket
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Gauge
-from sqlalchemy import Row, create_engine, pool
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import create_engine, pool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs import db
 from libs.scratch_db import plain_url
-from services.scheduler import store
-from services.scheduler.domain import JOBS, build_trigger, same_trigger, zone
+from services.scheduler import backfilling
+from services.scheduler.domain.schedules import build_trigger, same_trigger, zone
+from services.scheduler.firing import Firings
 from services.scheduler.runner import Runner
+from services.scheduler.store import LEADER_LOCK_NAMESPACE, REPLICA_LOCK_NAMESPACE
+from services.scheduler.store import backfills as backfill_store
+from services.scheduler.store import jobs as job_store
+from services.scheduler.store import runs as run_store
+from services.scheduler.store.records import JobRecord, RunRecord
+from services.scheduler.store.records import Runner as Identity
 from services.scheduler.settings import SchedulerSettings
 
 log = structlog.get_logger("loom.scheduler.leader")
@@ -49,45 +58,40 @@ log = structlog.get_logger("loom.scheduler.leader")
 LEADING = Gauge("loom_scheduler_leader", "1 while this replica leads (fires the schedule), else 0.")
 
 
-def replica_identity() -> store.Runner:
+# APScheduler's per-job instance cap would drop firings silently; the overlap policy
+# decides instead, and a firing's hand-over returns at once (see FiringExecutor).
+MAX_INSTANCES = 10_000
+
+
+def replica_identity() -> Identity:
     name = f"{socket.gethostname()[:40]}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
     # Non-negative 31-bit, so it reads the same as pg_locks.objid (an unsigned oid).
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
-    return store.Runner(name, key)
+    return Identity(name, key)
 
 
 async def fire_scheduled(job_name: str, *firing: object) -> None:
     """The callable every APScheduler job stores, with the job name as its argument.
 
-    FiringExecutor appends what only the firing replica knows: its runner and the
-    scheduled time (APScheduler checks stored arguments against this signature).
+    FiringExecutor appends what only the firing replica knows: its Firings and the
+    due times (APScheduler checks stored arguments against this signature).
     """
-    runner, scheduled_time = firing
-    assert isinstance(runner, Runner) and isinstance(scheduled_time, datetime)
-    await runner.fire_scheduled(job_name, scheduled_time)
+    firings, times = firing
+    assert isinstance(firings, Firings) and isinstance(times, list)
+    await firings.fire(job_name, times)
 
 
 class FiringExecutor(BaseExecutor):
-    """Runs APScheduler's firings on the event loop through this replica's Runner, and
-    applies the misfire grace time (a firing missed by more is recorded as skipped)."""
+    """Hands APScheduler's due firings (all of them: coalescing is the job's catch-up
+    policy's call) to firing.py on the event loop."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, firings: Firings) -> None:
         super().__init__()
-        self._runner = runner
+        self._firings = firings
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        task = asyncio.get_running_loop().create_task(self._fire(job, run_times))
+        task = asyncio.get_running_loop().create_task(job.func(*job.args, self._firings, list(run_times)))
         task.add_done_callback(lambda done: self._settle(job.id, done))
-
-    async def _fire(self, job: Job, run_times: list[datetime]) -> None:
-        for run_time in run_times:
-            late = (datetime.now(UTC) - run_time).total_seconds()
-            if job.misfire_grace_time is not None and late > job.misfire_grace_time:
-                await self._runner.record_skipped_firing(
-                    job.id, run_time, f"missed by {late:.0f}s (misfire grace {job.misfire_grace_time}s)"
-                )
-            else:
-                await job.func(*job.args, self._runner, run_time)
 
     def _settle(self, job_id: str, task: asyncio.Task) -> None:
         if task.cancelled() or task.exception() is None:
@@ -101,6 +105,7 @@ class Replica:
 
     def __init__(self, engine: AsyncEngine, runner: Runner, settings: SchedulerSettings) -> None:
         self._engine, self._runner, self._settings = engine, runner, settings
+        self._firings = Firings(engine, runner, settings)
         self._identity = runner.identity
         self._conninfo = plain_url(db.async_url(settings.database_url))
         # APScheduler's job store is synchronous; a small pool of its own.
@@ -109,7 +114,6 @@ class Replica:
             pool_pre_ping=True,
         )
         self._scheduler: AsyncIOScheduler | None = None
-        self._bookkeeping: set[asyncio.Task] = set()
         self.lock_held = asyncio.Event()  # liveness lock taken (startup recovery done)
 
     @property
@@ -144,20 +148,27 @@ class Replica:
             cursor = await asyncio.wait_for(conn.execute(sql, args), timeout=max(5.0, 5 * poll))
             return (await cursor.fetchone())[0]
 
-        await query("SELECT pg_advisory_lock(%s, %s)", store.REPLICA_LOCK_NAMESPACE, self._identity.key)
+        await query("SELECT pg_advisory_lock(%s, %s)", REPLICA_LOCK_NAMESPACE, self._identity.key)
         await self._recover()
         self.lock_held.set()
         while True:
             if not self.leading:
-                if await query("SELECT pg_try_advisory_lock(%s, %s)", store.LEADER_LOCK_NAMESPACE, 0):
+                if await query("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK_NAMESPACE, 0):
                     await self._lead()
             else:
                 await query("SELECT 1")
                 await self._tick()
+            await self._stop_cancelled()
             await asyncio.sleep(poll)
 
+    async def _stop_cancelled(self) -> None:
+        try:
+            await self._runner.stop_cancelled()
+        except Exception:  # noqa: BLE001 - the database blinked; asked again next tick
+            log.exception("checking for cancelled runs failed")
+
     async def _recover(self) -> None:
-        interrupted = await db.run_in_transaction(self._engine, store.mark_orphans_interrupted)
+        interrupted = await db.run_in_transaction(self._engine, run_store.mark_orphans_interrupted)
         for run in interrupted:
             log.warning("run marked interrupted", run_id=str(run.id), job=run.job_name, runner=run.runner)
 
@@ -169,68 +180,98 @@ class Replica:
                     engine=self._store_engine, tablename="apscheduler_jobs", tableschema="scheduler"
                 )
             },
-            executors={"default": FiringExecutor(self._runner)},
-            job_defaults={
-                "coalesce": True,
-                "max_instances": 1,
-                "misfire_grace_time": self._settings.scheduler_misfire_grace_seconds,
-            },
+            executors={"default": FiringExecutor(self._firings)},
+            job_defaults={"coalesce": False, "max_instances": MAX_INSTANCES, "misfire_grace_time": None},
             timezone=zone(self._settings.scheduler_time_zone),
         )
-        scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
         scheduler.start(paused=True)
         self._scheduler = scheduler
         LEADING.set(1)
-        for job in scheduler.get_jobs():
-            if job.id not in JOBS:
-                scheduler.remove_job(job.id)
         async with self._engine.connect() as conn:
-            rows = await store.job_rows(conn)
-        for row in rows:
+            records = await job_store.job_records(conn)
+        self._remove_deleted({job.name for job in records})
+        for job in records:
             # A job the store already holds as configured keeps its next run time, so
-            # firings missed while no replica led are coalesced into one.
-            stored = scheduler.get_job(row.name)
-            wanted = build_trigger(store.schedule_of(row), self._settings.scheduler_time_zone)
-            if stored is None or row.version != row.applied_version or not same_trigger(stored.trigger, wanted):
-                await self._apply(row)
+            # firings missed while no replica led reach its catch-up policy.
+            stored = scheduler.get_job(job.name)
+            wanted = build_trigger(job.schedule, self._settings.scheduler_time_zone)
+            if stored is None or job.version != job.applied_version or not same_trigger(stored.trigger, wanted):
+                await self._apply(job)
         scheduler.resume()
 
+    def _remove_deleted(self, names: set[str]) -> None:
+        assert self._scheduler is not None
+        for stored in self._scheduler.get_jobs():
+            if stored.id not in names:
+                self._scheduler.remove_job(stored.id)
+
     async def _tick(self) -> None:
-        """The leader's periodic work: apply changed jobs, start due retries, sweep orphans."""
+        """The leader's periodic work: apply changed jobs, start due retries, sweep
+        orphans, start firings left waiting and backfill slots."""
         try:
             async with self._engine.connect() as conn:
-                changed = await store.unapplied_jobs(conn)
-            for row in changed:
-                await self._apply(row)
+                changed = await job_store.unapplied_jobs(conn)
+                names = await job_store.job_names(conn)
+            self._remove_deleted(names)
+            for job in changed:
+                await self._apply(job)
             await self._runner.start_due_retries()
             await self._recover()
+            await self._start_waiting()
         except Exception:
             # The lock connection is fine (checked just before); retry next tick.
             log.exception("leader tick failed")
 
-    async def _apply(self, row: Row) -> None:
-        assert self._scheduler is not None
-        trigger = build_trigger(store.schedule_of(row), self._settings.scheduler_time_zone)
-        if self._scheduler.get_job(row.name) is None:
-            self._scheduler.add_job(
-                fire_scheduled, trigger, args=[row.name], id=row.name, name=row.name, replace_existing=True,
-                **({"next_run_time": None} if row.paused else {}),
-            )
-        elif row.paused:
-            self._scheduler.modify_job(row.name, trigger=trigger, next_run_time=None)
-        else:
-            self._scheduler.reschedule_job(row.name, trigger=trigger)
-        await db.run_in_transaction(self._engine, lambda conn: store.mark_applied(conn, row.name, row.version))
-        log.info("job applied", job=row.name, schedule=str(trigger), paused=row.paused, version=row.version)
+    async def _start_waiting(self) -> None:
+        """Firings and backfill slots whose start no ending run triggered (their
+        predecessor's replica died, or a backfill was just created)."""
 
-    def _on_max_instances(self, event: JobSubmissionEvent) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._runner.record_skipped_firing(
-                event.job_id, event.scheduled_run_times[-1], "the previous firing was still running"
+        async def waiting_firings(conn: AsyncConnection) -> list[tuple[RunRecord, JobRecord]]:
+            started = []
+            for name in await run_store.jobs_with_waiting_firings(conn):
+                job = await job_store.lock_job(conn, name)
+                run = await run_store.start_waiting_firing(conn, name, self._identity) if job else None
+                if run is not None and job is not None:
+                    started.append((run, job))
+            return started
+
+        for run, job in await db.run_in_transaction(self._engine, waiting_firings):
+            self._runner.launch(run, job)
+        async with self._engine.connect() as conn:
+            running = await backfill_store.running_backfills(conn)
+        for backfill in running:
+
+            async def resume(conn: AsyncConnection, backfill_id=backfill.id, name=backfill.job_name):
+                job = await job_store.get_job(conn, name)
+                if job is None:  # deleted since: its backfill ends with it
+                    await backfill_store.cancel_backfill(conn, backfill_id, "the job was deleted")
+                    return [], None
+                return await backfilling.resume(conn, backfill_id, job, self._identity), job
+
+            slots, job = await db.run_in_transaction(self._engine, resume)
+            if job is not None:
+                self._runner.launch_all(slots, job)
+
+    async def _apply(self, job: JobRecord) -> None:
+        assert self._scheduler is not None
+        trigger = build_trigger(job.schedule, self._settings.scheduler_time_zone)
+        stored = self._scheduler.get_job(job.name)
+        if stored is None:
+            self._scheduler.add_job(
+                fire_scheduled, trigger, args=[job.name], id=job.name, name=job.name, replace_existing=True,
+                **({"next_run_time": None} if job.paused else {}),
             )
-        )
-        self._bookkeeping.add(task)
-        task.add_done_callback(self._bookkeeping.discard)
+        elif job.paused:
+            self._scheduler.modify_job(job.name, trigger=trigger, next_run_time=None)
+        elif job.paused_time is not None and same_trigger(stored.trigger, trigger):
+            # Resumed: the firings since the pause are due, and meet the catch-up window.
+            self._scheduler.modify_job(
+                job.name, next_run_time=stored.trigger.get_next_fire_time(None, job.paused_time)
+            )
+        else:
+            self._scheduler.reschedule_job(job.name, trigger=trigger)
+        await db.run_in_transaction(self._engine, lambda conn: job_store.mark_applied(conn, job))
+        log.info("job applied", job=job.name, schedule=str(trigger), paused=job.paused, version=job.version)
 
     def _step_down(self) -> None:
         if self._scheduler is not None:

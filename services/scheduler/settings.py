@@ -23,8 +23,13 @@ class SchedulerSettings(Settings):
         default=30.0, gt=0, description="Delay before the first retry; each further retry doubles it."
     )
     scheduler_retry_max_seconds: float = Field(default=1800.0, gt=0, description="Longest delay between retries.")
-    scheduler_misfire_grace_seconds: int = Field(
-        default=300, ge=1, description="A firing missed by more than this (all replicas down) is skipped, not run late."
+    scheduler_catch_up_window_seconds: int = Field(
+        default=300,
+        ge=1,
+        description=(
+            "Catch-up window of jobs that set none: a firing missed (no replica leading, or the job paused) by at "
+            "most this runs late; an older one is recorded as missed."
+        ),
     )
     scheduler_job_timeout_seconds: float = Field(
         default=900.0, gt=0, description="Deadline of one call to a job's target RPC."

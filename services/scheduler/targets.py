@@ -1,23 +1,51 @@
-"""Calling a job's target RPC: building its request from the run's parameters, and
-turning the answer (or the failure) into what the job-run log records."""
+"""A job's target RPC: the allow-list declared in the protos (the
+`loom.common.v1.schedulable` method option), payloads checked against the target's
+request message, and the call itself with its failure worded for the run log.
+
+The run's logical time (its scheduled time, or a backfill slot's) travels as the
+`loom-logical-time` call metadata (RFC 3339), and in the request's own
+`logical_time` Timestamp field when its message has one.
+"""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from loom.common.v1 import access_pb2
 
 from libs.clients import ServiceClients
-from libs.errors import InvalidArgument
-from services.scheduler.domain import JobDefinition, is_transient
+from libs.settings import SERVICE_NAMES
+from services.scheduler.domain.errors import Violation
 
-# Parameters of the scheduler's own housekeeping job (it has no request message).
-LOCAL_PARAMS = {"retention_days"}
+LOGICAL_TIME_METADATA = "loom-logical-time"
+
+# Failures a later attempt may not meet: the target down or overloaded, a deadline,
+# a conflict, or an unexplained server error. The target RPCs are idempotent per
+# request_id, so repeating one is safe.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def is_transient(code: grpc.StatusCode | None) -> bool:
+    """Whether a failed call is worth another attempt (None: not a gRPC failure)."""
+    return code in TRANSIENT_CODES
 
 
 @dataclass(frozen=True)
@@ -31,39 +59,94 @@ class TargetFailure(Exception):
         return self.message
 
 
-def request_class(job: JobDefinition) -> type[Message] | None:
-    """The target's request message type; None when its proto does not declare the RPC."""
-    module = importlib.import_module(f"loom.{job.service}.v1.{job.service}_pb2")
-    service = module.DESCRIPTOR.services_by_name.get(f"{job.service.capitalize()}Service")
-    if service is None or job.method not in service.methods_by_name:
-        return None
-    return getattr(module, service.methods_by_name[job.method].input_type.name)
+@dataclass(frozen=True)
+class Target:
+    name: str  # "loom.batch.v1.BatchService/Orchestrate"
+    service: str  # "batch"
+    method: str
+    request_type: type[Message]
+    schedulable: bool
 
 
-def validate_params(job: JobDefinition, params: dict[str, Any]) -> None:
-    """Refuses parameters the target cannot take, before any run is recorded."""
-    if "request_id" in params:
-        raise InvalidArgument.field("params.request_id", "set by the scheduler (one per firing)")
-    if job.service is None:
-        unknown = set(params) - LOCAL_PARAMS
-        if unknown:
-            raise InvalidArgument.field("params", f"unknown: {', '.join(sorted(unknown))}; allowed: retention_days")
-        days = params.get("retention_days", 1)
-        if not isinstance(days, int | float) or days != int(days) or days < 1:
-            raise InvalidArgument.field("params.retention_days", "a whole number of days, at least 1")
-        return
-    message_type = request_class(job)
-    if message_type is not None:
-        build_request(message_type, "validation", params)
+@cache
+def declared_targets() -> dict[str, Target]:
+    """Every unary RPC of every Loom service, by full name."""
+    found: dict[str, Target] = {}
+    for service in SERVICE_NAMES:
+        module = importlib.import_module(f"loom.{service}.v1.{service}_pb2")
+        for descriptor in module.DESCRIPTOR.services_by_name.values():
+            for method in descriptor.methods:
+                if method.client_streaming or method.server_streaming:
+                    continue
+                name = f"{descriptor.full_name}/{method.name}"
+                found[name] = Target(
+                    name, service, method.name, getattr(module, method.input_type.name),
+                    method.GetOptions().Extensions[access_pb2.schedulable],
+                )
+    return found
 
 
-def build_request(message_type: type[Message], request_id: str, params: dict[str, Any]) -> Message:
-    request = message_type()
-    try:
-        json_format.ParseDict(params, request)
-    except json_format.ParseError as error:
-        raise InvalidArgument.field("params", f"not accepted by {message_type.DESCRIPTOR.full_name}: {error}") from None
-    request.request_id = request_id  # type: ignore[attr-defined]
+def schedulable_targets() -> list[Target]:
+    return sorted((t for t in declared_targets().values() if t.schedulable), key=lambda t: t.name)
+
+
+def check_target(name: str, field: str) -> list[Violation]:
+    target = declared_targets().get(name)
+    if target is None or not target.schedulable:
+        allowed = ", ".join(t.name for t in schedulable_targets())
+        return [Violation(field, f"{name!r} is not a schedulable Loom RPC; one of: {allowed}")]
+    return []
+
+
+def check_payload(target_name: str, payload: dict[str, Any], field: str) -> list[Violation]:
+    """Every field of the payload the target's request message refuses, each named."""
+    target = declared_targets().get(target_name)
+    if target is None:
+        return []
+    message_type = target.request_type
+    fields = {f.name: f for f in message_type.DESCRIPTOR.fields} | {
+        f.json_name: f for f in message_type.DESCRIPTOR.fields
+    }
+    violations = []
+    for key, value in payload.items():
+        if _has_nul(key) or _has_nul(value):
+            violations.append(Violation(f"{field}.{key}", "NUL characters cannot be stored"))
+        elif key in ("request_id", "requestId"):
+            violations.append(Violation(f"{field}.{key}", "set by the scheduler (one per firing)"))
+        elif key not in fields:
+            violations.append(Violation(f"{field}.{key}", f"no such field in {message_type.DESCRIPTOR.full_name}"))
+        else:
+            try:
+                json_format.ParseDict({key: value}, message_type())
+            except json_format.ParseError as error:
+                expected = _TYPE_NAMES.get(fields[key].type, "a value")
+                violations.append(Violation(f"{field}.{key}", f"expected {expected}: {_parse_problem(error)}"))
+    return violations
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _parse_problem(error: json_format.ParseError) -> str:
+    # ParseError reads "Failed to parse retention_days field: Couldn't parse integer: 'x'."
+    text = str(error)
+    return text.split(": ", 1)[1] if text.startswith("Failed to parse") and ": " in text else text
+
+
+def build_request(target: Target, request_id: str, payload: dict[str, Any], logical_time: datetime | None) -> Message:
+    request = target.request_type()
+    json_format.ParseDict(payload, request)
+    request.request_id = request_id  # type: ignore[attr-defined]  # every schedulable request has one
+    fields = request.DESCRIPTOR.fields_by_name
+    if logical_time is not None and "logical_time" in fields and fields["logical_time"].message_type is not None:
+        getattr(request, "logical_time").FromDatetime(logical_time)
     return request
 
 
@@ -79,6 +162,12 @@ def result_of(response: Message) -> dict[str, Any]:
     return found
 
 
+_TYPE_NAMES = {
+    value: name.removeprefix("TYPE_").lower()
+    for name, value in vars(FieldDescriptor).items()
+    if name.startswith("TYPE_") and isinstance(value, int)
+}
+
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
@@ -91,28 +180,34 @@ _INT64_TYPES = {
 async def call_target(
     clients: ServiceClients,
     target_address: str,
-    job: JobDefinition,
+    target_name: str,
     request_id: str,
-    params: dict[str, Any],
+    payload: dict[str, Any],
+    logical_time: datetime | None,
     timeout: float,
 ) -> dict[str, Any]:
     """Calls the job's RPC once; raises TargetFailure saying what went wrong."""
-    message_type = request_class(job)
-    if message_type is None:
-        raise TargetFailure(f"{job.target} is not declared in loom.{job.service}.v1 yet: nothing to call", False)
-    request = build_request(message_type, request_id, params)
-    method = getattr(clients.stub(job.service), job.method)
+    target = declared_targets().get(target_name)
+    if target is None:
+        raise TargetFailure(f"{target_name} is not declared in the Loom protos: nothing to call", False)
     try:
-        response = await method(request, timeout=timeout)
+        request = build_request(target, request_id, payload, logical_time)
+    except json_format.ParseError as error:
+        raise TargetFailure(f"the payload no longer fits {target.request_type.DESCRIPTOR.full_name}: {error}",
+                            False) from None
+    method = getattr(clients.stub(target.service), target.method)
+    metadata = ((LOGICAL_TIME_METADATA, logical_time.isoformat()),) if logical_time is not None else None
+    try:
+        response = await method(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as error:
-        raise TargetFailure(_describe(error, job, target_address), is_transient(error.code())) from None
+        raise TargetFailure(_describe(error, target, target_address), is_transient(error.code())) from None
     return result_of(response)
 
 
-def _describe(error: grpc.aio.AioRpcError, job: JobDefinition, address: str) -> str:
+def _describe(error: grpc.aio.AioRpcError, target: Target, address: str) -> str:
     code = error.code()
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        return f"UNIMPLEMENTED: the {job.service} service at {address} does not serve {job.target} yet"
+        return f"UNIMPLEMENTED: the {target.service} service at {address} does not serve {target.name} yet"
     if code == grpc.StatusCode.UNAVAILABLE:
-        return f"UNAVAILABLE: the {job.service} service at {address} cannot be reached: {error.details()}"
-    return f"{code.name}: {job.target}: {error.details()}"
+        return f"UNAVAILABLE: the {target.service} service at {address} cannot be reached: {error.details()}"
+    return f"{code.name}: {target.name}: {error.details()}"

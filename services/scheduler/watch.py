@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager, suppress
 
 import psycopg
 import structlog
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.errors import Unavailable
-from services.scheduler import store
+from services.scheduler.store import runs as run_store
+from services.scheduler.store.records import RunRecord
 
 log = structlog.get_logger("loom.scheduler.watch")
 
@@ -30,10 +30,10 @@ RECONNECT_SECONDS = 1.0
 class _Watcher:
     def __init__(self, job_name: str) -> None:
         self.job_name = job_name
-        self.queue: asyncio.Queue[Row] = asyncio.Queue(WATCHER_BACKLOG)
+        self.queue: asyncio.Queue[RunRecord] = asyncio.Queue(WATCHER_BACKLOG)
         self.overflowed = False
 
-    def offer(self, run: Row) -> None:
+    def offer(self, run: RunRecord) -> None:
         if self.job_name and run.job_name != self.job_name:
             return
         try:
@@ -50,7 +50,7 @@ class RunWatch:
         self._listening = asyncio.Event()
 
     @asynccontextmanager
-    async def subscribe(self, job_name: str) -> AsyncIterator[AsyncIterator[Row]]:
+    async def subscribe(self, job_name: str) -> AsyncIterator[AsyncIterator[RunRecord]]:
         """Runs as they are created or change, from the moment this is entered."""
         watcher = _Watcher(job_name)
         self._watchers.add(watcher)
@@ -63,7 +63,7 @@ class RunWatch:
             self._watchers.discard(watcher)
 
     @staticmethod
-    async def _follow(watcher: _Watcher) -> AsyncIterator[Row]:
+    async def _follow(watcher: _Watcher) -> AsyncIterator[RunRecord]:
         while True:
             run = await watcher.queue.get()
             if watcher.overflowed:
@@ -86,7 +86,7 @@ class RunWatch:
         if not self._watchers:
             return
         async with self._engine.connect() as conn:
-            run = await store.get_run(conn, run_id)
+            run = await run_store.get_run(conn, run_id)
         if run is not None:
             for watcher in list(self._watchers):
                 watcher.offer(run)

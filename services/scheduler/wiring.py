@@ -8,11 +8,12 @@ from loom.scheduler.v1 import scheduler_pb2_grpc
 from libs import db
 from libs.scratch_db import plain_url
 from libs.bootstrap import ServiceContext, ServiceSpec
-from services.scheduler import store
-from services.scheduler.domain import JOBS, parse_schedule_spec, validate_schedule, zone
+from services.scheduler.api.servicer import SchedulerServicer
+from services.scheduler.domain.catalogue import JOBS
+from services.scheduler.domain.schedules import parse_schedule_spec, validate_schedule, zone
 from services.scheduler.leader import Replica, replica_identity
 from services.scheduler.runner import Runner
-from services.scheduler.server import SchedulerServicer
+from services.scheduler.store import jobs as job_store
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.watch import RunWatch
 
@@ -35,7 +36,7 @@ async def setup(context: ServiceContext) -> None:
     settings: SchedulerSettings = context.settings  # type: ignore[assignment]
     engine = context.engine
     schedules = configured_schedules(settings)
-    await db.run_in_transaction(engine, lambda conn: store.seed_jobs(conn, schedules))
+    await db.run_in_transaction(engine, lambda conn: job_store.seed_builtin(conn, JOBS, schedules))
 
     runner = Runner(engine, context.clients, settings, replica_identity())
     replica = Replica(engine, runner, settings)

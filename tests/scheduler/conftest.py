@@ -12,6 +12,8 @@ import pytest
 from libs import migrations
 from libs.db import with_database
 from libs.scratch_db import drop_database, plain_url, server_url
+from tests.scheduler.helpers import scheduler
+from tests.scheduler.peers import Behaviour, peers
 
 
 @pytest.fixture
@@ -24,3 +26,20 @@ def scheduler_db():
     migrations.upgrade(url, "scheduler")
     yield url
     drop_database(admin_url, url)
+
+
+@pytest.fixture
+def behaviour():
+    return Behaviour()
+
+
+@pytest.fixture
+async def peer(behaviour):
+    async with peers(behaviour) as address:
+        yield address
+
+
+@pytest.fixture
+async def stub(scheduler_db, peer):
+    async with scheduler(scheduler_db, peer) as stub:
+        yield stub

@@ -1,15 +1,21 @@
-"""Polling with deadlines and reading the run log, for the scheduler tests."""
+"""Polling with deadlines, an in-process scheduler, and reading the run log, for the scheduler tests."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2, struct_pb2
 from loom.scheduler.v1 import scheduler_pb2 as pb
 
-from tests.support import auth
+from libs.errors import field_violations
+from tests.support import auth, free_port, serve, stub_for
 
 T = TypeVar("T")
 ADMIN = auth("admin")
@@ -55,3 +61,43 @@ def status_name(run: pb.JobRun) -> str:
 
 def trigger_name(run: pb.JobRun) -> str:
     return pb.TriggerKind.Name(run.trigger).removeprefix("TRIGGER_KIND_").lower()
+
+
+@asynccontextmanager
+async def scheduler(database_url: str, peer: str, **overrides) -> AsyncIterator:
+    """An in-process scheduler whose batch and tracking targets are `peer`; yields its stub."""
+    settings = {**FAST, "batch_target": peer, "tracking_target": peer, "rules_target": f"127.0.0.1:{free_port()}"}
+    async with serve("scheduler", database_url, **{**settings, **overrides}) as running:
+        async with stub_for("scheduler", running.target) as stub:
+            yield stub
+
+
+def params(**values) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
+
+
+async def run_now(stub, job_name, *, wait=True, request_id=None, **values) -> pb.JobRun:
+    request = pb.RunJobNowRequest(
+        request_id=request_id or str(uuid.uuid4()), job_name=job_name, wait=wait, params=params(**values)
+    )
+    return (await stub.RunJobNow(request, metadata=ADMIN)).run
+
+
+async def invalid(call) -> dict[str, str]:
+    """The field violations of a call that must fail with INVALID_ARGUMENT."""
+    return field_violations(await refused(call, grpc.StatusCode.INVALID_ARGUMENT))
+
+
+async def refused(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == code, raised.value.details()
+    return raised.value
+
+
+async def update_job(stub, job_name: str, *paths: str, **fields) -> pb.Job:
+    request = pb.UpdateJobRequest(request_id=str(uuid.uuid4()), job=pb.Job(job_name=job_name, **fields),
+                                  update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
+    return (await stub.UpdateJob(request, metadata=ADMIN)).job

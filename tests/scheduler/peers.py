@@ -21,20 +21,36 @@ class Behaviour:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []  # (method, request_id)
+        self.logical_times: dict[str, str] = {}  # request_id -> the loom-logical-time it carried
         self.failures: list[grpc.StatusCode] = []
         self.always_fail: grpc.StatusCode | None = None
         self.release: asyncio.Event | None = None
+        self.delay = 0.0  # seconds each call takes
         self.entered = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.completed: list[str] = []  # request ids of calls answered successfully
 
     async def answer(self, method: str, request, context) -> None:
         self.calls.append((method, request.request_id))
+        metadata = dict(context.invocation_metadata() or ())
+        if "loom-logical-time" in metadata:
+            self.logical_times[request.request_id] = metadata["loom-logical-time"]
         self.entered.set()
         if self.always_fail is not None:
             await context.abort(self.always_fail, f"{method}: planned failure")
         if self.failures:
             await context.abort(self.failures.pop(0), f"{method}: planned failure")
-        if self.release is not None:
-            await self.release.wait()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.release is not None:
+                await self.release.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        self.completed.append(request.request_id)
 
     def request_ids(self, method: str) -> list[str]:
         return [request_id for called, request_id in self.calls if called == method]

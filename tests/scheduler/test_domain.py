@@ -7,21 +7,19 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 
-from libs.errors import InvalidArgument
-from services.scheduler.domain import (
-    JOBS,
-    RunStatus,
+from services.scheduler.domain.catalogue import JOBS
+from services.scheduler.domain.errors import InvalidInput
+from services.scheduler.domain.runs import RunStatus, next_status_after_failure, retry_delay_seconds
+from services.scheduler.domain.schedules import (
     Schedule,
     WallClockCronTrigger,
     build_trigger,
     crontab_fields,
-    is_transient,
-    next_status_after_failure,
     parse_schedule_spec,
-    retry_delay_seconds,
     same_trigger,
     validate_schedule,
 )
+from services.scheduler.targets import is_transient
 
 
 def firings(trigger, start: datetime, count: int) -> list[datetime]:
@@ -136,20 +134,20 @@ def test_crontab_weekdays_count_from_sunday(weekday, names):
      "0 2 1 * 1", "x 2 * * *"],
 )
 def test_bad_cron_lines_are_invalid_arguments_naming_the_cron_field(spec):
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidInput) as raised:
         validate_schedule(Schedule(cron=spec))
     assert [v.field for v in raised.value.violations] == ["schedule.cron"]
 
 
 def test_a_schedule_needs_exactly_one_of_cron_and_interval():
     for schedule in (Schedule(), Schedule(cron="0 2 * * *", interval_seconds=60)):
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidInput) as raised:
             validate_schedule(schedule)
         assert "schedule" in {v.field for v in raised.value.violations}
 
 
 def test_every_bad_part_of_a_schedule_is_reported_at_once():
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidInput) as raised:
         validate_schedule(Schedule(interval_seconds=-5, time_zone="Mars/Olympus", jitter_seconds=-1))
     assert {v.field for v in raised.value.violations} == {
         "schedule.interval_seconds", "schedule.time_zone", "schedule.jitter_seconds"

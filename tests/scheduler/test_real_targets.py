@@ -6,7 +6,7 @@ from contextlib import AsyncExitStack
 import pytest
 from loom.scheduler.v1 import scheduler_pb2 as pb
 
-from services.scheduler.domain import JOBS
+from services.scheduler.domain.catalogue import JOBS
 from tests.scheduler.helpers import ADMIN, FAST, status_name
 from tests.support import serve, stub_for
 

@@ -1,14 +1,20 @@
 """Scheduler replicas as real OS processes: one leader fires, a standby takes over
-after kill -9, and a run cut short by kill -9 reads interrupted after a restart."""
+after kill -9, a run cut short by kill -9 reads interrupted after a restart, and a
+backfill and a job defined at run time survive the leader's kill -9 with each slot
+and each period run once."""
 
 import asyncio
 import json
+import uuid
+from collections import Counter
 from contextlib import ExitStack
+from datetime import UTC, datetime
 
 import pytest
 from loom.scheduler.v1 import scheduler_pb2 as pb
 
 from tests.scheduler.helpers import ADMIN, all_runs, eventually, status_name, trigger_name
+from tests.scheduler.test_backfills import stamp
 from tests.scheduler.peers import Behaviour, peers
 from tests.support import ServiceProcess, free_port, process_env, stub_for, wait_serving
 
@@ -26,6 +32,7 @@ class Replicas:
         env = process_env(
             "scheduler", self._database_url, port,
             LOOM_BATCH_TARGET=self._peer,
+            LOOM_TRACKING_TARGET=self._peer,
             LOOM_SCHEDULER_LEADER_POLL_SECONDS="0.2",
             LOOM_SCHEDULER_JOB_SCHEDULES=json.dumps({"orchestrate-batches": self._interval}),
         )
@@ -114,3 +121,57 @@ async def test_kill_9_during_a_long_run_reads_interrupted_after_restart_and_the_
                 later = await eventually(fired_again, timeout=30)
                 assert later[0].runner != cut_short.runner
             behaviour.release.set()
+
+
+async def test_a_backfill_and_a_runtime_job_survive_kill_9_of_the_leader_running_each_slot_once(scheduler_db):
+    behaviour = Behaviour()
+    behaviour.delay = 0.4  # each slot's call takes a while, so the kill lands mid-backfill
+    with ExitStack() as stack:
+        async with peers(behaviour) as peer:
+            replicas = Replicas(scheduler_db, peer, "@every 1h", stack)
+            (first, first_target), (second, second_target) = await asyncio.gather(replicas.start(), replicas.start())
+            processes = {first.process.pid: first, second.process.pid: second}
+            targets = {first.process.pid: first_target, second.process.pid: second_target}
+            async with stub_for("scheduler", first_target) as stub:
+                pulse = pb.Job(job_name="pulse", target="loom.batch.v1.BatchService/Orchestrate",
+                               schedule=pb.Schedule(interval_seconds=1))
+                await stub.CreateJob(pb.CreateJobRequest(request_id="pulse", job=pulse), metadata=ADMIN)
+                created = (await stub.CreateBackfill(pb.CreateBackfillRequest(
+                    request_id=str(uuid.uuid4()), job_name="aggregate-popularity",
+                    start_time=stamp(datetime(2026, 11, 1, tzinfo=UTC)),
+                    end_time=stamp(datetime(2026, 11, 15, tzinfo=UTC)), max_concurrency=2), metadata=ADMIN)).backfill
+
+                async def some_slots_done():
+                    runs = await all_runs(stub, backfill_id=created.backfill_id, status=pb.JOB_RUN_STATUS_SUCCEEDED)
+                    return runs if len(runs) >= 4 else None
+
+                (leader,) = {pid_of(r) for r in await eventually(some_slots_done, timeout=60)}
+                processes[leader].kill()
+                finished_before_kill = set(behaviour.completed)
+            survivor = (set(processes) - {leader}).pop()
+            async with stub_for("scheduler", targets[survivor]) as stub:
+
+                async def backfill_done():
+                    current = (await stub.GetBackfill(pb.GetBackfillRequest(backfill_id=created.backfill_id),
+                                                      metadata=ADMIN)).backfill
+                    return current if current.state != pb.BACKFILL_STATE_RUNNING else None
+
+                done = await eventually(backfill_done, timeout=90)
+                slots = await all_runs(stub, backfill_id=created.backfill_id)
+
+                async def pulses_after_kill():
+                    runs = scheduled(await all_runs(stub, "pulse"))
+                    return runs if len([r for r in runs if pid_of(r) == survivor]) >= 3 else None
+
+                pulses = await eventually(pulses_after_kill, timeout=60)
+    assert (done.state, done.succeeded, done.slots) == (pb.BACKFILL_STATE_SUCCEEDED, 14, 14)
+    succeeded = Counter(r.scheduled_time.ToDatetime() for r in slots if status_name(r) == "succeeded")
+    assert len(succeeded) == 14 and set(succeeded.values()) == {1}, "each slot succeeded once"
+    # A slot that had finished before the kill was never called again; one cut short was resumed.
+    calls = Counter(request_id for method, request_id in behaviour.calls if method == "AggregatePopularity")
+    assert all(calls[request_id] == 1 for request_id in finished_before_kill if request_id in calls)
+    interrupted = [r for r in slots if status_name(r) == "interrupted"]
+    assert interrupted, "the kill landed with slots in flight"
+    resumed = {r.target_request_id for r in slots if r.attempt == 2 and status_name(r) == "succeeded"}
+    assert {r.target_request_id for r in interrupted} <= resumed
+    assert_one_run_per_period(pulses, 1.0)

@@ -1,5 +1,5 @@
-"""The scheduler's pure decisions: the job catalogue, schedules and their trigger
-math (DST-safe cron), retry back-off and which failures are worth retrying.
+"""Schedules and their trigger math: crontab with a zone (DST-safe), intervals and
+one-shot times, as APScheduler triggers.
 
 No I/O here; everything is unit-tested in tests/scheduler/test_domain.py.
 """
@@ -9,83 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import grpc
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from libs.errors import Violations
-
-
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # this attempt failed; a retry follows
-    DEAD_LETTERED = "dead_lettered"  # the last allowed attempt failed
-    INTERRUPTED = "interrupted"  # the replica running it died
-    SKIPPED = "skipped"  # another run of the job was in progress, or the firing was missed
-
-
-FINISHED_STATUSES = frozenset(RunStatus) - {RunStatus.RUNNING}
-
-
-class TriggerKind(StrEnum):
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
-    RETRY = "retry"
-
-
-# --- the job catalogue ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobDefinition:
-    name: str
-    description: str
-    # The service whose RPC the job calls; None for the scheduler's own housekeeping.
-    service: str | None
-    method: str
-    default_schedule: str
-
-    @property
-    def target(self) -> str:
-        if self.service is None:
-            return f"scheduler (in process): {self.method}"
-        return f"loom.{self.service}.v1.{self.service.capitalize()}Service/{self.method}"
-
-
-PURGE_JOB_RUNS = "purge-job-runs"
-
-JOBS: dict[str, JobDefinition] = {
-    job.name: job
-    for job in (
-        JobDefinition(
-            "orchestrate-batches", "Confirm, flag, cancel and nudge filling batches.", "batch", "Orchestrate",
-            "@every 300s",
-        ),
-        JobDefinition(
-            "aggregate-popularity", "Recompute popularity scores and co-occurrence.", "tracking",
-            "AggregatePopularity", "0 2 * * *",
-        ),
-        JobDefinition(
-            "capture-price-snapshot", "Record every supplier's tier price (weekly, Sunday).", "batch",
-            "CapturePriceSnapshot", "0 3 * * 0",
-        ),
-        JobDefinition(
-            PURGE_JOB_RUNS, "Delete the scheduler's job runs older than the retention.", None, "PurgeJobRuns",
-            "0 4 1 * *",
-        ),
-        JobDefinition("purge-batch-data", "The batch service's retention clean-up.", "batch", "PurgeOldData",
-                      "30 3 * * *"),
-        JobDefinition("purge-rules-data", "The rules service's retention clean-up.", "rules", "PurgeOldData",
-                      "40 3 * * *"),
-        JobDefinition("purge-tracking-data", "The tracking service's retention clean-up.", "tracking",
-                      "PurgeOldData", "50 3 * * *"),
-    )
-}
+from services.scheduler.domain.errors import Problems
 
 
 # --- schedules -------------------------------------------------------------------------
@@ -99,16 +30,19 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 @dataclass(frozen=True)
 class Schedule:
-    """Exactly one of cron (five crontab fields) and interval_seconds."""
+    """Exactly one of cron (five crontab fields), interval_seconds and run_at (one shot)."""
 
     cron: str = ""
     interval_seconds: int = 0
     time_zone: str = ""  # empty: the configured default zone
     jitter_seconds: int = 0
+    run_at: datetime | None = None
 
     def describe(self) -> str:
         if self.cron:
             return f"{self.cron} ({self.time_zone or 'default zone'})"
+        if self.run_at is not None:
+            return f"once at {self.run_at.isoformat()}"
         return f"every {self.interval_seconds}s"
 
 
@@ -124,10 +58,10 @@ def parse_schedule_spec(spec: str) -> Schedule:
 
 
 def validate_schedule(schedule: Schedule, field: str = "schedule") -> None:
-    """Raises InvalidArgument naming every bad part of the schedule."""
-    problems = Violations()
-    if bool(schedule.cron) == bool(schedule.interval_seconds):
-        problems.add(field, "exactly one of cron and interval_seconds")
+    """Raises InvalidInput naming every bad part of the schedule."""
+    problems = Problems()
+    if sum((bool(schedule.cron), bool(schedule.interval_seconds), schedule.run_at is not None)) != 1:
+        problems.add(field, "exactly one of cron, interval_seconds and run_at")
     if schedule.cron:
         try:
             crontab_fields(schedule.cron)
@@ -278,6 +212,8 @@ class WallClockCronTrigger(BaseTrigger):
 
 def build_trigger(schedule: Schedule, default_zone: str) -> BaseTrigger:
     zone_name = schedule.time_zone or default_zone
+    if schedule.run_at is not None:
+        return DateTrigger(run_date=schedule.run_at, timezone=UTC)
     if schedule.cron:
         return WallClockCronTrigger(schedule.cron, zone_name, schedule.jitter_seconds)
     return IntervalTrigger(
@@ -294,36 +230,26 @@ def same_trigger(stored: BaseTrigger, wanted: BaseTrigger) -> bool:
         return (stored.interval, stored.jitter, str(stored.timezone)) == (
             wanted.interval, wanted.jitter, str(wanted.timezone)
         )
+    if isinstance(stored, DateTrigger) and isinstance(wanted, DateTrigger):
+        return stored.run_date == wanted.run_date
     return False
 
 
-# --- retries ---------------------------------------------------------------------------
-
-# Failures a later attempt may not meet: the target down or overloaded, a deadline,
-# a conflict, or an unexplained server error. The target RPCs are idempotent per
-# request_id, so repeating one is safe.
-TRANSIENT_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-
-
-def is_transient(code: grpc.StatusCode | None) -> bool:
-    """Whether a failed call is worth another attempt (None: not a gRPC failure)."""
-    return code in TRANSIENT_CODES
-
-
-def retry_delay_seconds(attempt: int, *, base: float, maximum: float) -> float:
-    """Delay after failed attempt `attempt` (1-based): base, 2*base, 4*base... capped."""
-    return min(maximum, base * 2 ** (attempt - 1))
-
-
-def next_status_after_failure(attempt: int, max_attempts: int, transient: bool) -> RunStatus:
-    return RunStatus.FAILED if transient and attempt < max_attempts else RunStatus.DEAD_LETTERED
+def firings_between(trigger: BaseTrigger, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """The trigger's firings in [start, end) without jitter (a backfill's slots), at
+    most `limit` + 1 of them so a caller can tell there are more than it allows.
+    An interval schedule's slots are counted from the range's start."""
+    found: list[datetime] = []
+    if isinstance(trigger, DateTrigger):
+        return [trigger.run_date] if start <= trigger.run_date < end else []
+    if isinstance(trigger, IntervalTrigger):
+        step = trigger.interval
+        while start + step * len(found) < end and len(found) <= limit:
+            found.append(start + step * len(found))
+        return found
+    assert isinstance(trigger, WallClockCronTrigger)
+    fire = trigger.next_instant(start)
+    while fire is not None and fire < end and len(found) <= limit:
+        found.append(fire)
+        fire = trigger.next_instant(fire + timedelta(microseconds=1))
+    return found
