@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs import db
+from libs import db, tracing
 from libs.clients import ServiceClients
 from services.scheduler import backfilling
 from services.scheduler.domain.catalogue import IN_PROCESS_PREFIX
@@ -132,6 +132,12 @@ class Runner:
 
     async def _attempt(self, run: RunRecord, job: JobRecord) -> None:
         structlog.contextvars.bind_contextvars(request_id=run.target_request_id, job=run.job_name, run_id=str(run.id))
+        # A run is its own trace: nothing upstream caused it but the clock (or an operator).
+        attributes = {"loom.job": run.job_name, "loom.job_run_id": str(run.id), "loom.attempt": run.attempt}
+        with tracing.span("scheduler.job_run", attributes=attributes):
+            await self._run_attempt(run, job)
+
+    async def _run_attempt(self, run: RunRecord, job: JobRecord) -> None:
         started = time.monotonic()
         try:
             if job.target.startswith(IN_PROCESS_PREFIX):

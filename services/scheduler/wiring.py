@@ -6,8 +6,10 @@ from contextlib import suppress
 from loom.scheduler.v1 import scheduler_pb2_grpc
 
 from libs import db
-from libs.scratch_db import plain_url
 from libs.bootstrap import ServiceContext, ServiceSpec
+from libs.sampling import start_sampler
+from libs.scratch_db import plain_url
+from services.scheduler import metrics
 from services.scheduler.api.servicer import SchedulerServicer
 from services.scheduler.domain.catalogue import JOBS
 from services.scheduler.domain.schedules import parse_schedule_spec, validate_schedule, zone
@@ -58,6 +60,7 @@ async def setup(context: ServiceContext) -> None:
     scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(
         SchedulerServicer(engine, runner, watch, settings), context.server
     )
+    start_sampler(context, metrics.sampler(settings.scheduler_time_zone))
 
 
 SPEC = ServiceSpec(

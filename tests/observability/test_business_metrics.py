@@ -1,10 +1,15 @@
-"""Business counters count what committed, once: a replayed request is not counted again."""
+"""Business metrics: counters count what committed, once; gauges say what the alerts need."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import REGISTRY
+
+from services.scheduler.domain.schedules import Schedule, build_trigger
+from services.scheduler.metrics import period_seconds
 
 from tests.batch.conftest import create_supplier, place
 from tests.support import serve, stub_for
@@ -46,3 +51,17 @@ async def test_interactions_are_counted_by_outcome(database_url):
     after = {o: REGISTRY.get_sample_value(n, {"outcome": o}) or 0.0 for o, n in names.items()}
     assert {o: after[o] - before[o] for o in names} == {"stored": 1, "duplicate": 1, "rejected": 1}
     assert (REGISTRY.get_sample_value("loom_tracking_group_commit_events_count") or 0) >= 2
+
+
+@pytest.mark.parametrize(
+    ("schedule", "period"),
+    [
+        (Schedule(interval_seconds=300), 300.0),
+        (Schedule(cron="0 2 * * *", time_zone="UTC"), 86400.0),
+        (Schedule(cron="0 3 * * 0", time_zone="UTC"), 7 * 86400.0),
+        (Schedule(run_at=datetime(2030, 1, 1, tzinfo=UTC)), None),
+    ],
+)
+def test_a_jobs_period_is_the_gap_between_its_next_two_firings(schedule, period):
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    assert period_seconds(build_trigger(schedule, "UTC"), now) == period

@@ -130,6 +130,13 @@ async def test_prometheus_scrapes_every_service_of_the_suite(monitored_suite):
     targets = await eventually(all_up)
     assert {t["labels"]["job"] for t in targets} == {f"loom-{name}" for name in (*SERVICES, "gateway")}
 
+    async def orchestrate_period():
+        query = 'loom_scheduler_job_period_seconds{job_name="orchestrate-batches"}'
+        return (await prometheus_query(client, f"/api/v1/query?query={query}"))["result"]
+
+    [series] = await eventually(orchestrate_period)
+    assert float(series["value"][1]) == 300
+
 
 async def test_the_outbox_alert_fires_when_rules_stops_and_events_back_up(monitored_suite):
     client, ports, processes = monitored_suite

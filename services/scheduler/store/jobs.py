@@ -39,6 +39,7 @@ def _record(row: Row) -> JobRecord:
         blackout_calendars=tuple(row.blackout_calendars),
         version=row.version,
         applied_version=row.applied_version,
+        update_time=row.update_time,
     )
 
 

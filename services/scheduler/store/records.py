@@ -40,6 +40,7 @@ class JobRecord:
     blackout_calendars: tuple[str, ...]
     version: int
     applied_version: int
+    update_time: datetime | None = None  # when the job was last defined or changed
 
     def spec(self) -> JobSpec:
         return JobSpec(

@@ -404,3 +404,13 @@ async def purge_runs(conn: AsyncConnection, older_than: datetime) -> dict[str, i
     keys = await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.create_time < older_than))
     return {"runs_deleted": runs.rowcount, "backfills_deleted": ended.rowcount,
             "idempotency_keys_deleted": keys.rowcount}
+
+
+async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
+    """When each job's latest successful run finished (jobs that never succeeded are absent)."""
+    rows = await conn.execute(
+        select(job_runs.c.job_name, func.max(job_runs.c.finish_time))
+        .where(job_runs.c.status == RunStatus.SUCCEEDED.value)
+        .group_by(job_runs.c.job_name)
+    )
+    return {name: finished for name, finished in rows}
