@@ -34,6 +34,7 @@ from services.rules.domain.evaluation import (
     plan_actions,
 )
 from services.rules.domain.operators import RegexLimits
+from services.rules.domain.rules import RuleDefinition
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.engine")
@@ -104,6 +105,20 @@ class RuleEvaluator:
     def limits(self) -> RegexLimits:
         return self._limits
 
+    def compile(self, rule_id: str, definition: RuleDefinition, *, version: int = 0) -> ActiveRule:
+        """A rule that is not (or not necessarily) the live one, e.g. a draft to replay."""
+        return ActiveRule.compile(
+            rule_id=rule_id,
+            name=definition.name,
+            version=version,
+            priority=definition.priority,
+            event_types=definition.event_types,
+            stop_processing=definition.stop_processing,
+            conditions=definition.conditions,
+            actions=definition.actions,
+            limits=self._limits,
+        )
+
     async def active_rules(self) -> list[ActiveRule]:
         """The active rules now, in evaluation order; each (rule, version) compiled once."""
         rows = await run_in_transaction(self._engine, store.active_rules)
@@ -127,7 +142,7 @@ class RuleEvaluator:
     async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
         rules = await self.active_rules()
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
-        fetched, unavailable = await self._fetch(facts_to_fetch(rules, event["type"], facts), facts)
+        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts)
         facts = {**facts, **fetched}
         return Evaluation(evaluate(rules, event["type"], facts, traced=traced), facts, fetched, unavailable)
 
@@ -177,27 +192,39 @@ class RuleEvaluator:
         finished = [await self.runner.run(execution) for execution in claimed]
         return Processed(evaluation, finished, len(matched) - len(claimed))
 
-    async def _fetch(self, roots: set[str], facts: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """Facts the event lacks, fetched once each from the batch service."""
+    async def fetch(
+        self, roots: set[str], facts: dict[str, Any], cache: dict[Any, Any] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Facts the event lacks, fetched once each from the batch service.
+
+        A `cache` shared across calls (a replay's) makes each distinct request once.
+        """
+        cache = {} if cache is None else cache
         fetched: dict[str, Any] = {}
         unavailable: list[str] = []
         order, batch = facts.get("order") or {}, facts.get("batch") or {}
         try:
             if "batch" in roots and order.get("batch_id"):
-                reply = await self._clients.batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(order["batch_id"])))
-                fetched["batch"] = batch_facts(reply.batch)
+                key = ("batch", str(order["batch_id"]))
+                if key not in cache:
+                    reply = await self._clients.batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=key[1]))
+                    cache[key] = batch_facts(reply.batch)
+                fetched["batch"] = cache[key]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("batch", error, unavailable)
         category = order.get("category") or batch.get("category")
         quantity = order.get("quantity") or batch.get("target_quantity")
         try:
             if roots & {"best_supplier", "best_supplier_id"} and category and quantity:
-                reply = await self._clients.batch.RecommendSupplier(
-                    batch_pb2.RecommendSupplierRequest(category=str(category), quantity=int(quantity))
-                )
-                if reply.HasField("supplier"):
-                    fetched["best_supplier"] = supplier_facts(reply.supplier)
-                    fetched["best_supplier_id"] = reply.supplier.supplier_id
+                key = ("best_supplier", str(category), int(quantity))
+                if key not in cache:
+                    reply = await self._clients.batch.RecommendSupplier(
+                        batch_pb2.RecommendSupplierRequest(category=key[1], quantity=key[2])
+                    )
+                    cache[key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
+                if cache[key] is not None:
+                    fetched["best_supplier"] = cache[key]
+                    fetched["best_supplier_id"] = cache[key]["id"]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("best_supplier", error, unavailable)
         return fetched, unavailable

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.errors import NotFound
 from libs.idempotency import idempotency_table
+from services.rules.records import LiveExecution, ReplayEvent, StoredEvent
 
 metadata = MetaData(schema="rules")
 idempotency_keys = idempotency_table(metadata)
@@ -240,6 +241,19 @@ async def list_versions(conn: AsyncConnection, rule_id: str, *, limit: int, befo
     ]
 
 
+async def get_version(conn: AsyncConnection, rule_id: str, version: int) -> dict[str, Any]:
+    """The rule's definition as it was at `version` (NotFound when there is no such version)."""
+    await get_rule(conn, rule_id)
+    row = (
+        await conn.execute(
+            select(rule_versions.c.snapshot).where(rule_versions.c.rule_id == rule_id, rule_versions.c.version == version)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("rule version", f"{rule_id}@{version}")
+    return dict(row.snapshot)
+
+
 async def active_rules(conn: AsyncConnection) -> list[dict[str, Any]]:
     query = (
         select(rules)
@@ -292,6 +306,45 @@ async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | No
 async def events_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
     query = select(events).where(events.c.occurred_time >= start, events.c.occurred_time < end).order_by(events.c.seq)
     return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def replay_events(
+    conn: AsyncConnection, *, rule_id: str, start: datetime, end: datetime, after_seq: int, limit: int
+) -> list[ReplayEvent]:
+    """The next `limit` events of the window after `after_seq`, each with the live execution of `rule_id`.
+
+    One query per chunk: the (rule_id, event_id) unique index answers the join.
+    """
+    live = executions.alias("live")
+    joined = events.outerjoin(
+        live, and_(live.c.event_id == events.c.event_id, live.c.rule_id == (rule_id if _is_uuid(rule_id) else None))
+    )
+    query = (
+        select(*events.c, live.c.execution_id.label("live_id"), live.c.status.label("live_status"), live.c.actions.label("live_actions"))
+        .select_from(joined)
+        .where(events.c.occurred_time >= start, events.c.occurred_time < end, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return [
+        ReplayEvent(
+            stored_event(row),
+            LiveExecution(str(row["live_id"]), row["live_status"], row["live_actions"]) if row["live_id"] else None,
+        )
+        for row in (await conn.execute(query)).mappings()
+    ]
+
+
+def stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        event_id=row["event_id"],
+        type=row["type"],
+        source=row["source"],
+        occurred_time=row["occurred_time"],
+        data=row["data"],
+        seq=row["seq"],
+        attempts=row["attempts"],
+    )
 
 
 async def mark_evaluated(conn: AsyncConnection, event_id: str) -> None:

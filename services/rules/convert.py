@@ -1,0 +1,224 @@
+"""Proto <-> domain conversion for the rules service: messages in, records and definitions out, and back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from loom.common.v1 import event_pb2
+from loom.rules.v1 import rules_pb2
+
+from libs.errors import Violations
+from services.rules.domain.conditions import ConditionTrace
+from services.rules.domain.evaluation import PlannedAction, RuleOutcome
+from services.rules.domain.replay import ReplayTally
+from services.rules.domain.rules import RuleDefinition
+from services.rules.replay import ReplayItem
+
+UPDATABLE = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
+MAX_EVENT_ID_LENGTH = 128
+
+
+def enum_name(enum, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+def enum_value(enum, name: str | None, prefix: str) -> int:
+    return enum.Value(f"{prefix}{name.upper()}") if name else 0
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def to_value(python: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(python, struct_pb2.Value())
+
+
+def to_struct(python: dict[str, Any]) -> struct_pb2.Struct:
+    return json_format.ParseDict(python, struct_pb2.Struct())
+
+
+def to_python(message) -> Any:
+    return json_format.MessageToDict(message)
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
+    return rules_pb2.Rule(
+        rule_id=str(row["rule_id"]),
+        name=row["name"],
+        description=row["description"],
+        type=enum_value(rules_pb2.RuleType, row["type"], "RULE_TYPE_"),
+        active=row["active"],
+        priority=row["priority"],
+        event_types=row["event_types"],
+        conditions=to_value(row["conditions"]),
+        actions=[
+            rules_pb2.Action(type=enum_value(rules_pb2.ActionType, a["type"], "ACTION_TYPE_"), params=to_struct(a["params"]))
+            for a in row["actions"]
+        ],
+        stop_processing=row["stop_processing"],
+        version=row["version"],
+        created_by=row["created_by"],
+        updated_by=row["updated_by"],
+        create_time=timestamp(row["create_time"]),
+        update_time=timestamp(row["update_time"]),
+        last_execution_status=enum_value(rules_pb2.ExecutionStatus, row.get("last_execution_status"), "EXECUTION_STATUS_"),
+        last_execution_time=timestamp(row.get("last_execution_time")),
+    )
+
+
+def definition_from_proto(rule: rules_pb2.Rule) -> RuleDefinition:
+    return RuleDefinition(
+        name=rule.name,
+        description=rule.description,
+        type=enum_name(rules_pb2.RuleType, rule.type, "RULE_TYPE_") if rule.type else "",
+        active=rule.active,
+        priority=rule.priority,
+        event_types=list(rule.event_types),
+        conditions=to_python(rule.conditions) if rule.HasField("conditions") else None,
+        actions=[
+            {
+                "type": enum_name(rules_pb2.ActionType, a.type, "ACTION_TYPE_") if a.type else "",
+                "params": to_python(a.params),
+            }
+            for a in rule.actions
+        ],
+        stop_processing=rule.stop_processing,
+    )
+
+
+# --- executions and traces ------------------------------------------------------------------
+
+
+def action_to_proto(action: dict[str, Any]) -> rules_pb2.ActionResult:
+    return rules_pb2.ActionResult(
+        index=action["index"],
+        type=enum_value(rules_pb2.ActionType, action["type"], "ACTION_TYPE_"),
+        params=to_struct(action["params"]),
+        status=enum_value(rules_pb2.ActionStatus, action["status"], "ACTION_STATUS_"),
+        error=action.get("error", ""),
+        attempts=action.get("attempts", 0),
+        duration_ms=action.get("duration_ms", 0.0),
+    )
+
+
+def execution_to_proto(row: dict[str, Any]) -> rules_pb2.Execution:
+    return rules_pb2.Execution(
+        execution_id=str(row["execution_id"]),
+        rule_id=str(row["rule_id"]),
+        rule_version=row["rule_version"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        status=enum_value(rules_pb2.ExecutionStatus, row["status"], "EXECUTION_STATUS_"),
+        actions=[action_to_proto(a) for a in row["actions"]],
+        start_time=timestamp(row["start_time"]),
+        finish_time=timestamp(row["finish_time"]),
+    )
+
+
+def trace_to_proto(trace: ConditionTrace) -> rules_pb2.ConditionTrace:
+    leaf = bool(trace.fact)
+    return rules_pb2.ConditionTrace(
+        operator=trace.operator,
+        fact=trace.fact,
+        expected=to_value(trace.expected) if leaf else None,
+        actual=to_value(trace.actual) if leaf else None,
+        fact_present=trace.fact_present,
+        passed=trace.passed,
+        children=[trace_to_proto(c) for c in trace.children],
+        error=trace.error,
+    )
+
+
+def outcome_to_proto(outcome: RuleOutcome) -> rules_pb2.RuleTrace:
+    rule = outcome.rule
+    return rules_pb2.RuleTrace(
+        rule_id=rule.rule_id,
+        rule_name=rule.name,
+        rule_version=rule.version,
+        priority=rule.priority,
+        matched=outcome.matched,
+        skipped_reason=outcome.skipped_reason,
+        conditions=trace_to_proto(outcome.trace) if outcome.trace else None,
+        actions=[planned_to_proto(a) for a in outcome.actions],
+    )
+
+
+def planned_to_proto(action: PlannedAction) -> rules_pb2.ActionResult:
+    """An action as it would run: rendered parameters, pending (or failed when it cannot render)."""
+    return rules_pb2.ActionResult(
+        index=action.index,
+        type=enum_value(rules_pb2.ActionType, action.type, "ACTION_TYPE_"),
+        params=to_struct(action.params),
+        status=rules_pb2.ACTION_STATUS_FAILED if action.error else rules_pb2.ACTION_STATUS_PENDING,
+        error=action.error,
+    )
+
+
+def replay_item_to_proto(item: ReplayItem) -> rules_pb2.ReplayResult:
+    event, live = item.replayed.event, item.replayed.live
+    return rules_pb2.ReplayResult(
+        event_id=event.event_id,
+        event_type=event.type,
+        occurred_time=timestamp(event.occurred_time),
+        would_match=item.would is not None,
+        actions=[planned_to_proto(a) for a in item.would or ()],
+        live_execution_id=live.execution_id if live else "",
+        live_actions=[action_to_proto(a) for a in live.actions] if live else [],
+        diff=enum_value(rules_pb2.ReplayDiff, item.diff, "REPLAY_DIFF_"),
+    )
+
+
+def replay_summary_to_proto(tally: ReplayTally, seconds: float) -> rules_pb2.ReplaySummary:
+    return rules_pb2.ReplaySummary(
+        events_scanned=tally.events_scanned,
+        would_fire=tally.would_fire,
+        live_fired=tally.live_fired,
+        duration_seconds=seconds,
+        **tally.counts,
+    )
+
+
+def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
+    return rules_pb2.Notification(
+        notification_id=str(row["notification_id"]),
+        execution_id=str(row["execution_id"]),
+        rule_id=str(row["rule_id"]),
+        event_id=row["event_id"],
+        recipient=row["recipient"],
+        subject=row["subject"],
+        body=row["body"],
+        status=enum_value(rules_pb2.NotificationStatus, row["status"], "NOTIFICATION_STATUS_"),
+        attempts=row["attempts"],
+        error=row["error"],
+        create_time=timestamp(row["create_time"]),
+        sent_time=timestamp(row["sent_time"]),
+    )
+
+
+def event_record(event: event_pb2.Event, where: str, violations: Violations) -> dict[str, Any]:
+    """The stored form of an event; problems go to `violations`."""
+    violations.check(bool(event.event_id), f"{where}.event_id", "required")
+    violations.check(
+        len(event.event_id) <= MAX_EVENT_ID_LENGTH and event.event_id.isprintable(),
+        f"{where}.event_id",
+        f"at most {MAX_EVENT_ID_LENGTH} printable characters",
+    )
+    violations.check(bool(event.type), f"{where}.type", "required, e.g. 'batch.confirmed'")
+    occurred = event.occurred_time.ToDatetime(tzinfo=UTC) if event.HasField("occurred_time") else datetime.now(UTC)
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "source": event.source,
+        "occurred_time": occurred,
+        "data": to_python(event.data),
+    }
