@@ -12,7 +12,7 @@ from loom.rules.v1 import rules_pb2
 from libs.errors import Violations
 from services.rules.domain.conditions import ConditionTrace
 from services.rules.domain.evaluation import PlannedAction, RuleOutcome
-from services.rules.domain.replay import ReplayTally
+from services.rules.domain.replay import SAME, ReplayTally
 from services.rules.domain.rules import RuleDefinition
 from services.rules.replay import ReplayItem
 
@@ -41,7 +41,10 @@ def to_value(python: Any) -> struct_pb2.Value:
 
 
 def to_struct(python: dict[str, Any]) -> struct_pb2.Struct:
-    return json_format.ParseDict(python, struct_pb2.Struct())
+    # Struct.update converts in C: a few times faster than json_format.ParseDict, same message.
+    message = struct_pb2.Struct()
+    message.update(python)
+    return message
 
 
 def to_python(message) -> Any:
@@ -173,7 +176,8 @@ def replay_item_to_proto(item: ReplayItem) -> rules_pb2.ReplayResult:
         would_match=item.would is not None,
         actions=[planned_to_proto(a) for a in item.would or ()],
         live_execution_id=live.execution_id if live else "",
-        live_actions=[action_to_proto(a) for a in live.actions] if live else [],
+        # The same as `actions` when the diff is SAME: not sent twice.
+        live_actions=[action_to_proto(a) for a in live.actions] if live and item.diff != SAME else [],
         diff=enum_value(rules_pb2.ReplayDiff, item.diff, "REPLAY_DIFF_"),
     )
 

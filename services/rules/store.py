@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    cast,
     delete,
     func,
     literal,
@@ -313,25 +315,39 @@ async def replay_events(
 ) -> list[ReplayEvent]:
     """The next `limit` events of the window after `after_seq`, each with the live execution of `rule_id`.
 
-    One query per chunk: the (rule_id, event_id) unique index answers the join.
+    One query per chunk: the (rule_id, event_id) unique index answers the join. The
+    JSON columns come as text and are parsed with orjson: with the standard library's
+    parser, decoding was a third of a 100k-event replay.
     """
     live = executions.alias("live")
     joined = events.outerjoin(
         live, and_(live.c.event_id == events.c.event_id, live.c.rule_id == (rule_id if _is_uuid(rule_id) else None))
     )
     query = (
-        select(*events.c, live.c.execution_id.label("live_id"), live.c.status.label("live_status"), live.c.actions.label("live_actions"))
+        select(
+            events.c.event_id,
+            events.c.type,
+            events.c.source,
+            events.c.occurred_time,
+            events.c.seq,
+            events.c.attempts,
+            cast(events.c.data, Text).label("data"),
+            live.c.execution_id.label("live_id"),
+            live.c.status.label("live_status"),
+            cast(live.c.actions, Text).label("live_actions"),
+        )
         .select_from(joined)
         .where(events.c.occurred_time >= start, events.c.occurred_time < end, events.c.seq > after_seq)
         .order_by(events.c.seq)
         .limit(limit)
     )
+    loads = orjson.loads
     return [
         ReplayEvent(
-            stored_event(row),
-            LiveExecution(str(row["live_id"]), row["live_status"], row["live_actions"]) if row["live_id"] else None,
+            StoredEvent(row.event_id, row.type, row.source, row.occurred_time, loads(row.data), row.seq, row.attempts),
+            LiveExecution(str(row.live_id), row.live_status, loads(row.live_actions)) if row.live_id else None,
         )
-        for row in (await conn.execute(query)).mappings()
+        for row in await conn.execute(query)
     ]
 
 

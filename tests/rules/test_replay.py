@@ -57,9 +57,10 @@ async def test_a_replay_of_an_unchanged_rule_equals_its_live_executions(rules, p
     assert (summary.events_scanned, summary.would_fire, summary.live_fired, summary.same) == (5, 3, 3, 3)
     assert (summary.added, summary.removed, summary.changed) == (0, 0, 0)
     assert [r.event_id for r in results] == [events[i].event_id for i in (1, 2, 4)]
-    for result in results:
+    for result, sample in zip(results, [events[i] for i in (1, 2, 4)], strict=True):
         assert result.diff == rules_pb2.REPLAY_DIFF_SAME and result.live_execution_id
-        assert json_format.MessageToDict(result.actions[0].params) == json_format.MessageToDict(result.live_actions[0].params)
+        rendered = {"job": "replay-job", "params": {"order": sample.data["order"]["id"]}}
+        assert json_format.MessageToDict(result.actions[0].params) == rendered
 
 
 async def test_a_draft_reports_the_events_it_adds_and_removes(rules):
@@ -85,7 +86,8 @@ async def test_changed_parameters_show_as_changed_and_an_old_version_as_same(rul
     await live_history(rules, start, [1, 2])
     rule.actions[0].params["job"] = "another-job"
     await rules.UpdateRule(rules_pb2.UpdateRuleRequest(request_id=str(uuid.uuid4()), rule=rule), metadata=ADMIN)
-    _, current = await replay(rules, start, end, rule_id=rule.rule_id)
+    results, current = await replay(rules, start, end, rule_id=rule.rule_id)
+    assert [(r.actions[0].params["job"], r.live_actions[0].params["job"]) for r in results] == [("another-job", "replay-job")] * 2
     _, first = await replay(rules, start, end, rule_id=rule.rule_id, version=1)
     assert (current.changed, current.same) == (2, 0)
     assert (first.changed, first.same) == (0, 2)

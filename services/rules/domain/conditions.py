@@ -12,6 +12,7 @@ evaluates the same predicates and reports each leaf's actual value.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -169,8 +170,9 @@ def fact_paths(tree: dict) -> list[str]:
 # --- evaluation ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def fact_getter(path: str) -> Callable[[Facts], Any]:
-    """A function reading a dotted path out of nested dicts (MISSING when absent)."""
+    """A function reading a dotted path out of nested dicts (MISSING when absent); one per path."""
     parts = tuple(path.split("."))
     if len(parts) == 1:
         (name,) = parts
