@@ -1,5 +1,9 @@
 """Rule evaluation throughput: 100 active rules of mixed shape against many events, in process.
 
+One rule in ten is a decision table (its rows become an any-of-alls for the floor and
+the peers, which have no tables: the same decision, whatever the policy, because
+its numeric bands are disjoint).
+
 Subject: the rules service's evaluator (`domain.evaluation.evaluate`, the worker's
 hot path, dry — no I/O). Floor: the same conditions as plain Python lambdas over
 well-formed dicts (no missing-fact or type handling). Peers: the same rules as one
@@ -12,6 +16,7 @@ second either way. Every figure's ratio is to the hand-written floor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -64,6 +69,44 @@ def random_condition(rng: random.Random) -> dict:
     if shape == 3:
         return {"all": [{"any": [random_leaf(rng), random_leaf(rng)]}, random_leaf(rng)]}
     return {"any": [{"all": [random_leaf(rng), random_leaf(rng)]}, random_leaf(rng)]}
+
+
+def random_table(rng: random.Random) -> dict:
+    """A decision table over a numeric and a string fact: disjoint numeric bands, so every policy's
+    "does it yield a result" is "does any row match" and the peers can run it as an any-of-alls."""
+    number = rng.choice(list(NUMERIC))
+    text = rng.choice(list(STRING))
+    low, high = NUMERIC[number]
+    cuts = sorted(rng.sample(range(low + 1, high), 3))
+    edges = [low, *cuts, high]
+    policy = rng.choice(["UNIQUE", "FIRST", "PRIORITY", "COLLECT"])
+    rows = [
+        {
+            "when": [{"min": a, "max": b - 1} if i < 3 else f">= {a}", rng.choice(["-", rng.sample(STRING[text], 2)])],
+            "then": {"discount": rng.choice([0, 5, 10])},
+        }
+        for i, (a, b) in enumerate(itertools.pairwise(edges))
+    ]
+    table = {"hit_policy": policy, "inputs": [number, text], "outputs": [{"name": "discount", "priorities": [10, 5, 0]}], "rules": rows}
+    if policy == "COLLECT":
+        table["aggregation"] = "SUM"
+    return {"table": table}
+
+
+def expanded(node: dict) -> dict:
+    """The same condition without tables: a table that yields a result is one whose rows any match."""
+    if "all" in node or "any" in node:
+        key = "all" if "all" in node else "any"
+        return {key: [expanded(c) for c in node[key]]}
+    if "table" not in node:
+        return node
+    table = node["table"]
+    return {
+        "any": [
+            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"]) if cell is not None]}
+            for row in table["rules"]
+        ]
+    }
 
 
 def random_facts(rng: random.Random) -> dict[str, Any]:
@@ -210,11 +253,14 @@ def evaluations_per_second(run, events: list[dict]) -> tuple[float, int]:
 @benchmark("rules.evaluate", figures=("rules.evaluate", "rules.evaluate.zen", "rules.evaluate.business_rules"))
 async def rule_evaluation(ctx: BenchContext) -> list[Figure]:
     rng = random.Random(4)
-    conditions = []
-    for _ in range(RULES):
+    conditions, tables = [], []
+    for i in range(RULES):
         found: list[Violation] = []
-        conditions.append(normalise(random_condition(rng), "conditions", found))
+        # One rule in ten is a decision table.
+        tree = normalise(random_table(rng) if i % 10 == 0 else random_condition(rng), "conditions", found)
         assert not found, found
+        tables.append(tree)
+        conditions.append(expanded(tree))
     events = [random_facts(rng) for _ in range(ctx.size("BENCH_RULES_EVENTS", full=100_000, quick=5_000))]
     sample = events[: ctx.size("BENCH_RULES_PEER_EVENTS", full=5_000, quick=500)]
 
@@ -223,7 +269,7 @@ async def rule_evaluation(ctx: BenchContext) -> list[Figure]:
             rule_id=f"{i:03d}", name=f"r{i}", version=1, priority=RULES - i, event_types=[], stop_processing=False,
             conditions=c, actions=[{"type": "trigger_workflow", "params": {"job": "bench"}}],
         )
-        for i, c in enumerate(conditions)
+        for i, c in enumerate(tables)
     ])
 
     def ours(facts: dict) -> list[int]:

@@ -139,6 +139,9 @@ def trace_to_proto(trace: ConditionTrace) -> rules_pb2.ConditionTrace:
         passed=trace.passed,
         children=[trace_to_proto(c) for c in trace.children],
         error=trace.error,
+        outputs=to_value(trace.outputs) if trace.outputs is not None else None,
+        row=trace.row,
+        selected=trace.selected,
     )
 
 

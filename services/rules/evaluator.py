@@ -179,7 +179,7 @@ class RuleEvaluator:
                             "attempts": 0,
                             "duration_ms": 0.0,
                         }
-                        for a in plan_actions(outcome.rule.actions, evaluation.facts)
+                        for a in plan_actions(outcome.rule.actions, outcome.action_facts(evaluation.facts))
                     ],
                     lease_seconds=self._settings.execution_lease_seconds,
                 )

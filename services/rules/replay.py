@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.db import run_in_transaction
 from services.rules import store
-from services.rules.domain.evaluation import ActiveRule, PlannedAction, event_facts, facts_to_fetch, plan_actions
+from services.rules.domain.evaluation import (
+    ActiveRule,
+    PlannedAction,
+    event_facts,
+    facts_to_fetch,
+    RuleOutcome,
+    plan_actions,
+)
 from services.rules.domain.replay import ReplayTally, diff
 from services.rules.evaluator import RuleEvaluator, rfc3339
 from services.rules.records import ReplayEvent
@@ -85,4 +92,4 @@ class Replayer:
             facts = {**facts, **fetched}
         if not rule.test(facts):
             return None
-        return plan_actions(rule.actions, facts)
+        return plan_actions(rule.actions, RuleOutcome(rule, True).action_facts(facts))

@@ -27,7 +27,7 @@ from services.rules.convert import (
     replay_summary_to_proto,
     rule_to_proto,
 )
-from services.rules.domain.rules import RuleDefinition, validated
+from services.rules.domain.rules import RuleDefinition, table_warnings, validated
 from services.rules.evaluator import RuleEvaluator, Processed, Worker
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
@@ -51,8 +51,11 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         definition = validated(definition_from_proto(request.rule), self._evaluator.limits)
         actor = current_caller().subject
 
+        warnings = table_warnings(definition, self._evaluator.limits)
+
         async def work(conn):
-            return rules_pb2.CreateRuleResponse(rule=rule_to_proto(await store.create_rule(conn, definition.as_dict(), actor)))
+            row = await store.create_rule(conn, definition.as_dict(), actor)
+            return rules_pb2.CreateRuleResponse(rule=rule_to_proto(row), warnings=warnings)
 
         return await self._idempotent("CreateRule", request, rules_pb2.CreateRuleResponse, work)
 
@@ -83,9 +86,11 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
             merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
-            definition = validated(RuleDefinition(**merged), self._evaluator.limits).as_dict()
-            row = await store.change_rule(conn, request.rule.rule_id, {k: definition[k] for k in paths}, actor)
-            return rules_pb2.UpdateRuleResponse(rule=rule_to_proto(row))
+            definition = validated(RuleDefinition(**merged), self._evaluator.limits)
+            changes = {k: definition.as_dict()[k] for k in paths}
+            row = await store.change_rule(conn, request.rule.rule_id, changes, actor)
+            warnings = table_warnings(definition, self._evaluator.limits)
+            return rules_pb2.UpdateRuleResponse(rule=rule_to_proto(row), warnings=warnings)
 
         return await self._idempotent("UpdateRule", request, rules_pb2.UpdateRuleResponse, work)
 

@@ -14,7 +14,7 @@ from typing import Any
 from services.rules.domain.conditions import CompiledCondition, ConditionTrace, compile_condition, fact_paths
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import RenderError, render, variables
-from services.rules.domain.vocabulary import FETCHED_ROOTS
+from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS
 
 # Namespace of action request ids: uuid5(namespace, "<execution id>:<action index>").
 ACTION_REQUEST_NAMESPACE = uuid.UUID("6f1d8a3e-2b7c-4c1e-9a57-3f0e2d4b8c61")
@@ -93,6 +93,17 @@ class RuleOutcome:
     trace: ConditionTrace | None = None
     actions: list[PlannedAction] = field(default_factory=list)
 
+    def action_facts(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """The facts the rule's actions render with: the event's, plus its decision table's outputs.
+
+        Decided here, when actions are planned, not while matching: the hot path only
+        needs to know that the table yields a result (as it leaves rendering for later).
+        """
+        decide = self.rule.condition.decide
+        if decide is None:
+            return facts
+        return {**facts, DECISION_ROOT: decide(facts).outputs}
+
 
 def event_facts(event_id: str, event_type: str, source: str, occurred_time: str, data: dict[str, Any]) -> dict[str, Any]:
     """The facts of an event: its data keyed by entity, plus the event itself under `event`."""
@@ -124,7 +135,9 @@ def evaluate(
         trace = rule.condition.trace(facts)
         if trace.passed:
             # Rendering is the executor's business; the dry run shows it too.
-            outcomes.append(RuleOutcome(rule, True, trace=trace, actions=plan_actions(rule.actions, facts)))
+            outcome = RuleOutcome(rule, True, trace=trace)
+            outcome.actions = plan_actions(rule.actions, outcome.action_facts(facts))
+            outcomes.append(outcome)
             if rule.stop_processing:
                 stopped_by = rule
         else:

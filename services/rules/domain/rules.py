@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.errors import FieldViolation, InvalidArgument
-from services.rules.domain.conditions import Violation, normalise
+from services.rules.domain.conditions import Violation, normalise, table_findings
+from services.rules.domain.nodes import from_tree, tables
+from services.rules.domain.tables import shown
+from services.rules.domain.vocabulary import DECISION_ROOT
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import template_problems, variables
 
@@ -92,15 +95,54 @@ def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: 
         if event_type not in EVENT_TYPES:
             found.append(Violation(f"{where}.event_types[{i}]", f"unknown event type {event_type!r}"))
     tree = normalise(rule.conditions, f"{where}.conditions", found, limits)
+    if not found:
+        found += _table_problems(tree, f"{where}.conditions", limits)
     if not rule.actions:
         found.append(Violation(f"{where}.actions", "at least one action"))
     elif len(rule.actions) > MAX_ACTIONS:
         found.append(Violation(f"{where}.actions", f"at most {MAX_ACTIONS} actions"))
+    outputs = _decision_outputs(tree)
     for i, action in enumerate(rule.actions):
         _check_action(action, f"{where}.actions[{i}]", found)
+        for name, value in (action.get("params") or {}).items() if isinstance(action, dict) else ():
+            for variable in variables(value):
+                root, _, output = variable.partition(".")
+                if root == DECISION_ROOT and output not in outputs:
+                    known = ", ".join(sorted(outputs)) or "none: the rule has no decision table"
+                    found.append(Violation(f"{where}.actions[{i}].params.{name}", f"{{{{{variable}}}}}: outputs are {known}"))
     if found:
         raise InvalidArgument([FieldViolation(v.field, v.description) for v in found])
     return RuleDefinition(**{**rule.as_dict(), "conditions": tree})
+
+
+def _decision_outputs(tree: dict) -> set[str]:
+    found = tables(from_tree(tree)) if tree else []
+    return {output.name for table in found for output in table.outputs}
+
+
+def _table_problems(tree: dict, where: str, limits: RegexLimits) -> list[Violation]:
+    """Rows that the hit policy forbids to overlap (UNIQUE: any two; ANY: two with different outputs)."""
+    findings = table_findings(tree, limits)
+    if findings is None:
+        return []
+    (table,) = tables(from_tree(tree))
+    problems = []
+    for a, b, example in findings.overlaps:
+        if table.hit_policy == "UNIQUE" or (table.hit_policy == "ANY" and table.rows[a].outputs != table.rows[b].outputs):
+            problems.append(
+                Violation(f"{where}.table.rules[{b}]", f"overlaps rules[{a}] under {table.hit_policy}: both match {shown(example)}")
+            )
+    return problems
+
+
+def table_warnings(definition: RuleDefinition, limits: RegexLimits = RegexLimits()) -> list[str]:
+    """What a valid rule's decision table leaves open: input combinations no row covers."""
+    findings = table_findings(definition.conditions, limits) if definition.conditions else None
+    if findings is None:
+        return []
+    if not findings.checked:
+        return ["the decision table uses operators that cannot be checked for overlaps and gaps on save"]
+    return [f"no table rule matches {shown(example)}: the rule does not fire there" for example in findings.gaps]
 
 
 def _check_action(action: dict[str, Any], where: str, found: list[Violation]) -> None:

@@ -33,6 +33,9 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
     "event": frozenset({"id", "type", "source", "occurred_time"}),
 }
 
+# A decision table's outputs, for the actions' templates: `decision.<output name>`.
+DECISION_ROOT = "decision"
+
 # Facts that are a value rather than an entity.
 SCALAR_FACTS = frozenset({"best_supplier_id"})
 
@@ -55,6 +58,8 @@ def path_problem(path: object) -> str | None:
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         return "malformed fact path: lowercase dotted names like 'order.status'"
     root, _, field = path.partition(".")
+    if root == DECISION_ROOT:
+        return None if field and "." not in field else "name a decision table output, e.g. 'decision.discount'"
     if root in SCALAR_FACTS:
         return None if not field else f"{root!r} is a value and has no fields"
     if root not in ENTITY_FIELDS:
