@@ -12,6 +12,7 @@ retried call is idempotent at the receiving service.
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import time
 from email.message import EmailMessage
@@ -29,12 +30,15 @@ from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from services.rules import store
 from services.rules.domain.evaluation import action_request_id, execution_status
+from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.actions")
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 MAX_BACKOFF_SECONDS = 5.0
+# Who deactivated a rule whose executions kept failing (shown as the version's author).
+BREAKER_ACTOR = "system:circuit-breaker"
 
 
 class ActionFailed(Exception):
@@ -69,9 +73,19 @@ class ActionRunner:
                 ),
             )
         status = execution_status([a["status"] for a in actions])
-        return await run_in_transaction(
+        finished = await run_in_transaction(
             self._engine, lambda conn: store.finish_execution(conn, execution["execution_id"], status, actions)
         )
+        if status == "failed":
+            await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
+        return finished
+
+    async def _maybe_trip_breaker(self, conn, rule_id: str) -> None:
+        failures = self._settings.breaker_failures
+        if breaker_trips(await store.latest_statuses(conn, rule_id, failures), failures):
+            reason = f"circuit breaker: the last {failures} executions failed"
+            log.warning("rule deactivated", rule_id=rule_id, reason=reason)
+            await store.deactivate(conn, rule_id, reason, BREAKER_ACTOR)
 
     async def _run_one(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -98,6 +112,9 @@ class ActionRunner:
     async def _perform(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         params = action["params"]
         request_id = action_request_id(execution["execution_id"], action["index"])
+        # The chain that led here plus this execution: the producer puts it on the events it emits.
+        link = Link(str(execution["rule_id"]), str(execution["execution_id"]), execution["event_id"])
+        metadata = ((CAUSATION_METADATA, json.dumps([*execution.get("causation", []), link.as_dict()])),)
         kind = action["type"]
         if kind == "send_email":
             await self._send_email(execution, action)
@@ -110,13 +127,15 @@ class ActionRunner:
                         order_id=str(params["id"]),
                         status=_order_status(params["status"]),
                         reason=str(params.get("reason") or f"rule {execution['rule_id']}"),
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "update_status":
                 await self._clients.batch.AdvanceBatch(
                     batch_pb2.AdvanceBatchRequest(
                         request_id=request_id, batch_id=str(params["id"]), status=_batch_status(params["status"])
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "assign_supplier":
                 target = {"order_id" if params["entity"] == "order" else "batch_id": str(params["id"])}
@@ -126,13 +145,15 @@ class ActionRunner:
                         supplier_id=str(params["supplier_id"]),
                         priority=int(params.get("priority") or 0),
                         **target,
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "trigger_workflow":
                 job_params = struct_pb2.Struct()
                 json_format.ParseDict(params.get("params") or {}, job_params)
                 await self._clients.scheduler.RunJobNow(
-                    scheduler_pb2.RunJobNowRequest(request_id=request_id, job_name=str(params["job"]), params=job_params)
+                    scheduler_pb2.RunJobNowRequest(request_id=request_id, job_name=str(params["job"]), params=job_params),
+                    metadata=metadata,
                 )
             else:  # pragma: no cover - validation admits only the four action types
                 raise ActionFailed(f"unknown action {kind!r}", transient=False)

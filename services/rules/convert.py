@@ -16,7 +16,19 @@ from services.rules.domain.replay import SAME, ReplayTally
 from services.rules.domain.rules import RuleDefinition
 from services.rules.replay import ReplayItem
 
-UPDATABLE = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
+UPDATABLE = (
+    "name",
+    "description",
+    "type",
+    "active",
+    "priority",
+    "event_types",
+    "conditions",
+    "actions",
+    "stop_processing",
+    "triggered_by_rules",
+    "max_executions_per_minute",
+)
 MAX_EVENT_ID_LENGTH = 128
 
 
@@ -76,6 +88,9 @@ def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
         update_time=timestamp(row["update_time"]),
         last_execution_status=enum_value(rules_pb2.ExecutionStatus, row.get("last_execution_status"), "EXECUTION_STATUS_"),
         last_execution_time=timestamp(row.get("last_execution_time")),
+        triggered_by_rules=row["triggered_by_rules"],
+        max_executions_per_minute=row["max_executions_per_minute"],
+        deactivated_reason=row["deactivated_reason"],
     )
 
 
@@ -96,6 +111,8 @@ def definition_from_proto(rule: rules_pb2.Rule) -> RuleDefinition:
             for a in rule.actions
         ],
         stop_processing=rule.stop_processing,
+        triggered_by_rules=rule.triggered_by_rules,
+        max_executions_per_minute=rule.max_executions_per_minute,
     )
 
 
@@ -125,6 +142,8 @@ def execution_to_proto(row: dict[str, Any]) -> rules_pb2.Execution:
         actions=[action_to_proto(a) for a in row["actions"]],
         start_time=timestamp(row["start_time"]),
         finish_time=timestamp(row["finish_time"]),
+        causation=[rules_pb2.CausationLink(**link) for link in row["causation"]],
+        refused_reason=row["refused_reason"],
     )
 
 

@@ -33,6 +33,7 @@ from services.rules.domain.evaluation import (
     in_evaluation_order,
     plan_actions,
 )
+from services.rules.domain.guards import causation_of, refusal
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.rules import RuleDefinition
 from services.rules.settings import RulesSettings
@@ -117,6 +118,8 @@ class RuleEvaluator:
             conditions=definition.conditions,
             actions=definition.actions,
             limits=self._limits,
+            triggered_by_rules=definition.triggered_by_rules,
+            max_executions_per_minute=definition.max_executions_per_minute,
         )
 
     async def active_rules(self) -> list[ActiveRule]:
@@ -135,6 +138,8 @@ class RuleEvaluator:
                 conditions=row["conditions"],
                 actions=row["actions"],
                 limits=self._limits,
+                triggered_by_rules=row["triggered_by_rules"],
+                max_executions_per_minute=row["max_executions_per_minute"],
             )
         self._compiled = compiled
         return in_evaluation_order(list(compiled.values()))
@@ -144,7 +149,8 @@ class RuleEvaluator:
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
         fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts)
         facts = {**facts, **fetched}
-        return Evaluation(evaluate(rules, event["type"], facts, traced=traced), facts, fetched, unavailable)
+        caused = bool(causation_of(event["data"]))
+        return Evaluation(evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable)
 
     async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
         """Evaluates a stored event and runs what matched, at most once per (rule, event).
@@ -160,9 +166,23 @@ class RuleEvaluator:
             )
             return Processed(evaluation, [], 0, postponed=True)
 
+        chain = causation_of(event["data"])
+        settings = self._settings
+
         async def claim(conn) -> list[dict[str, Any]]:
             claimed = []
             for outcome in matched:
+                rule = outcome.rule
+                last_minute = await store.executions_last_minute(conn, rule.rule_id) if rule.max_executions_per_minute else 0
+                refused = refusal(
+                    rule.rule_id,
+                    chain,
+                    max_depth=settings.loop_max_depth,
+                    per_minute=rule.max_executions_per_minute,
+                    last_minute=last_minute,
+                )
+                if refused:
+                    log.warning("execution refused", rule_id=rule.rule_id, event_id=event["event_id"], reason=refused)
                 execution = await store.claim_execution(
                     conn,
                     rule_id=outcome.rule.rule_id,
@@ -174,7 +194,7 @@ class RuleEvaluator:
                             "index": a.index,
                             "type": a.type,
                             "params": a.params,
-                            "status": "failed" if a.error else "pending",
+                            "status": "skipped" if refused else "failed" if a.error else "pending",
                             "error": a.error,
                             "attempts": 0,
                             "duration_ms": 0.0,
@@ -182,8 +202,10 @@ class RuleEvaluator:
                         for a in plan_actions(outcome.rule.actions, outcome.action_facts(evaluation.facts))
                     ],
                     lease_seconds=self._settings.execution_lease_seconds,
+                    causation=[link.as_dict() for link in chain],
+                    refused_reason=refused,
                 )
-                if execution is not None:
+                if execution is not None and not refused:
                     claimed.append(execution)
             await store.mark_evaluated(conn, event["event_id"])
             return claimed

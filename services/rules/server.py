@@ -233,7 +233,8 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         if version < 0:
             raise InvalidArgument.field("version", "0 (the current version) or a version number")
         stored = await store.get_version(conn, rule_id, version) if version else await store.get_rule(conn, rule_id)
-        return RuleDefinition(**{name: stored[name] for name in UPDATABLE})
+        # Versions saved before a field existed take its default.
+        return RuleDefinition(**{name: stored[name] for name in UPDATABLE if name in stored})
 
     # --- executions and notifications ------------------------------------------------------
 

@@ -68,6 +68,10 @@ rules = Table(
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delete_time", DateTime(timezone=True)),
+    Column("triggered_by_rules", Boolean, nullable=False, server_default="false"),
+    Column("max_executions_per_minute", Integer, nullable=False, server_default="0"),
+    # Why the rule was deactivated by the service itself (the circuit breaker); '' otherwise.
+    Column("deactivated_reason", Text, nullable=False, server_default=""),
     Index("rules_active_by_priority", text("priority DESC"), "rule_id", postgresql_where=text("active AND delete_time IS NULL")),
 )
 
@@ -115,10 +119,14 @@ executions = Table(
     Column("start_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finish_time", DateTime(timezone=True)),
     Column("lease_until", DateTime(timezone=True)),
+    # The event's causation chain (see domain/guards.py), and why a guard refused the run.
+    Column("causation", JSONB, nullable=False, server_default="[]"),
+    Column("refused_reason", Text, nullable=False, server_default=""),
     UniqueConstraint("rule_id", "event_id", name="executions_one_per_rule_and_event"),
     Index("executions_running", "lease_until", postgresql_where=text("status = 'running'")),
     Index("executions_recent", text("start_time DESC"), "execution_id"),
     Index("executions_by_event", "event_id"),
+    Index("executions_by_rule_recent", "rule_id", text("start_time DESC")),
 )
 
 notifications = Table(
@@ -159,7 +167,19 @@ def _rules_query():
     return select(*_RULE_COLUMNS).select_from(rules.outerjoin(_LAST_EXECUTION, text("true")))
 
 
-DEFINITION_FIELDS = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
+DEFINITION_FIELDS = (
+    "name",
+    "description",
+    "type",
+    "active",
+    "priority",
+    "event_types",
+    "conditions",
+    "actions",
+    "stop_processing",
+    "triggered_by_rules",
+    "max_executions_per_minute",
+)
 
 
 def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +216,8 @@ async def change_rule(conn: AsyncConnection, rule_id: str, changes: dict[str, An
     current = await get_rule(conn, rule_id, for_update=True)
     version = current["version"] + 1
     values = {**changes, "version": version, "updated_by": actor, "update_time": func.now()}
+    if changes.get("active"):
+        values["deactivated_reason"] = ""
     await conn.execute(update(rules).where(rules.c.rule_id == rule_id).values(**values))
     snapshot = _snapshot({**current, **changes})
     await conn.execute(rule_versions.insert().values(rule_id=rule_id, version=version, snapshot=snapshot, changed_by=actor))
@@ -387,8 +409,18 @@ async def claim_execution(
     event_type: str,
     actions: list[dict[str, Any]],
     lease_seconds: float,
+    causation: list[dict[str, str]] | None = None,
+    refused_reason: str = "",
 ) -> dict[str, Any] | None:
-    """The new running execution of (rule, event), or None when one already exists."""
+    """The new running execution of (rule, event), or None when one already exists.
+
+    A refused execution is recorded finished, so the refusal and its chain are visible.
+    """
+    state = (
+        {"status": "refused", "finish_time": func.now()}
+        if refused_reason
+        else {"status": "running", "lease_until": func.now() + timedelta(seconds=lease_seconds)}
+    )
     claimed = await conn.execute(
         insert(executions)
         .values(
@@ -397,9 +429,10 @@ async def claim_execution(
             rule_version=rule_version,
             event_id=event_id,
             event_type=event_type,
-            status="running",
             actions=actions,
-            lease_until=func.now() + timedelta(seconds=lease_seconds),
+            causation=causation or [],
+            refused_reason=refused_reason,
+            **state,
         )
         .on_conflict_do_nothing(constraint="executions_one_per_rule_and_event")
         .returning(*executions.c)
@@ -445,6 +478,35 @@ async def finish_execution(conn: AsyncConnection, execution_id: str, status: str
         .returning(*executions.c)
     )
     return dict(finished.mappings().one())
+
+
+async def executions_last_minute(conn: AsyncConnection, rule_id: str) -> int:
+    """Executions of the rule started in the last minute, refused ones excepted (the rate limit's count)."""
+    query = select(func.count()).where(
+        executions.c.rule_id == rule_id,
+        executions.c.start_time > func.now() - timedelta(minutes=1),
+        executions.c.status != "refused",
+    )
+    return (await conn.execute(query)).scalar_one()
+
+
+async def latest_statuses(conn: AsyncConnection, rule_id: str, limit: int) -> list[str]:
+    """Statuses of the rule's latest finished executions (refused ones excepted), newest first."""
+    query = (
+        select(executions.c.status)
+        .where(executions.c.rule_id == rule_id, executions.c.status.in_(("success", "partial", "failed")))
+        .order_by(executions.c.start_time.desc())
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
+async def deactivate(conn: AsyncConnection, rule_id: str, reason: str, actor: str) -> None:
+    """Deactivates a live rule (a new version) and says why; nothing when it is already inactive."""
+    current = await get_rule(conn, rule_id, for_update=True)
+    if current["active"]:
+        await change_rule(conn, rule_id, {"active": False}, actor)
+        await conn.execute(update(rules).where(rules.c.rule_id == rule_id).values(deactivated_reason=reason))
 
 
 async def get_execution(conn: AsyncConnection, execution_id: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiosmtpd.controller import Controller
@@ -22,6 +24,8 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
     calls: list[tuple[str, object]] = field(default_factory=list)
     fail_next: dict[str, list[grpc.StatusCode]] = field(default_factory=dict)
     fetches: Counter = field(default_factory=Counter)
+    # Called after each UpdateOrderStatus, as the real service would emit its event.
+    on_update: Callable[[batch_pb2.UpdateOrderStatusRequest, Any], Awaitable[None]] | None = None
     supplier: batch_pb2.Supplier = field(
         default_factory=lambda: batch_pb2.Supplier(supplier_id="sup-best", name="Best Co", capacity=900, moq=100, rating=4.5)
     )
@@ -34,6 +38,8 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
     async def UpdateOrderStatus(self, request, context):
         await self._maybe_fail("UpdateOrderStatus", context)
         self.calls.append(("UpdateOrderStatus", request))
+        if self.on_update is not None:
+            await self.on_update(request, context)
         return batch_pb2.UpdateOrderStatusResponse(order=batch_pb2.Order(order_id=request.order_id, status=request.status))
 
     async def AssignSupplier(self, request, context):
@@ -95,6 +101,7 @@ class Peers:
         self.batch.calls.clear()
         self.batch.fail_next.clear()
         self.batch.fetches.clear()
+        self.batch.on_update = None
         self.scheduler.runs.clear()
 
 

@@ -32,6 +32,8 @@ class ActiveRule:
     stop_processing: bool
     condition: CompiledCondition
     actions: tuple[dict[str, Any], ...]
+    triggered_by_rules: bool = False
+    max_executions_per_minute: int = 0
     # condition.test, one attribute lookup nearer for the hot loop.
     test: Callable[[dict[str, Any]], bool] = field(init=False, repr=False, compare=False)
 
@@ -51,6 +53,8 @@ class ActiveRule:
         conditions: dict,
         actions: list[dict[str, Any]],
         limits: RegexLimits = RegexLimits(),
+        triggered_by_rules: bool = False,
+        max_executions_per_minute: int = 0,
     ) -> ActiveRule:
         return cls(
             rule_id,
@@ -61,6 +65,8 @@ class ActiveRule:
             stop_processing,
             compile_condition(conditions, limits),
             tuple(actions),
+            triggered_by_rules,
+            max_executions_per_minute,
         )
 
     def listens_to(self, event_type: str) -> bool:
@@ -117,15 +123,20 @@ def facts_to_fetch(rules: list[ActiveRule], event_type: str, facts: dict[str, An
 
 
 def evaluate(
-    rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False
+    rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False, caused_by_rule: bool = False
 ) -> list[RuleOutcome]:
     """Outcomes in evaluation order; without `traced`, only the matched rules (the hot path),
-    and their actions are left for `plan_actions` when they are to run."""
+    and their actions are left for `plan_actions` when they are to run.
+
+    For an event a rule's action caused, only the rules that opt in are evaluated."""
     if not traced:
-        return _matches(rules, event_type, facts)
+        return _matches([r for r in rules if r.triggered_by_rules] if caused_by_rule else rules, event_type, facts)
     outcomes: list[RuleOutcome] = []
     stopped_by: ActiveRule | None = None
     for rule in rules:
+        if caused_by_rule and not rule.triggered_by_rules:
+            outcomes.append(RuleOutcome(rule, False, "caused by a rule's action; the rule does not opt in"))
+            continue
         if stopped_by is not None:
             outcomes.append(RuleOutcome(rule, False, f"stopped by rule {stopped_by.name!r} ({stopped_by.rule_id})"))
             continue

@@ -67,6 +67,10 @@ class RuleDefinition:
     conditions: Any = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     stop_processing: bool = False
+    # Run also for events that another rule's action caused (see domain/guards.py).
+    triggered_by_rules: bool = False
+    # At most this many executions per minute (0: no limit).
+    max_executions_per_minute: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +83,8 @@ class RuleDefinition:
             "conditions": self.conditions,
             "actions": self.actions,
             "stop_processing": self.stop_processing,
+            "triggered_by_rules": self.triggered_by_rules,
+            "max_executions_per_minute": self.max_executions_per_minute,
         }
 
 
@@ -89,6 +95,8 @@ def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: 
         found.append(Violation(f"{where}.name", "required"))
     elif len(rule.name) > MAX_NAME_LENGTH:
         found.append(Violation(f"{where}.name", f"at most {MAX_NAME_LENGTH} characters"))
+    if rule.max_executions_per_minute < 0:
+        found.append(Violation(f"{where}.max_executions_per_minute", "0 (no limit) or more"))
     if rule.type not in RULE_TYPES:
         found.append(Violation(f"{where}.type", f"one of {', '.join(RULE_TYPES)}"))
     for i, event_type in enumerate(rule.event_types):
