@@ -65,6 +65,8 @@ class ActionRunner:
         for action in actions:
             if action["status"] != "pending":
                 continue
+            if action["type"] == "wait":
+                return await self._pause(execution, action, actions)
             await self._run_one(execution, action)
             await run_in_transaction(
                 self._engine,
@@ -79,6 +81,19 @@ class ActionRunner:
         if status == "failed":
             await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
         return finished
+
+    async def _pause(self, execution: dict[str, Any], action: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stores the wait and leaves the execution waiting; the wait runner resumes it when due."""
+        action["status"] = "waiting"
+
+        async def pause(conn) -> dict[str, Any]:
+            conditions = action["params"].get("conditions")
+            if conditions is None:  # the rule's own, as of the version this execution runs
+                conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"]))["conditions"]
+            await store.start_wait(conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions)
+            return {**execution, "status": "waiting", "actions": actions}
+
+        return await run_in_transaction(self._engine, pause)
 
     async def _maybe_trip_breaker(self, conn, rule_id: str) -> None:
         failures = self._settings.breaker_failures

@@ -248,3 +248,19 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
         "occurred_time": occurred,
         "data": to_python(event.data),
     }
+
+
+def wait_to_proto(row: dict[str, Any]) -> rules_pb2.Wait:
+    return rules_pb2.Wait(
+        wait_id=str(row["wait_id"]),
+        execution_id=str(row["execution_id"]),
+        action_index=row["action_index"],
+        rule_id=str(row["rule_id"]),
+        rule_version=row["rule_version"],
+        event_id=row["event_id"],
+        conditions=to_value(row["conditions"]),
+        due_time=timestamp(row["due_time"]),
+        status=enum_value(rules_pb2.WaitStatus, row["status"], "WAIT_STATUS_"),
+        create_time=timestamp(row["create_time"]),
+        finish_time=timestamp(row["finish_time"]),
+    )

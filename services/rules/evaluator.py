@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -262,8 +263,11 @@ class RuleEvaluator:
 class Worker:
     """Evaluates stored events in arrival order and resumes stalled executions, until cancelled."""
 
-    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings, resume_due_waits: Callable[[], Awaitable[int]]
+    ) -> None:
         self._db, self._evaluator, self._settings = engine, evaluator, settings
+        self._resume_due_waits = resume_due_waits
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -284,7 +288,7 @@ class Worker:
                 self._wake.clear()
 
     async def step(self) -> bool:
-        """One round: stalled executions, then a batch of events. True when there was work."""
+        """One round: stalled executions, due waits, then a batch of events. True when there was work."""
         settings = self._settings
         stalled = await run_in_transaction(
             self._db,
@@ -295,10 +299,11 @@ class Worker:
         for execution in stalled:
             log.info("resuming execution", execution_id=execution["execution_id"])
             await self._evaluator.runner.run(execution)
+        resumed = await self._resume_due_waits()
         events = await run_in_transaction(
             self._db,
             lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
         )
         for event in events:
             await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
-        return bool(stalled or events)
+        return bool(stalled or resumed or events)

@@ -26,11 +26,13 @@ from services.rules.convert import (
     replay_item_to_proto,
     replay_summary_to_proto,
     rule_to_proto,
+    wait_to_proto,
 )
 from services.rules.domain.rules import RuleDefinition, table_warnings, validated
 from services.rules.evaluator import RuleEvaluator, Processed, Worker
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
+from services.rules.waits import cancel_wait
 
 DEFAULT_REPLAY_DAYS = 7
 # Results per streamed message: small enough for SSE clients to show progress, large enough to batch.
@@ -279,6 +281,26 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def GetNotification(self, request, context):
         row = await run_in_transaction(self._db, lambda conn: store.get_notification(conn, request.notification_id))
         return rules_pb2.GetNotificationResponse(notification=notification_to_proto(row))
+
+    async def ListWaits(self, request, context):
+        limit = pagination.page_size(request.page_size)
+        scope = f"waits:{request.rule_id}:{request.status}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+        status = enum_name(rules_pb2.WaitStatus, request.status, "WAIT_STATUS_") if request.status else None
+        rows = await run_in_transaction(
+            self._db, lambda conn: store.list_waits(conn, rule_id=request.rule_id, status=status, limit=limit + 1, after=after)
+        )
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = pagination.encode_token([last["create_time"].isoformat(), str(last["wait_id"])], scope=scope)
+        return rules_pb2.ListWaitsResponse(waits=[wait_to_proto(r) for r in rows[:limit]], next_page_token=token)
+
+    async def CancelWait(self, request, context):
+        async def work(conn):
+            return rules_pb2.CancelWaitResponse(wait=wait_to_proto(await cancel_wait(conn, request.wait_id)))
+
+        return await self._idempotent("CancelWait", request, rules_pb2.CancelWaitResponse, work)
 
     async def PurgeOldData(self, request, context):
         days = retention_days(request.retention_days, self._settings.retention_days)

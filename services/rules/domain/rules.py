@@ -10,6 +10,7 @@ from services.rules.domain.conditions import Violation, normalise, table_finding
 from services.rules.domain.nodes import from_tree, tables
 from services.rules.domain.tables import shown
 from services.rules.domain.vocabulary import DECISION_ROOT
+from services.rules.domain.waits import MAX_WAIT_SECONDS
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import template_problems, variables
 
@@ -51,6 +52,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "assign_supplier": ActionSpec(frozenset({"entity", "id", "supplier_id"}), frozenset({"priority"})),
     "send_email": ActionSpec(frozenset({"recipient", "subject", "body"})),
     "trigger_workflow": ActionSpec(frozenset({"job"}), frozenset({"params"})),
+    "wait": ActionSpec(frozenset({"seconds"}), frozenset({"conditions"})),
 }
 
 
@@ -110,6 +112,7 @@ def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: 
     elif len(rule.actions) > MAX_ACTIONS:
         found.append(Violation(f"{where}.actions", f"at most {MAX_ACTIONS} actions"))
     outputs = _decision_outputs(tree)
+    actions = [_normalised_wait(a, f"{where}.actions[{i}]", found, limits) for i, a in enumerate(rule.actions)]
     for i, action in enumerate(rule.actions):
         _check_action(action, f"{where}.actions[{i}]", found)
         for name, value in (action.get("params") or {}).items() if isinstance(action, dict) else ():
@@ -120,7 +123,22 @@ def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: 
                     found.append(Violation(f"{where}.actions[{i}].params.{name}", f"{{{{{variable}}}}}: outputs are {known}"))
     if found:
         raise InvalidArgument([FieldViolation(v.field, v.description) for v in found])
-    return RuleDefinition(**{**rule.as_dict(), "conditions": tree})
+    return RuleDefinition(**{**rule.as_dict(), "conditions": tree, "actions": actions})
+
+
+def _normalised_wait(action: Any, where: str, found: list[Violation], limits: RegexLimits) -> Any:
+    """A wait action with its seconds checked and its conditions in the tree form."""
+    if not isinstance(action, dict) or action.get("type") != "wait":
+        return action
+    params = dict(action.get("params") or {})
+    seconds = params.get("seconds")
+    if "seconds" in params and (
+        not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= MAX_WAIT_SECONDS
+    ):
+        found.append(Violation(f"{where}.params.seconds", f"a number of seconds, more than 0 and at most {MAX_WAIT_SECONDS}"))
+    if "conditions" in params:
+        params["conditions"] = normalise(params["conditions"], f"{where}.params.conditions", found, limits)
+    return {**action, "params": params}
 
 
 def _decision_outputs(tree: dict) -> set[str]:
@@ -164,6 +182,8 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
     for name in sorted(params.keys() - spec.required - spec.optional):
         found.append(Violation(f"{where}.params.{name}", f"not a parameter of {action['type']}"))
     for name, value in params.items():
+        if action["type"] == "wait":
+            break  # a wait's parameters are a number and a condition tree, not templates
         for problem in template_problems(value):
             found.append(Violation(f"{where}.params.{name}", problem))
     literal = {name: value for name, value in params.items() if not variables(value)}
