@@ -11,6 +11,7 @@ from loom.rules.v1 import rules_pb2
 
 from libs.errors import Violations
 from services.rules.domain.conditions import ConditionTrace
+from services.rules.domain.diff import Change
 from services.rules.domain.evaluation import PlannedAction, RuleOutcome
 from services.rules.domain.replay import SAME, ReplayTally
 from services.rules.domain.rules import RuleDefinition
@@ -263,4 +264,13 @@ def wait_to_proto(row: dict[str, Any]) -> rules_pb2.Wait:
         status=enum_value(rules_pb2.WaitStatus, row["status"], "WAIT_STATUS_"),
         create_time=timestamp(row["create_time"]),
         finish_time=timestamp(row["finish_time"]),
+    )
+
+
+def change_to_proto(change: Change) -> rules_pb2.RuleChange:
+    return rules_pb2.RuleChange(
+        path=change.path,
+        kind=enum_value(rules_pb2.ChangeKind, change.kind, "CHANGE_KIND_"),
+        before=to_value(change.before) if change.kind != "added" else None,
+        after=to_value(change.after) if change.kind != "removed" else None,
     )

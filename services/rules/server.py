@@ -15,6 +15,7 @@ from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
 from services.rules import store
 from services.rules.convert import (
+    change_to_proto,
     UPDATABLE,
     enum_name,
     to_struct,
@@ -28,6 +29,7 @@ from services.rules.convert import (
     rule_to_proto,
     wait_to_proto,
 )
+from services.rules.domain.diff import diff
 from services.rules.domain.rules import RuleDefinition, table_warnings, validated
 from services.rules.evaluator import RuleEvaluator, Processed, Worker
 from services.rules.replay import Replayer, ReplayWindow
@@ -126,6 +128,33 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         )
         token = pagination.encode_token([rows[limit - 1]["version"]], scope=scope) if len(rows) > limit else ""
         return rules_pb2.ListRuleVersionsResponse(versions=[rule_to_proto(r) for r in rows[:limit]], next_page_token=token)
+
+    async def DiffRuleVersions(self, request, context):
+        async def versions(conn):
+            current = (await store.get_rule(conn, request.rule_id))["version"]
+            numbers = [v or current for v in (request.from_version, request.to_version)]
+            for field, given in (("from_version", request.from_version), ("to_version", request.to_version)):
+                if given < 0:
+                    raise InvalidArgument.field(field, "0 (the current version) or a version number")
+            return numbers, [await self._stored_definition(conn, request.rule_id, v) for v in numbers]
+
+        (low, high), (before, after) = await run_in_transaction(self._db, versions)
+        return rules_pb2.DiffRuleVersionsResponse(
+            from_version=low, to_version=high, changes=[change_to_proto(c) for c in diff(before.as_dict(), after.as_dict())]
+        )
+
+    async def RollbackRule(self, request, context):
+        actor = current_caller().subject
+        if request.version <= 0:
+            raise InvalidArgument.field("version", "the version number to roll back to")
+
+        async def work(conn):
+            await store.get_rule(conn, request.rule_id, for_update=True)
+            old = validated(await self._stored_definition(conn, request.rule_id, request.version), self._evaluator.limits)
+            row = await store.change_rule(conn, request.rule_id, old.as_dict(), actor)
+            return rules_pb2.RollbackRuleResponse(rule=rule_to_proto(row))
+
+        return await self._idempotent("RollbackRule", request, rules_pb2.RollbackRuleResponse, work)
 
     # --- events ------------------------------------------------------------------------
 
