@@ -1,8 +1,9 @@
 """Rule evaluation throughput: 100 active rules of mixed shape against many events, in process.
 
-One rule in ten is a decision table (its rows become an any-of-alls for the floor and
-the peers, which have no tables: the same decision, whatever the policy, because
-its numeric bands are disjoint).
+Leaves name windowed facts too (`window.*`, in the facts as the evaluator hands them
+over after its one fetch per evaluation). One rule in ten is a decision table (its
+rows become an any-of-alls for the floor and the peers, which have no tables: the
+same decision, whatever the policy, because its numeric bands are disjoint).
 
 Subject: the rules service's evaluator (`domain.evaluation.evaluate`, the worker's
 hot path, dry — no I/O). Floor: the same conditions as plain Python lambdas over
@@ -36,6 +37,9 @@ NUMERIC = {
     "supplier.rating": (0, 5),
     "supplier.lead_time_days": (1, 60),
     "supplier.capacity": (50, 5000),
+    # Windowed facts (fetched once per evaluation from batch / tracking; here, already in the facts).
+    "window.buyer_orders_24h": (0, 30),
+    "window.product_interactions_today": (0, 500),
 }
 STRING = {"order.status": STATUSES, "batch.status": ["filling", "confirmed", "cancelled"], "order.category": CATEGORIES}
 
@@ -110,13 +114,13 @@ def expanded(node: dict) -> dict:
 
 
 def random_facts(rng: random.Random) -> dict[str, Any]:
-    facts: dict[str, Any] = {"order": {}, "batch": {}, "supplier": {}}
+    facts: dict[str, Any] = {}
     for path, (low, high) in NUMERIC.items():
         entity, field = path.split(".")
-        facts[entity][field] = float(rng.randint(low, high))
+        facts.setdefault(entity, {})[field] = float(rng.randint(low, high))
     for path, values in STRING.items():
         entity, field = path.split(".")
-        facts[entity][field] = rng.choice(values)
+        facts.setdefault(entity, {})[field] = rng.choice(values)
     return facts
 
 

@@ -29,6 +29,7 @@ from services.batch.combiner import GroupCommitter
 from services.batch.domain import BatchStatus, OrderStatus
 from services.batch.settings import BatchSettings
 from services.batch.watch import BatchWatcher
+from services.batch.facts import WindowedFacts  # CountRecentOrders, CountConfirmedBatches (rules' windowed facts)
 
 M = TypeVar("M", bound=Message)
 ADMIN, BUYER, SUPPLIER, SERVICE = (
@@ -292,7 +293,7 @@ class OrderPlacement:
         return PlacedAnswers()(item, placed)
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     def __init__(
         self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None],
         orders: GroupCommitter[OrderItem],

@@ -18,7 +18,9 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import timestamp_pb2
 from loom.batch.v1 import batch_pb2
+from loom.tracking.v1 import tracking_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.clients import ServiceClients
@@ -34,7 +36,10 @@ from services.rules.domain.evaluation import (
     in_evaluation_order,
     plan_actions,
 )
+from services.rules.domain.conditions import fact_getter
 from services.rules.domain.guards import causation_of, refusal
+from services.rules.domain.operators import MISSING
+from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.rules import RuleDefinition
 from services.rules.settings import RulesSettings
@@ -148,7 +153,8 @@ class RuleEvaluator:
     async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
         rules = await self.active_rules()
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
-        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts)
+        # One cache per evaluation: every fact is fetched once however many rules name it.
+        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts, {})
         facts = {**facts, **fetched}
         caused = bool(causation_of(event["data"]))
         return Evaluation(evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable)
@@ -250,7 +256,41 @@ class RuleEvaluator:
                     fetched["best_supplier_id"] = cache[key]["id"]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("best_supplier", error, unavailable)
+        windows = await self._windows({p.partition(".")[2] for p in roots if p.startswith(WINDOW_ROOT + ".")}, facts, cache, unavailable)
+        if windows:
+            fetched[WINDOW_ROOT] = windows
         return fetched, unavailable
+
+    async def _windows(self, names: set[str], facts: dict[str, Any], cache: dict[Any, Any], unavailable: list[str]) -> dict[str, int]:
+        """Windowed facts from their owning services, each asked once per evaluation (or per replay)."""
+        found: dict[str, int] = {}
+        now = datetime.now(UTC)
+        for name in sorted(names):
+            window = WINDOWED_FACTS[name]
+            key = next((str(v) for path in window.keys if (v := fact_getter(path)(facts)) not in (MISSING, None, "")), None)
+            if key is None:
+                continue
+            cached = (WINDOW_ROOT, name, key)
+            try:
+                if cached not in cache:
+                    cache[cached] = await self._count(window.source, key, window.start(now))
+                found[name] = cache[cached]
+            except grpc.aio.AioRpcError as error:
+                self._note_fetch_failure(f"{WINDOW_ROOT}.{name}", error, unavailable)
+        return found
+
+    async def _count(self, source: str, key: str, since: datetime) -> int:
+        start = timestamp_pb2.Timestamp()
+        start.FromDatetime(since)
+        if source == "batch.recent_orders":
+            reply = await self._clients.batch.CountRecentOrders(batch_pb2.CountRecentOrdersRequest(buyer_id=key, start_time=start))
+        elif source == "batch.confirmed_batches":
+            reply = await self._clients.batch.CountConfirmedBatches(batch_pb2.CountConfirmedBatchesRequest(category=key, start_time=start))
+        else:
+            reply = await self._clients.tracking.CountProductInteractions(
+                tracking_pb2.CountProductInteractionsRequest(product_id=key, start_time=start)
+            )
+        return reply.count
 
     @staticmethod
     def _note_fetch_failure(fact: str, error: grpc.aio.AioRpcError, unavailable: list[str]) -> None:

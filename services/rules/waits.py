@@ -18,7 +18,7 @@ from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition
 from services.rules import store
 from services.rules.domain.conditions import compile_condition, fact_paths
-from services.rules.domain.evaluation import event_facts
+from services.rules.domain.evaluation import event_facts, wanted_facts
 from services.rules.domain.waits import after_wait, cancelled
 from services.rules.evaluator import RuleEvaluator, rfc3339
 from services.rules.settings import RulesSettings
@@ -61,8 +61,7 @@ class Waits:
             return False
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
         condition = compile_condition(wait["conditions"], self._evaluator.limits)
-        roots = {path.partition(".")[0] for path in fact_paths(wait["conditions"])}
-        fetched, _ = await self._evaluator.fetch({root for root in roots if root not in facts}, facts)
+        fetched, _ = await self._evaluator.fetch(wanted_facts(fact_paths(wait["conditions"]), facts), facts)
         return condition.test({**facts, **fetched})
 
 

@@ -24,6 +24,7 @@ from services.tracking import domain, store
 from services.tracking.domain import Agent, Event, IngestLimits
 from services.tracking.ingest import Enricher, GroupCommitter, uuid7_batch
 from services.tracking.settings import TrackingSettings
+from services.tracking.facts import WindowedFacts  # CountProductInteractions (rules' windowed facts)
 
 IDEMPOTENCY = idempotency_table(MetaData(schema="tracking"))
 PRIVILEGED = (access_pb2.ROLE_ADMIN, access_pb2.ROLE_SERVICE)
@@ -71,7 +72,7 @@ def _check_id(field: str, value: str, *, required: bool = True) -> None:
         raise InvalidArgument.field(field, problem)
 
 
-class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
+class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer):
     def __init__(self, engine: AsyncEngine, settings: TrackingSettings, enricher: Enricher) -> None:
         self._engine = engine
         self._settings = settings

@@ -14,7 +14,7 @@ from typing import Any
 from services.rules.domain.conditions import CompiledCondition, ConditionTrace, compile_condition, fact_paths
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import RenderError, render, variables
-from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS
+from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS, WINDOW_ROOT
 
 # Namespace of action request ids: uuid5(namespace, "<execution id>:<action index>").
 ACTION_REQUEST_NAMESPACE = uuid.UUID("6f1d8a3e-2b7c-4c1e-9a57-3f0e2d4b8c61")
@@ -72,9 +72,11 @@ class ActiveRule:
     def listens_to(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types
 
+    def fact_paths(self) -> list[str]:
+        return fact_paths(self.condition.tree) + [v for a in self.actions for v in variables(a.get("params"))]
+
     def fact_roots(self) -> set[str]:
-        paths = fact_paths(self.condition.tree) + [v for a in self.actions for v in variables(a.get("params"))]
-        return {path.partition(".")[0] for path in paths}
+        return {path.partition(".")[0] for path in self.fact_paths()}
 
 
 def in_evaluation_order(rules: list[ActiveRule]) -> list[ActiveRule]:
@@ -117,9 +119,16 @@ def event_facts(event_id: str, event_type: str, source: str, occurred_time: str,
 
 
 def facts_to_fetch(rules: list[ActiveRule], event_type: str, facts: dict[str, Any]) -> set[str]:
-    """Fetchable facts that rules listening to this event name and the event lacks."""
-    wanted = set().union(*(r.fact_roots() for r in rules if r.listens_to(event_type)))
-    return {root for root in wanted & FETCHED_ROOTS if root not in facts}
+    """Fetchable facts that rules listening to this event name and the event lacks: roots, and
+    `window.<name>` for each windowed fact named."""
+    return wanted_facts({path for r in rules if r.listens_to(event_type) for path in r.fact_paths()}, facts)
+
+
+def wanted_facts(paths: set[str] | list[str], facts: dict[str, Any]) -> set[str]:
+    """Of the fact paths named, what to fetch: missing fetchable roots, and each `window.<name>`."""
+    roots = {path.partition(".")[0] for path in paths}
+    wanted = {root for root in roots & FETCHED_ROOTS if root not in facts and root != WINDOW_ROOT}
+    return wanted | {path for path in paths if path.startswith(WINDOW_ROOT + ".")}
 
 
 def evaluate(
