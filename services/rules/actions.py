@@ -134,6 +134,9 @@ class ActionRunner:
         if kind == "send_email":
             await self._send_email(execution, action)
             return
+        if kind == "notify":
+            await self._notify(execution, action)
+            return
         try:
             if kind == "update_status" and params["entity"] == "order":
                 await self._clients.batch.UpdateOrderStatus(
@@ -221,6 +224,33 @@ class ActionRunner:
         )
         if error:
             raise ActionFailed(error, transient=transient)
+
+    async def _notify(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+        """An inbox notification: delivered by being stored (watchers see it on their next poll)."""
+        params = action["params"]
+        user, role = str(params.get("user") or ""), str(params.get("role") or "")
+        notification = await run_in_transaction(
+            self._engine,
+            lambda conn: store.claim_notification(
+                conn,
+                {
+                    "execution_id": execution["execution_id"],
+                    "action_index": action["index"],
+                    "rule_id": execution["rule_id"],
+                    "event_id": execution["event_id"],
+                    "recipient": user or f"role:{role}",
+                    "recipient_user": user,
+                    "recipient_role": role,
+                    "channel": "inbox",
+                    "subject": str(params["subject"]),
+                    "body": str(params["body"]),
+                    "status": "sent",
+                    "attempts": 1,
+                    "sent_time": func.now(),
+                },
+            ),
+        )
+        action["notification_id"] = notification["notification_id"]
 
     def _deliver(self, notification: dict[str, Any]) -> None:
         message = EmailMessage()

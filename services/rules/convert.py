@@ -229,6 +229,10 @@ def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
         error=row["error"],
         create_time=timestamp(row["create_time"]),
         sent_time=timestamp(row["sent_time"]),
+        channel=row["channel"],
+        recipient_user=row["recipient_user"],
+        recipient_role=row["recipient_role"],
+        read_time=timestamp(row.get("read_time")),
     )
 
 

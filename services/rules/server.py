@@ -13,7 +13,7 @@ from libs.auth import current_caller
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
-from services.rules import store
+from services.rules import inbox, store
 from services.rules.convert import (
     change_to_proto,
     UPDATABLE,
@@ -330,6 +330,59 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             return rules_pb2.CancelWaitResponse(wait=wait_to_proto(await cancel_wait(conn, request.wait_id)))
 
         return await self._idempotent("CancelWait", request, rules_pb2.CancelWaitResponse, work)
+
+    # --- the caller's inbox -------------------------------------------------------------------
+
+    async def ListInboxNotifications(self, request, context):
+        user, role = inbox.reader(current_caller())
+        limit = pagination.page_size(request.page_size)
+        scope = f"inbox:{user}:{request.unread_only}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+
+        async def read(conn):
+            rows = await store.inbox(conn, user=user, role=role, unread_only=request.unread_only, limit=limit + 1, after=after)
+            return rows, await store.unread_count(conn, user=user, role=role)
+
+        rows, unread = await run_in_transaction(self._db, read)
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+        return rules_pb2.ListInboxNotificationsResponse(
+            notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token, unread_count=unread
+        )
+
+    async def WatchNotifications(self, request, context):
+        caller = current_caller()
+        # Headers first: a client (the gateway's SSE) knows the stream is open before anything arrives.
+        await context.send_initial_metadata(())
+        async for row, unread in inbox.watch(self._db, caller, self._settings.notification_poll_seconds):
+            yield rules_pb2.WatchNotificationsResponse(
+                notification=notification_to_proto(row) if row else None, unread_count=unread
+            )
+
+    async def MarkNotificationRead(self, request, context):
+        user, role = inbox.reader(current_caller())
+
+        async def work(conn):
+            await store.mark_read(conn, user=user, role=role, notification_id=request.notification_id)
+            row = await store.get_inbox_notification(conn, user=user, role=role, notification_id=request.notification_id)
+            return rules_pb2.MarkNotificationReadResponse(
+                notification=notification_to_proto(row), unread_count=await store.unread_count(conn, user=user, role=role)
+            )
+
+        return await self._idempotent("MarkNotificationRead", request, rules_pb2.MarkNotificationReadResponse, work)
+
+    async def MarkAllNotificationsRead(self, request, context):
+        user, role = inbox.reader(current_caller())
+
+        async def work(conn):
+            marked = await store.mark_read(conn, user=user, role=role, notification_id=None)
+            return rules_pb2.MarkAllNotificationsReadResponse(
+                marked=marked, unread_count=await store.unread_count(conn, user=user, role=role)
+            )
+
+        return await self._idempotent("MarkAllNotificationsRead", request, rules_pb2.MarkAllNotificationsReadResponse, work)
 
     async def PurgeOldData(self, request, context):
         days = retention_days(request.retention_days, self._settings.retention_days)

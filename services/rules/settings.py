@@ -40,6 +40,9 @@ class RulesSettings(Settings):
     breaker_failures: int = Field(
         default=5, description="Consecutive failed executions after which a rule is deactivated (circuit breaker; 0: never)."
     )
+    notification_poll_seconds: float = Field(
+        default=0.5, description="How often a WatchNotifications stream looks for new notifications and read changes."
+    )
     retention_days: int = Field(default=90, description="Age after which PurgeOldData deletes events and executions.")
 
 

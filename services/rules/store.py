@@ -145,8 +145,24 @@ notifications = Table(
     Column("error", Text, nullable=False, server_default=""),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_time", DateTime(timezone=True)),
+    # email (sent over SMTP to `recipient`) or inbox (shown to a user or to everyone of a role).
+    Column("channel", Text, nullable=False, server_default="email"),
+    Column("recipient_user", Text, nullable=False, server_default=""),
+    Column("recipient_role", Text, nullable=False, server_default=""),
     UniqueConstraint("execution_id", "action_index", name="notifications_one_per_action"),
     Index("notifications_recent", text("create_time DESC"), "notification_id"),
+    Index(
+        "notifications_inbox", "recipient_user", "recipient_role", text("create_time DESC"), postgresql_where=text("channel = 'inbox'")
+    ),
+)
+
+notification_reads = Table(
+    "notification_reads",
+    metadata,
+    Column("notification_id", UUID(as_uuid=False), nullable=False),
+    Column("reader", Text, nullable=False),
+    Column("read_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("notification_id", "reader"),
 )
 
 waits = Table(
@@ -730,6 +746,68 @@ async def list_notifications(
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
+# --- inbox ---------------------------------------------------------------------------------
+
+
+def _visible_to(user: str, role: str) -> ColumnElement[bool]:
+    return and_(
+        notifications.c.channel == "inbox",
+        or_(notifications.c.recipient_user == user, and_(notifications.c.recipient_role == role, role != "")),
+    )
+
+
+def _read_by(user: str):
+    return (
+        select(notification_reads.c.read_time)
+        .where(notification_reads.c.notification_id == notifications.c.notification_id, notification_reads.c.reader == user)
+        .scalar_subquery()
+    )
+
+
+async def inbox(
+    conn: AsyncConnection, *, user: str, role: str, unread_only: bool, limit: int, after: list | None, newer_than: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The caller's notifications, newest first, each with its `read_time` for this caller."""
+    read_time = _read_by(user)
+    query = select(*notifications.c, read_time.label("read_time")).where(_visible_to(user, role))
+    if unread_only:
+        query = query.where(read_time.is_(None))
+    if after:
+        query = query.where(_before(notifications.c.create_time, notifications.c.notification_id, after))
+    if newer_than is not None:
+        query = query.where(notifications.c.create_time > newer_than)
+    query = query.order_by(notifications.c.create_time.desc(), notifications.c.notification_id.desc()).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def unread_count(conn: AsyncConnection, *, user: str, role: str) -> int:
+    query = select(func.count()).where(_visible_to(user, role), _read_by(user).is_(None))
+    return (await conn.execute(query)).scalar_one()
+
+
+async def mark_read(conn: AsyncConnection, *, user: str, role: str, notification_id: str | None) -> int:
+    """Marks one notification (or, with None, every one) the caller can see as read by them; how many changed."""
+    visible = select(notifications.c.notification_id, literal(user)).where(_visible_to(user, role))
+    if notification_id is not None:
+        if not _is_uuid(notification_id) or not (await conn.execute(visible.where(notifications.c.notification_id == notification_id))).first():
+            raise NotFound("notification", str(notification_id))
+        visible = visible.where(notifications.c.notification_id == notification_id)
+    marked = await conn.execute(
+        insert(notification_reads).from_select(["notification_id", "reader"], visible).on_conflict_do_nothing()
+    )
+    return marked.rowcount
+
+
+async def get_inbox_notification(conn: AsyncConnection, *, user: str, role: str, notification_id: str) -> dict[str, Any]:
+    query = select(*notifications.c, _read_by(user).label("read_time")).where(
+        _visible_to(user, role), notifications.c.notification_id == notification_id
+    )
+    row = (await conn.execute(query)).mappings().first() if _is_uuid(notification_id) else None
+    if row is None:
+        raise NotFound("notification", notification_id)
+    return dict(row)
+
+
 # --- retention -----------------------------------------------------------------------------
 
 
@@ -737,6 +815,11 @@ async def purge_older_than(conn: AsyncConnection, days: int) -> dict[str, int]:
     """Deletes evaluated events, finished executions, notifications and idempotency keys older than `days`."""
     cutoff = func.now() - timedelta(days=days)
     counts = {}
+    await conn.execute(
+        delete(notification_reads).where(
+            notification_reads.c.notification_id.in_(select(notifications.c.notification_id).where(notifications.c.create_time < cutoff))
+        )
+    )
     counts["notifications_deleted"] = (
         await conn.execute(delete(notifications).where(notifications.c.create_time < cutoff))
     ).rowcount

@@ -53,7 +53,10 @@ ACTIONS: dict[str, ActionSpec] = {
     "send_email": ActionSpec(frozenset({"recipient", "subject", "body"})),
     "trigger_workflow": ActionSpec(frozenset({"job"}), frozenset({"params"})),
     "wait": ActionSpec(frozenset({"seconds"}), frozenset({"conditions"})),
+    # An inbox notification for one user or for everyone of a role (see WatchNotifications).
+    "notify": ActionSpec(frozenset({"subject", "body"}), frozenset({"user", "role"})),
 }
+ROLES = ("admin", "buyer", "supplier", "service")
 
 
 @dataclass
@@ -198,8 +201,13 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
         found.append(Violation(f"{where}.params.priority", "a whole number"))
     if "recipient" in literal and (not isinstance(literal["recipient"], str) or "@" not in literal["recipient"]):
         found.append(Violation(f"{where}.params.recipient", "an e-mail address or a template"))
+    if action["type"] == "notify":
+        if ("user" in params) == ("role" in params):
+            found.append(Violation(f"{where}.params", "exactly one of user or role"))
+        if "role" in literal and literal["role"] not in ROLES:
+            found.append(Violation(f"{where}.params.role", f"one of {', '.join(ROLES)}"))
     if "params" in params and not isinstance(params["params"], dict):
         found.append(Violation(f"{where}.params.params", "an object"))
-    for name in ("id", "supplier_id", "subject", "body", "job", "status"):
+    for name in ("id", "supplier_id", "subject", "body", "job", "status", "user"):
         if name in literal and not (isinstance(literal[name], str) and literal[name].strip()):
             found.append(Violation(f"{where}.params.{name}", "a non-empty string or a template"))
