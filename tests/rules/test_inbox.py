@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
+import jwt
 import pytest
 from loom.rules.v1 import rules_pb2
 
 from tests.rules.conftest import ADMIN, action, create, event, rule_message
-from tests.support import auth
+from tests.gateway.support import gateway_settings, run_gateway
+from tests.support import auth, token
 
 ANA = auth("buyer", f"buyer:ana-{uuid.uuid4().hex[:6]}")
 BEN = auth("buyer", f"buyer:ben-{uuid.uuid4().hex[:6]}")
@@ -18,10 +21,8 @@ SUPPLIER = auth("supplier", f"supplier:{uuid.uuid4().hex[:6]}")
 
 
 def subject(metadata) -> str:
-    import jwt
-
-    token = dict(metadata)["authorization"].removeprefix("Bearer ")
-    return jwt.decode(token, options={"verify_signature": False})["sub"]
+    bearer = dict(metadata)["authorization"].removeprefix("Bearer ")
+    return jwt.decode(bearer, options={"verify_signature": False})["sub"]
 
 
 async def inbox(rules, metadata, **fields) -> rules_pb2.ListInboxNotificationsResponse:
@@ -89,3 +90,24 @@ async def test_a_notify_action_needs_exactly_one_addressee(rules):
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await create(rules, rule_message(actions=[action("notify", subject="s", body="b", user="u", role="buyer")]))
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_gateway_serves_the_watch_as_server_sent_events(rules, rules_service):
+    reader = f"supplier:sse-{uuid.uuid4().hex[:6]}"
+    targets = dict.fromkeys(("batch", "rules", "tracking", "scheduler"), rules_service.target)
+    async with run_gateway(gateway_settings(targets)) as gateway, gateway.client() as http:
+        headers = {"authorization": f"Bearer {token('supplier', reader)}"}
+        async with http.stream("GET", "/v1/inbox/notifications:watch", headers=headers, timeout=20) as reply:
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            lines = reply.aiter_lines()
+
+            async def next_data() -> dict:
+                async for line in lines:
+                    if line.startswith("data: "):
+                        return json.loads(line.removeprefix("data: "))
+                raise AssertionError("stream ended")
+
+            assert "notification" not in await asyncio.wait_for(next_data(), 10)
+            await notify(rules, user=reader)
+            pushed = await asyncio.wait_for(next_data(), 10)
+    assert pushed["notification"]["recipientUser"] == reader and pushed["unreadCount"] == 1
