@@ -188,7 +188,11 @@ def business_rules_conditions(node: dict) -> dict:
 def business_evaluator(conditions: list[dict]):
     from business_rules import engine
     from business_rules.actions import BaseActions, rule_action
-    from business_rules.variables import BaseVariables, numeric_rule_variable, string_rule_variable
+    from business_rules.variables import (
+        BaseVariables,
+        numeric_rule_variable,
+        string_rule_variable,
+    )
 
     def variable(path: str, decorator):
         entity, field = path.split(".")

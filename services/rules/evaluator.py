@@ -27,6 +27,7 @@ from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from services.rules import store
 from services.rules.actions import TRANSIENT_CODES, ActionRunner
+from services.rules.domain.conditions import fact_getter
 from services.rules.domain.evaluation import (
     ActiveRule,
     RuleOutcome,
@@ -36,12 +37,10 @@ from services.rules.domain.evaluation import (
     in_evaluation_order,
     plan_actions,
 )
-from services.rules.domain.conditions import fact_getter
 from services.rules.domain.guards import causation_of, refusal
-from services.rules.domain.operators import MISSING
-from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
-from services.rules.domain.operators import RegexLimits
+from services.rules.domain.operators import MISSING, RegexLimits
 from services.rules.domain.rules import RuleDefinition
+from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.engine")

@@ -22,9 +22,9 @@ from services.rules import store
 from services.rules.domain.evaluation import (
     ActiveRule,
     PlannedAction,
+    RuleOutcome,
     event_facts,
     facts_to_fetch,
-    RuleOutcome,
     plan_actions,
 )
 from services.rules.domain.replay import ReplayTally, diff

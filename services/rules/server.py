@@ -15,11 +15,10 @@ from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
 from services.rules import inbox, store
 from services.rules.convert import (
-    change_to_proto,
     UPDATABLE,
-    enum_name,
-    to_struct,
+    change_to_proto,
     definition_from_proto,
+    enum_name,
     event_record,
     execution_to_proto,
     notification_to_proto,
@@ -27,11 +26,12 @@ from services.rules.convert import (
     replay_item_to_proto,
     replay_summary_to_proto,
     rule_to_proto,
+    to_struct,
     wait_to_proto,
 )
 from services.rules.domain.diff import diff
 from services.rules.domain.rules import RuleDefinition, table_warnings, validated
-from services.rules.evaluator import RuleEvaluator, Processed, Worker
+from services.rules.evaluator import Processed, RuleEvaluator, Worker
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
 from services.rules.waits import cancel_wait

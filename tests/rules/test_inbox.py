@@ -11,8 +11,8 @@ import jwt
 import pytest
 from loom.rules.v1 import rules_pb2
 
-from tests.rules.conftest import ADMIN, action, create, event, rule_message
 from tests.gateway.support import gateway_settings, run_gateway
+from tests.rules.conftest import ADMIN, action, create, event, rule_message
 from tests.support import auth, token
 
 ANA = auth("buyer", f"buyer:ana-{uuid.uuid4().hex[:6]}")

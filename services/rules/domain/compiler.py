@@ -31,7 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 from services.rules.domain.nodes import All, AnyOf, Leaf, Node, Not, Table
-from services.rules.domain.operators import MISSING, OPERATORS, OperatorError, RegexLimits
+from services.rules.domain.operators import (
+    MISSING,
+    OPERATORS,
+    OperatorError,
+    RegexLimits,
+)
 
 Facts = dict[str, Any]
 

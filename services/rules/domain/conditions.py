@@ -22,8 +22,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.rules.domain.compiler import SourceBuilder
-from services.rules.domain.nodes import All, Leaf, Node, Not, Table, from_tree, leaves, tables
-from services.rules.domain.operators import MISSING, OPERATORS, OperatorError, RegexLimits
+from services.rules.domain.nodes import (
+    All,
+    Leaf,
+    Node,
+    Not,
+    Table,
+    from_tree,
+    leaves,
+    tables,
+)
+from services.rules.domain.operators import (
+    MISSING,
+    OPERATORS,
+    OperatorError,
+    RegexLimits,
+)
 from services.rules.domain.tables import Decision, Findings, check, normalise_table
 from services.rules.domain.tables import decide as decide_table
 from services.rules.domain.vocabulary import compact_key_to_path, path_problem

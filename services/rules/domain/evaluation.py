@@ -11,7 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.rules.domain.conditions import CompiledCondition, ConditionTrace, compile_condition, fact_paths
+from services.rules.domain.conditions import (
+    CompiledCondition,
+    ConditionTrace,
+    compile_condition,
+    fact_paths,
+)
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import RenderError, render, variables
 from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS, WINDOW_ROOT

@@ -8,11 +8,11 @@ from typing import Any
 from libs.errors import FieldViolation, InvalidArgument
 from services.rules.domain.conditions import Violation, normalise, table_findings
 from services.rules.domain.nodes import from_tree, tables
+from services.rules.domain.operators import RegexLimits
 from services.rules.domain.tables import shown
+from services.rules.domain.templates import template_problems, variables
 from services.rules.domain.vocabulary import DECISION_ROOT
 from services.rules.domain.waits import MAX_WAIT_SECONDS
-from services.rules.domain.operators import RegexLimits
-from services.rules.domain.templates import template_problems, variables
 
 RULE_TYPES = ("auto_assignment", "status_update", "notification", "workflow")
 EVENT_TYPES = frozenset(
