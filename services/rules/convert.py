@@ -9,12 +9,13 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from loom.common.v1 import event_pb2
 from loom.rules.v1 import rules_pb2
 
-from libs.errors import Violations
+from libs.errors import FieldViolation, InvalidArgument, Violations
 from services.rules.domain.conditions import ConditionTrace
 from services.rules.domain.diff import Change
 from services.rules.domain.evaluation import PlannedAction, RuleOutcome
+from services.rules.domain.operators import RegexLimits
 from services.rules.domain.replay import SAME, ReplayTally
-from services.rules.domain.rules import RuleDefinition
+from services.rules.domain.rules import InvalidRule, RuleDefinition, validated
 from services.rules.replay import ReplayItem
 
 UPDATABLE = (
@@ -93,6 +94,14 @@ def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
         max_executions_per_minute=row["max_executions_per_minute"],
         deactivated_reason=row["deactivated_reason"],
     )
+
+
+def checked(rule: RuleDefinition, limits: RegexLimits, where: str = "rule") -> RuleDefinition:
+    """The validated rule; the domain's InvalidRule becomes INVALID_ARGUMENT with every violation."""
+    try:
+        return validated(rule, limits, where)
+    except InvalidRule as invalid:
+        raise InvalidArgument([FieldViolation(v.field, v.description) for v in invalid.violations]) from None
 
 
 def definition_from_proto(rule: rules_pb2.Rule) -> RuleDefinition:

@@ -17,6 +17,7 @@ from services.rules import inbox, store
 from services.rules.convert import (
     UPDATABLE,
     change_to_proto,
+    checked,
     definition_from_proto,
     enum_name,
     event_record,
@@ -30,7 +31,7 @@ from services.rules.convert import (
     wait_to_proto,
 )
 from services.rules.domain.diff import diff
-from services.rules.domain.rules import RuleDefinition, table_warnings, validated
+from services.rules.domain.rules import RuleDefinition, table_warnings
 from services.rules.evaluator import Processed, RuleEvaluator, Worker
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
@@ -52,7 +53,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     # --- rule CRUD ---------------------------------------------------------------------
 
     async def CreateRule(self, request, context):
-        definition = validated(definition_from_proto(request.rule), self._evaluator.limits)
+        definition = checked(definition_from_proto(request.rule), self._evaluator.limits)
         actor = current_caller().subject
 
         warnings = table_warnings(definition, self._evaluator.limits)
@@ -90,7 +91,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
             merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
-            definition = validated(RuleDefinition(**merged), self._evaluator.limits)
+            definition = checked(RuleDefinition(**merged), self._evaluator.limits)
             changes = {k: definition.as_dict()[k] for k in paths}
             row = await store.change_rule(conn, request.rule.rule_id, changes, actor)
             warnings = table_warnings(definition, self._evaluator.limits)
@@ -150,7 +151,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
         async def work(conn):
             await store.get_rule(conn, request.rule_id, for_update=True)
-            old = validated(await self._stored_definition(conn, request.rule_id, request.version), self._evaluator.limits)
+            old = checked(await self._stored_definition(conn, request.rule_id, request.version), self._evaluator.limits)
             row = await store.change_rule(conn, request.rule_id, old.as_dict(), actor)
             return rules_pb2.RollbackRuleResponse(rule=rule_to_proto(row))
 
@@ -228,7 +229,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def ReplayRule(self, request, context):
         rule_id, window = request.rule_id, self._replay_window(request)
         if request.HasField("draft"):
-            definition = validated(definition_from_proto(request.draft), self._evaluator.limits, where="draft")
+            definition = checked(definition_from_proto(request.draft), self._evaluator.limits, where="draft")
         else:
             if not rule_id:
                 raise InvalidArgument.field("rule_id", "required unless a draft is given")

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from libs.errors import InvalidArgument
 from services.rules.domain.conditions import Violation, compile_condition, normalise
 from services.rules.domain.evaluation import ActiveRule, evaluate
-from services.rules.domain.rules import RuleDefinition, table_warnings, validated
+from services.rules.domain.rules import (
+    InvalidRule,
+    RuleDefinition,
+    table_warnings,
+    validated,
+)
 
 NOTIFY = {"type": "trigger_workflow", "params": {"job": "discount", "params": {"percent": "{{decision.discount}}"}}}
 
@@ -104,7 +108,7 @@ def rule(conditions: dict, actions=(NOTIFY,)) -> RuleDefinition:
 
 
 def violations(definition: RuleDefinition) -> dict[str, str]:
-    with pytest.raises(InvalidArgument) as failure:
+    with pytest.raises(InvalidRule) as failure:
         validated(definition)
     return {v.field: v.description for v in failure.value.violations}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from libs.errors import FieldViolation, InvalidArgument
 from services.rules.domain.conditions import Violation, normalise, table_findings
 from services.rules.domain.nodes import from_tree, tables
 from services.rules.domain.operators import RegexLimits
@@ -39,6 +38,14 @@ BATCH_STATUSES = frozenset({"in_production", "completed"})
 ENTITIES = ("order", "batch")
 MAX_NAME_LENGTH = 200
 MAX_ACTIONS = 20
+
+
+class InvalidRule(Exception):
+    """A rule that cannot be saved: every problem, as field violations (the servicer maps it to INVALID_ARGUMENT)."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class RuleDefinition:
 
 
 def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: str = "rule") -> RuleDefinition:
-    """The rule with its conditions normalised to the tree; InvalidArgument listing every problem."""
+    """The rule with its conditions normalised to the tree; InvalidRule listing every problem."""
     found: list[Violation] = []
     if not rule.name.strip():
         found.append(Violation(f"{where}.name", "required"))
@@ -125,7 +132,7 @@ def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: 
                     known = ", ".join(sorted(outputs)) or "none: the rule has no decision table"
                     found.append(Violation(f"{where}.actions[{i}].params.{name}", f"{{{{{variable}}}}}: outputs are {known}"))
     if found:
-        raise InvalidArgument([FieldViolation(v.field, v.description) for v in found])
+        raise InvalidRule(found)
     return RuleDefinition(**{**rule.as_dict(), "conditions": tree, "actions": actions})
 
 
