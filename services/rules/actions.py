@@ -185,21 +185,11 @@ class ActionRunner:
     async def _send_email(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         params = action["params"]
         configured = bool(self._settings.smtp_host)
-        notification = await run_in_transaction(
-            self._engine,
-            lambda conn: store.claim_notification(
-                conn,
-                {
-                    "execution_id": execution["execution_id"],
-                    "action_index": action["index"],
-                    "rule_id": execution["rule_id"],
-                    "event_id": execution["event_id"],
-                    "recipient": str(params["recipient"]),
-                    "subject": str(params["subject"]),
-                    "body": str(params["body"]),
-                    "status": "pending" if configured else "not_configured",
-                },
-            ),
+        notification = await self._claim_notification(
+            execution,
+            action,
+            recipient=str(params["recipient"]),
+            status="pending" if configured else "not_configured",
         )
         action["notification_id"] = notification["notification_id"]
         if notification["status"] in ("sent", "not_configured"):
@@ -225,30 +215,33 @@ class ActionRunner:
         if error:
             raise ActionFailed(error, transient=transient)
 
+    async def _claim_notification(self, execution: dict[str, Any], action: dict[str, Any], **values: Any) -> dict[str, Any]:
+        """The notification of this (execution, action): created once, found again on a resumed run."""
+        row = {
+            "execution_id": execution["execution_id"],
+            "action_index": action["index"],
+            "rule_id": execution["rule_id"],
+            "event_id": execution["event_id"],
+            "subject": str(action["params"]["subject"]),
+            "body": str(action["params"]["body"]),
+            **values,
+        }
+        return await run_in_transaction(self._engine, lambda conn: store.claim_notification(conn, row))
+
     async def _notify(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         """An inbox notification: delivered by being stored (watchers see it on their next poll)."""
         params = action["params"]
         user, role = str(params.get("user") or ""), str(params.get("role") or "")
-        notification = await run_in_transaction(
-            self._engine,
-            lambda conn: store.claim_notification(
-                conn,
-                {
-                    "execution_id": execution["execution_id"],
-                    "action_index": action["index"],
-                    "rule_id": execution["rule_id"],
-                    "event_id": execution["event_id"],
-                    "recipient": user or f"role:{role}",
-                    "recipient_user": user,
-                    "recipient_role": role,
-                    "channel": "inbox",
-                    "subject": str(params["subject"]),
-                    "body": str(params["body"]),
-                    "status": "sent",
-                    "attempts": 1,
-                    "sent_time": func.now(),
-                },
-            ),
+        notification = await self._claim_notification(
+            execution,
+            action,
+            recipient=user or f"role:{role}",
+            recipient_user=user,
+            recipient_role=role,
+            channel="inbox",
+            status="sent",
+            attempts=1,
+            sent_time=func.now(),
         )
         action["notification_id"] = notification["notification_id"]
 

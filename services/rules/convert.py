@@ -15,22 +15,15 @@ from services.rules.domain.diff import Change
 from services.rules.domain.evaluation import PlannedAction, RuleOutcome
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.replay import SAME, ReplayTally
-from services.rules.domain.rules import InvalidRule, RuleDefinition, validated
+from services.rules.domain.rules import (
+    DEFINITION_FIELDS,
+    InvalidRule,
+    RuleDefinition,
+    validated,
+)
 from services.rules.replay import ReplayItem
 
-UPDATABLE = (
-    "name",
-    "description",
-    "type",
-    "active",
-    "priority",
-    "event_types",
-    "conditions",
-    "actions",
-    "stop_processing",
-    "triggered_by_rules",
-    "max_executions_per_minute",
-)
+UPDATABLE = DEFINITION_FIELDS
 MAX_EVENT_ID_LENGTH = 128
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from services.rules.domain.conditions import Violation, normalise, table_findings
@@ -98,6 +98,10 @@ class RuleDefinition:
             "triggered_by_rules": self.triggered_by_rules,
             "max_executions_per_minute": self.max_executions_per_minute,
         }
+
+
+# Every field of a definition: what a version snapshots and what an update may change.
+DEFINITION_FIELDS = tuple(f.name for f in fields(RuleDefinition))
 
 
 def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: str = "rule") -> RuleDefinition:

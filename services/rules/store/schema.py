@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.sql.elements import ColumnElement
 
 from libs.idempotency import idempotency_table
+from services.rules.domain.rules import DEFINITION_FIELDS
 
 metadata = MetaData(schema="rules")
 idempotency_keys = idempotency_table(metadata)
@@ -190,19 +191,7 @@ def rules_query():
     return select(*RULE_COLUMNS).select_from(rules.outerjoin(LAST_EXECUTION, text("true")))
 
 
-DEFINITION_FIELDS = (
-    "name",
-    "description",
-    "type",
-    "active",
-    "priority",
-    "event_types",
-    "conditions",
-    "actions",
-    "stop_processing",
-    "triggered_by_rules",
-    "max_executions_per_minute",
-)
+
 
 
 def definition_snapshot(row: dict[str, Any]) -> dict[str, Any]:
