@@ -1,5 +1,10 @@
 """Rule evaluation throughput: 100 active rules of mixed shape against many events, in process.
 
+Leaves name windowed facts too (`window.*`, in the facts as the evaluator hands them
+over after its one fetch per evaluation). One rule in ten is a decision table (its
+rows become an any-of-alls for the floor and the peers, which have no tables: the
+same decision, whatever the policy, because its numeric bands are disjoint).
+
 Subject: the rules service's evaluator (`domain.evaluation.evaluate`, the worker's
 hot path, dry — no I/O). Floor: the same conditions as plain Python lambdas over
 well-formed dicts (no missing-fact or type handling). Peers: the same rules as one
@@ -12,6 +17,7 @@ second either way. Every figure's ratio is to the hand-written floor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -31,6 +37,9 @@ NUMERIC = {
     "supplier.rating": (0, 5),
     "supplier.lead_time_days": (1, 60),
     "supplier.capacity": (50, 5000),
+    # Windowed facts (fetched once per evaluation from batch / tracking; here, already in the facts).
+    "window.buyer_orders_24h": (0, 30),
+    "window.product_interactions_today": (0, 500),
 }
 STRING = {"order.status": STATUSES, "batch.status": ["filling", "confirmed", "cancelled"], "order.category": CATEGORIES}
 
@@ -66,14 +75,52 @@ def random_condition(rng: random.Random) -> dict:
     return {"any": [{"all": [random_leaf(rng), random_leaf(rng)]}, random_leaf(rng)]}
 
 
+def random_table(rng: random.Random) -> dict:
+    """A decision table over a numeric and a string fact: disjoint numeric bands, so every policy's
+    "does it yield a result" is "does any row match" and the peers can run it as an any-of-alls."""
+    number = rng.choice(list(NUMERIC))
+    text = rng.choice(list(STRING))
+    low, high = NUMERIC[number]
+    cuts = sorted(rng.sample(range(low + 1, high), 3))
+    edges = [low, *cuts, high]
+    policy = rng.choice(["UNIQUE", "FIRST", "PRIORITY", "COLLECT"])
+    rows = [
+        {
+            "when": [{"min": a, "max": b - 1} if i < 3 else f">= {a}", rng.choice(["-", rng.sample(STRING[text], 2)])],
+            "then": {"discount": rng.choice([0, 5, 10])},
+        }
+        for i, (a, b) in enumerate(itertools.pairwise(edges))
+    ]
+    table = {"hit_policy": policy, "inputs": [number, text], "outputs": [{"name": "discount", "priorities": [10, 5, 0]}], "rules": rows}
+    if policy == "COLLECT":
+        table["aggregation"] = "SUM"
+    return {"table": table}
+
+
+def expanded(node: dict) -> dict:
+    """The same condition without tables: a table that yields a result is one whose rows any match."""
+    if "all" in node or "any" in node:
+        key = "all" if "all" in node else "any"
+        return {key: [expanded(c) for c in node[key]]}
+    if "table" not in node:
+        return node
+    table = node["table"]
+    return {
+        "any": [
+            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"]) if cell is not None]}
+            for row in table["rules"]
+        ]
+    }
+
+
 def random_facts(rng: random.Random) -> dict[str, Any]:
-    facts: dict[str, Any] = {"order": {}, "batch": {}, "supplier": {}}
+    facts: dict[str, Any] = {}
     for path, (low, high) in NUMERIC.items():
         entity, field = path.split(".")
-        facts[entity][field] = float(rng.randint(low, high))
+        facts.setdefault(entity, {})[field] = float(rng.randint(low, high))
     for path, values in STRING.items():
         entity, field = path.split(".")
-        facts[entity][field] = rng.choice(values)
+        facts.setdefault(entity, {})[field] = rng.choice(values)
     return facts
 
 
@@ -141,7 +188,11 @@ def business_rules_conditions(node: dict) -> dict:
 def business_evaluator(conditions: list[dict]):
     from business_rules import engine
     from business_rules.actions import BaseActions, rule_action
-    from business_rules.variables import BaseVariables, numeric_rule_variable, string_rule_variable
+    from business_rules.variables import (
+        BaseVariables,
+        numeric_rule_variable,
+        string_rule_variable,
+    )
 
     def variable(path: str, decorator):
         entity, field = path.split(".")
@@ -210,11 +261,14 @@ def evaluations_per_second(run, events: list[dict]) -> tuple[float, int]:
 @benchmark("rules.evaluate", figures=("rules.evaluate", "rules.evaluate.zen", "rules.evaluate.business_rules"))
 async def rule_evaluation(ctx: BenchContext) -> list[Figure]:
     rng = random.Random(4)
-    conditions = []
-    for _ in range(RULES):
+    conditions, tables = [], []
+    for i in range(RULES):
         found: list[Violation] = []
-        conditions.append(normalise(random_condition(rng), "conditions", found))
+        # One rule in ten is a decision table.
+        tree = normalise(random_table(rng) if i % 10 == 0 else random_condition(rng), "conditions", found)
         assert not found, found
+        tables.append(tree)
+        conditions.append(expanded(tree))
     events = [random_facts(rng) for _ in range(ctx.size("BENCH_RULES_EVENTS", full=100_000, quick=5_000))]
     sample = events[: ctx.size("BENCH_RULES_PEER_EVENTS", full=5_000, quick=500)]
 
@@ -223,7 +277,7 @@ async def rule_evaluation(ctx: BenchContext) -> list[Figure]:
             rule_id=f"{i:03d}", name=f"r{i}", version=1, priority=RULES - i, event_types=[], stop_processing=False,
             conditions=c, actions=[{"type": "trigger_workflow", "params": {"job": "bench"}}],
         )
-        for i, c in enumerate(conditions)
+        for i, c in enumerate(tables)
     ])
 
     def ours(facts: dict) -> list[int]:

@@ -50,6 +50,7 @@ from services.batch.usecases import orchestration, prices
 from services.batch.usecases import orders as order_usecases
 from services.batch.usecases.suppliers import recommend_supplier
 from services.batch.watch import BatchWatcher
+from services.batch.facts import WindowedFacts  # CountRecentOrders, CountConfirmedBatches (rules' windowed facts)
 
 M = TypeVar("M", bound=Message)
 ADMIN, BUYER, SUPPLIER, SERVICE = (
@@ -69,7 +70,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     def __init__(
         self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None],
         orders: GroupCommitter[OrderItem],

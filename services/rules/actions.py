@@ -12,6 +12,7 @@ retried call is idempotent at the receiving service.
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import time
 from email.message import EmailMessage
@@ -29,12 +30,15 @@ from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from services.rules import store
 from services.rules.domain.evaluation import action_request_id, execution_status
+from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.actions")
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 MAX_BACKOFF_SECONDS = 5.0
+# Who deactivated a rule whose executions kept failing (shown as the version's author).
+BREAKER_ACTOR = "system:circuit-breaker"
 
 
 class ActionFailed(Exception):
@@ -61,6 +65,8 @@ class ActionRunner:
         for action in actions:
             if action["status"] != "pending":
                 continue
+            if action["type"] == "wait":
+                return await self._pause(execution, action, actions)
             await self._run_one(execution, action)
             await run_in_transaction(
                 self._engine,
@@ -69,9 +75,32 @@ class ActionRunner:
                 ),
             )
         status = execution_status([a["status"] for a in actions])
-        return await run_in_transaction(
+        finished = await run_in_transaction(
             self._engine, lambda conn: store.finish_execution(conn, execution["execution_id"], status, actions)
         )
+        if status == "failed":
+            await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
+        return finished
+
+    async def _pause(self, execution: dict[str, Any], action: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stores the wait and leaves the execution waiting; the wait runner resumes it when due."""
+        action["status"] = "waiting"
+
+        async def pause(conn) -> dict[str, Any]:
+            conditions = action["params"].get("conditions")
+            if conditions is None:  # the rule's own, as of the version this execution runs
+                conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"]))["conditions"]
+            await store.start_wait(conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions)
+            return {**execution, "status": "waiting", "actions": actions}
+
+        return await run_in_transaction(self._engine, pause)
+
+    async def _maybe_trip_breaker(self, conn, rule_id: str) -> None:
+        failures = self._settings.breaker_failures
+        if breaker_trips(await store.latest_statuses(conn, rule_id, failures), failures):
+            reason = f"circuit breaker: the last {failures} executions failed"
+            log.warning("rule deactivated", rule_id=rule_id, reason=reason)
+            await store.deactivate(conn, rule_id, reason, BREAKER_ACTOR)
 
     async def _run_one(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -98,9 +127,15 @@ class ActionRunner:
     async def _perform(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         params = action["params"]
         request_id = action_request_id(execution["execution_id"], action["index"])
+        # The chain that led here plus this execution: the producer puts it on the events it emits.
+        link = Link(str(execution["rule_id"]), str(execution["execution_id"]), execution["event_id"])
+        metadata = ((CAUSATION_METADATA, json.dumps([*execution.get("causation", []), link.as_dict()])),)
         kind = action["type"]
         if kind == "send_email":
             await self._send_email(execution, action)
+            return
+        if kind == "notify":
+            await self._notify(execution, action)
             return
         try:
             if kind == "update_status" and params["entity"] == "order":
@@ -110,13 +145,15 @@ class ActionRunner:
                         order_id=str(params["id"]),
                         status=_order_status(params["status"]),
                         reason=str(params.get("reason") or f"rule {execution['rule_id']}"),
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "update_status":
                 await self._clients.batch.AdvanceBatch(
                     batch_pb2.AdvanceBatchRequest(
                         request_id=request_id, batch_id=str(params["id"]), status=_batch_status(params["status"])
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "assign_supplier":
                 target = {"order_id" if params["entity"] == "order" else "batch_id": str(params["id"])}
@@ -126,13 +163,15 @@ class ActionRunner:
                         supplier_id=str(params["supplier_id"]),
                         priority=int(params.get("priority") or 0),
                         **target,
-                    )
+                    ),
+                    metadata=metadata,
                 )
             elif kind == "trigger_workflow":
                 job_params = struct_pb2.Struct()
                 json_format.ParseDict(params.get("params") or {}, job_params)
                 await self._clients.scheduler.RunJobNow(
-                    scheduler_pb2.RunJobNowRequest(request_id=request_id, job_name=str(params["job"]), params=job_params)
+                    scheduler_pb2.RunJobNowRequest(request_id=request_id, job_name=str(params["job"]), params=job_params),
+                    metadata=metadata,
                 )
             else:  # pragma: no cover - validation admits only the four action types
                 raise ActionFailed(f"unknown action {kind!r}", transient=False)
@@ -146,21 +185,11 @@ class ActionRunner:
     async def _send_email(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
         params = action["params"]
         configured = bool(self._settings.smtp_host)
-        notification = await run_in_transaction(
-            self._engine,
-            lambda conn: store.claim_notification(
-                conn,
-                {
-                    "execution_id": execution["execution_id"],
-                    "action_index": action["index"],
-                    "rule_id": execution["rule_id"],
-                    "event_id": execution["event_id"],
-                    "recipient": str(params["recipient"]),
-                    "subject": str(params["subject"]),
-                    "body": str(params["body"]),
-                    "status": "pending" if configured else "not_configured",
-                },
-            ),
+        notification = await self._claim_notification(
+            execution,
+            action,
+            recipient=str(params["recipient"]),
+            status="pending" if configured else "not_configured",
         )
         action["notification_id"] = notification["notification_id"]
         if notification["status"] in ("sent", "not_configured"):
@@ -185,6 +214,36 @@ class ActionRunner:
         )
         if error:
             raise ActionFailed(error, transient=transient)
+
+    async def _claim_notification(self, execution: dict[str, Any], action: dict[str, Any], **values: Any) -> dict[str, Any]:
+        """The notification of this (execution, action): created once, found again on a resumed run."""
+        row = {
+            "execution_id": execution["execution_id"],
+            "action_index": action["index"],
+            "rule_id": execution["rule_id"],
+            "event_id": execution["event_id"],
+            "subject": str(action["params"]["subject"]),
+            "body": str(action["params"]["body"]),
+            **values,
+        }
+        return await run_in_transaction(self._engine, lambda conn: store.claim_notification(conn, row))
+
+    async def _notify(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+        """An inbox notification: delivered by being stored (watchers see it on their next poll)."""
+        params = action["params"]
+        user, role = str(params.get("user") or ""), str(params.get("role") or "")
+        notification = await self._claim_notification(
+            execution,
+            action,
+            recipient=user or f"role:{role}",
+            recipient_user=user,
+            recipient_role=role,
+            channel="inbox",
+            status="sent",
+            attempts=1,
+            sent_time=func.now(),
+        )
+        action["notification_id"] = notification["notification_id"]
 
     def _deliver(self, notification: dict[str, Any]) -> None:
         message = EmailMessage()

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import timestamp_pb2
 from loom.batch.v1 import batch_pb2
+from loom.tracking.v1 import tracking_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from services.rules import store
 from services.rules.actions import TRANSIENT_CODES, ActionRunner
+from services.rules.domain.conditions import fact_getter
 from services.rules.domain.evaluation import (
     ActiveRule,
     RuleOutcome,
@@ -33,7 +37,10 @@ from services.rules.domain.evaluation import (
     in_evaluation_order,
     plan_actions,
 )
-from services.rules.domain.operators import RegexLimits
+from services.rules.domain.guards import causation_of, refusal
+from services.rules.domain.operators import MISSING, RegexLimits
+from services.rules.domain.rules import RuleDefinition
+from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.engine")
@@ -104,6 +111,22 @@ class RuleEvaluator:
     def limits(self) -> RegexLimits:
         return self._limits
 
+    def compile(self, rule_id: str, definition: RuleDefinition, *, version: int = 0) -> ActiveRule:
+        """A rule that is not (or not necessarily) the live one, e.g. a draft to replay."""
+        return ActiveRule.compile(
+            rule_id=rule_id,
+            name=definition.name,
+            version=version,
+            priority=definition.priority,
+            event_types=definition.event_types,
+            stop_processing=definition.stop_processing,
+            conditions=definition.conditions,
+            actions=definition.actions,
+            limits=self._limits,
+            triggered_by_rules=definition.triggered_by_rules,
+            max_executions_per_minute=definition.max_executions_per_minute,
+        )
+
     async def active_rules(self) -> list[ActiveRule]:
         """The active rules now, in evaluation order; each (rule, version) compiled once."""
         rows = await run_in_transaction(self._engine, store.active_rules)
@@ -120,6 +143,8 @@ class RuleEvaluator:
                 conditions=row["conditions"],
                 actions=row["actions"],
                 limits=self._limits,
+                triggered_by_rules=row["triggered_by_rules"],
+                max_executions_per_minute=row["max_executions_per_minute"],
             )
         self._compiled = compiled
         return in_evaluation_order(list(compiled.values()))
@@ -127,9 +152,11 @@ class RuleEvaluator:
     async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
         rules = await self.active_rules()
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
-        fetched, unavailable = await self._fetch(facts_to_fetch(rules, event["type"], facts), facts)
+        # One cache per evaluation: every fact is fetched once however many rules name it.
+        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts, {})
         facts = {**facts, **fetched}
-        return Evaluation(evaluate(rules, event["type"], facts, traced=traced), facts, fetched, unavailable)
+        caused = bool(causation_of(event["data"]))
+        return Evaluation(evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable)
 
     async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
         """Evaluates a stored event and runs what matched, at most once per (rule, event).
@@ -145,9 +172,23 @@ class RuleEvaluator:
             )
             return Processed(evaluation, [], 0, postponed=True)
 
+        chain = causation_of(event["data"])
+        settings = self._settings
+
         async def claim(conn) -> list[dict[str, Any]]:
             claimed = []
             for outcome in matched:
+                rule = outcome.rule
+                last_minute = await store.executions_last_minute(conn, rule.rule_id) if rule.max_executions_per_minute else 0
+                refused = refusal(
+                    rule.rule_id,
+                    chain,
+                    max_depth=settings.loop_max_depth,
+                    per_minute=rule.max_executions_per_minute,
+                    last_minute=last_minute,
+                )
+                if refused:
+                    log.warning("execution refused", rule_id=rule.rule_id, event_id=event["event_id"], reason=refused)
                 execution = await store.claim_execution(
                     conn,
                     rule_id=outcome.rule.rule_id,
@@ -159,16 +200,18 @@ class RuleEvaluator:
                             "index": a.index,
                             "type": a.type,
                             "params": a.params,
-                            "status": "failed" if a.error else "pending",
+                            "status": "skipped" if refused else "failed" if a.error else "pending",
                             "error": a.error,
                             "attempts": 0,
                             "duration_ms": 0.0,
                         }
-                        for a in plan_actions(outcome.rule.actions, evaluation.facts)
+                        for a in plan_actions(outcome.rule.actions, outcome.action_facts(evaluation.facts))
                     ],
                     lease_seconds=self._settings.execution_lease_seconds,
+                    causation=[link.as_dict() for link in chain],
+                    refused_reason=refused,
                 )
-                if execution is not None:
+                if execution is not None and not refused:
                     claimed.append(execution)
             await store.mark_evaluated(conn, event["event_id"])
             return claimed
@@ -177,30 +220,76 @@ class RuleEvaluator:
         finished = [await self.runner.run(execution) for execution in claimed]
         return Processed(evaluation, finished, len(matched) - len(claimed))
 
-    async def _fetch(self, roots: set[str], facts: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """Facts the event lacks, fetched once each from the batch service."""
+    async def fetch(
+        self, roots: set[str], facts: dict[str, Any], cache: dict[Any, Any] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Facts the event lacks, fetched once each from the batch service.
+
+        A `cache` shared across calls (a replay's) makes each distinct request once.
+        """
+        cache = {} if cache is None else cache
         fetched: dict[str, Any] = {}
         unavailable: list[str] = []
         order, batch = facts.get("order") or {}, facts.get("batch") or {}
         try:
             if "batch" in roots and order.get("batch_id"):
-                reply = await self._clients.batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=str(order["batch_id"])))
-                fetched["batch"] = batch_facts(reply.batch)
+                key = ("batch", str(order["batch_id"]))
+                if key not in cache:
+                    reply = await self._clients.batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=key[1]))
+                    cache[key] = batch_facts(reply.batch)
+                fetched["batch"] = cache[key]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("batch", error, unavailable)
         category = order.get("category") or batch.get("category")
         quantity = order.get("quantity") or batch.get("target_quantity")
         try:
             if roots & {"best_supplier", "best_supplier_id"} and category and quantity:
-                reply = await self._clients.batch.RecommendSupplier(
-                    batch_pb2.RecommendSupplierRequest(category=str(category), quantity=int(quantity))
-                )
-                if reply.HasField("supplier"):
-                    fetched["best_supplier"] = supplier_facts(reply.supplier)
-                    fetched["best_supplier_id"] = reply.supplier.supplier_id
+                key = ("best_supplier", str(category), int(quantity))
+                if key not in cache:
+                    reply = await self._clients.batch.RecommendSupplier(
+                        batch_pb2.RecommendSupplierRequest(category=key[1], quantity=key[2])
+                    )
+                    cache[key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
+                if cache[key] is not None:
+                    fetched["best_supplier"] = cache[key]
+                    fetched["best_supplier_id"] = cache[key]["id"]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("best_supplier", error, unavailable)
+        windows = await self._windows({p.partition(".")[2] for p in roots if p.startswith(WINDOW_ROOT + ".")}, facts, cache, unavailable)
+        if windows:
+            fetched[WINDOW_ROOT] = windows
         return fetched, unavailable
+
+    async def _windows(self, names: set[str], facts: dict[str, Any], cache: dict[Any, Any], unavailable: list[str]) -> dict[str, int]:
+        """Windowed facts from their owning services, each asked once per evaluation (or per replay)."""
+        found: dict[str, int] = {}
+        now = datetime.now(UTC)
+        for name in sorted(names):
+            window = WINDOWED_FACTS[name]
+            key = next((str(v) for path in window.keys if (v := fact_getter(path)(facts)) not in (MISSING, None, "")), None)
+            if key is None:
+                continue
+            cached = (WINDOW_ROOT, name, key)
+            try:
+                if cached not in cache:
+                    cache[cached] = await self._count(window.source, key, window.start(now))
+                found[name] = cache[cached]
+            except grpc.aio.AioRpcError as error:
+                self._note_fetch_failure(f"{WINDOW_ROOT}.{name}", error, unavailable)
+        return found
+
+    async def _count(self, source: str, key: str, since: datetime) -> int:
+        start = timestamp_pb2.Timestamp()
+        start.FromDatetime(since)
+        if source == "batch.recent_orders":
+            reply = await self._clients.batch.CountRecentOrders(batch_pb2.CountRecentOrdersRequest(buyer_id=key, start_time=start))
+        elif source == "batch.confirmed_batches":
+            reply = await self._clients.batch.CountConfirmedBatches(batch_pb2.CountConfirmedBatchesRequest(category=key, start_time=start))
+        else:
+            reply = await self._clients.tracking.CountProductInteractions(
+                tracking_pb2.CountProductInteractionsRequest(product_id=key, start_time=start)
+            )
+        return reply.count
 
     @staticmethod
     def _note_fetch_failure(fact: str, error: grpc.aio.AioRpcError, unavailable: list[str]) -> None:
@@ -213,8 +302,11 @@ class RuleEvaluator:
 class Worker:
     """Evaluates stored events in arrival order and resumes stalled executions, until cancelled."""
 
-    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings, resume_due_waits: Callable[[], Awaitable[int]]
+    ) -> None:
         self._db, self._evaluator, self._settings = engine, evaluator, settings
+        self._resume_due_waits = resume_due_waits
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -235,7 +327,7 @@ class Worker:
                 self._wake.clear()
 
     async def step(self) -> bool:
-        """One round: stalled executions, then a batch of events. True when there was work."""
+        """One round: stalled executions, due waits, then a batch of events. True when there was work."""
         settings = self._settings
         stalled = await run_in_transaction(
             self._db,
@@ -246,10 +338,11 @@ class Worker:
         for execution in stalled:
             log.info("resuming execution", execution_id=execution["execution_id"])
             await self._evaluator.runner.run(execution)
+        resumed = await self._resume_due_waits()
         events = await run_in_transaction(
             self._db,
             lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
         )
         for event in events:
             await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
-        return bool(stalled or events)
+        return bool(stalled or resumed or events)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from loom.common.v1 import event_pb2
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,209 +13,39 @@ from libs.auth import current_caller
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
-from services.rules import store
-from services.rules.domain.conditions import ConditionTrace
-from services.rules.domain.evaluation import RuleOutcome
-from services.rules.domain.rules import RuleDefinition, validated
-from services.rules.evaluator import RuleEvaluator, Processed, Worker
+from services.rules import inbox, store
+from services.rules.convert import (
+    UPDATABLE,
+    change_to_proto,
+    checked,
+    definition_from_proto,
+    enum_name,
+    event_record,
+    execution_to_proto,
+    notification_to_proto,
+    outcome_to_proto,
+    replay_item_to_proto,
+    replay_summary_to_proto,
+    rule_to_proto,
+    to_struct,
+    wait_to_proto,
+)
+from services.rules.domain.diff import diff
+from services.rules.domain.rules import RuleDefinition, table_warnings
+from services.rules.evaluator import Processed, RuleEvaluator, Worker
+from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
+from services.rules.waits import cancel_wait
 
-UPDATABLE = ("name", "description", "type", "active", "priority", "event_types", "conditions", "actions", "stop_processing")
-MAX_EVENT_ID_LENGTH = 128
-
-
-def _enum_name(enum, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
-
-
-def _enum_value(enum, name: str | None, prefix: str) -> int:
-    return enum.Value(f"{prefix}{name.upper()}") if name else 0
-
-
-def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if moment is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def _value(python: Any) -> struct_pb2.Value:
-    return json_format.ParseDict(python, struct_pb2.Value())
-
-
-def _struct(python: dict[str, Any]) -> struct_pb2.Struct:
-    return json_format.ParseDict(python, struct_pb2.Struct())
-
-
-def _python(message) -> Any:
-    return json_format.MessageToDict(message)
-
-
-# --- rules ------------------------------------------------------------------------------
-
-
-def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
-    return rules_pb2.Rule(
-        rule_id=str(row["rule_id"]),
-        name=row["name"],
-        description=row["description"],
-        type=_enum_value(rules_pb2.RuleType, row["type"], "RULE_TYPE_"),
-        active=row["active"],
-        priority=row["priority"],
-        event_types=row["event_types"],
-        conditions=_value(row["conditions"]),
-        actions=[
-            rules_pb2.Action(type=_enum_value(rules_pb2.ActionType, a["type"], "ACTION_TYPE_"), params=_struct(a["params"]))
-            for a in row["actions"]
-        ],
-        stop_processing=row["stop_processing"],
-        version=row["version"],
-        created_by=row["created_by"],
-        updated_by=row["updated_by"],
-        create_time=_timestamp(row["create_time"]),
-        update_time=_timestamp(row["update_time"]),
-        last_execution_status=_enum_value(rules_pb2.ExecutionStatus, row.get("last_execution_status"), "EXECUTION_STATUS_"),
-        last_execution_time=_timestamp(row.get("last_execution_time")),
-    )
-
-
-def definition_from_proto(rule: rules_pb2.Rule) -> RuleDefinition:
-    return RuleDefinition(
-        name=rule.name,
-        description=rule.description,
-        type=_enum_name(rules_pb2.RuleType, rule.type, "RULE_TYPE_") if rule.type else "",
-        active=rule.active,
-        priority=rule.priority,
-        event_types=list(rule.event_types),
-        conditions=_python(rule.conditions) if rule.HasField("conditions") else None,
-        actions=[
-            {
-                "type": _enum_name(rules_pb2.ActionType, a.type, "ACTION_TYPE_") if a.type else "",
-                "params": _python(a.params),
-            }
-            for a in rule.actions
-        ],
-        stop_processing=rule.stop_processing,
-    )
-
-
-# --- executions and traces ------------------------------------------------------------------
-
-
-def action_to_proto(action: dict[str, Any]) -> rules_pb2.ActionResult:
-    return rules_pb2.ActionResult(
-        index=action["index"],
-        type=_enum_value(rules_pb2.ActionType, action["type"], "ACTION_TYPE_"),
-        params=_struct(action["params"]),
-        status=_enum_value(rules_pb2.ActionStatus, action["status"], "ACTION_STATUS_"),
-        error=action.get("error", ""),
-        attempts=action.get("attempts", 0),
-        duration_ms=action.get("duration_ms", 0.0),
-    )
-
-
-def execution_to_proto(row: dict[str, Any]) -> rules_pb2.Execution:
-    return rules_pb2.Execution(
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        rule_version=row["rule_version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        status=_enum_value(rules_pb2.ExecutionStatus, row["status"], "EXECUTION_STATUS_"),
-        actions=[action_to_proto(a) for a in row["actions"]],
-        start_time=_timestamp(row["start_time"]),
-        finish_time=_timestamp(row["finish_time"]),
-    )
-
-
-def trace_to_proto(trace: ConditionTrace) -> rules_pb2.ConditionTrace:
-    leaf = bool(trace.fact)
-    return rules_pb2.ConditionTrace(
-        operator=trace.operator,
-        fact=trace.fact,
-        expected=_value(trace.expected) if leaf else None,
-        actual=_value(trace.actual) if leaf else None,
-        fact_present=trace.fact_present,
-        passed=trace.passed,
-        children=[trace_to_proto(c) for c in trace.children],
-        error=trace.error,
-    )
-
-
-def outcome_to_proto(outcome: RuleOutcome) -> rules_pb2.RuleTrace:
-    rule = outcome.rule
-    return rules_pb2.RuleTrace(
-        rule_id=rule.rule_id,
-        rule_name=rule.name,
-        rule_version=rule.version,
-        priority=rule.priority,
-        matched=outcome.matched,
-        skipped_reason=outcome.skipped_reason,
-        conditions=trace_to_proto(outcome.trace) if outcome.trace else None,
-        actions=[
-            rules_pb2.ActionResult(
-                index=a.index,
-                type=_enum_value(rules_pb2.ActionType, a.type, "ACTION_TYPE_"),
-                params=_struct(a.params),
-                status=rules_pb2.ACTION_STATUS_FAILED if a.error else rules_pb2.ACTION_STATUS_PENDING,
-                error=a.error,
-            )
-            for a in outcome.actions
-        ],
-    )
-
-
-def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
-    return rules_pb2.Notification(
-        notification_id=str(row["notification_id"]),
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        event_id=row["event_id"],
-        recipient=row["recipient"],
-        subject=row["subject"],
-        body=row["body"],
-        status=_enum_value(rules_pb2.NotificationStatus, row["status"], "NOTIFICATION_STATUS_"),
-        attempts=row["attempts"],
-        error=row["error"],
-        create_time=_timestamp(row["create_time"]),
-        sent_time=_timestamp(row["sent_time"]),
-    )
-
-
-def _holds_nul(value: Any) -> bool:
-    """Events are stored as JSONB, which cannot hold a NUL character in any key or string."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
-    return isinstance(value, list) and any(_holds_nul(item) for item in value)
-
-
-def event_record(event: event_pb2.Event, where: str, violations: Violations) -> dict[str, Any]:
-    """The stored form of an event; problems go to `violations`."""
-    violations.check(bool(event.event_id), f"{where}.event_id", "required")
-    violations.check(
-        len(event.event_id) <= MAX_EVENT_ID_LENGTH and event.event_id.isprintable(),
-        f"{where}.event_id",
-        f"at most {MAX_EVENT_ID_LENGTH} printable characters",
-    )
-    violations.check(bool(event.type), f"{where}.type", "required, e.g. 'batch.confirmed'")
-    data = _python(event.data)
-    violations.check(not _holds_nul(data), f"{where}.data", "must not contain NUL characters")
-    occurred = event.occurred_time.ToDatetime(tzinfo=UTC) if event.HasField("occurred_time") else datetime.now(UTC)
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "source": event.source,
-        "occurred_time": occurred,
-        "data": data,
-    }
+DEFAULT_REPLAY_DAYS = 7
+# Results per streamed message: small enough for SSE clients to show progress, large enough to batch.
+REPLAY_MESSAGE_RESULTS = 500
 
 
 class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings) -> None:
         self._db, self._evaluator, self._worker, self._settings = engine, evaluator, worker, settings
+        self._replayer = Replayer(engine, evaluator)
 
     async def _idempotent(self, method: str, request, response_type, work):
         return await idempotency.run_idempotent(self._db, store.idempotency_keys, method, request, response_type, work)
@@ -225,11 +53,14 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     # --- rule CRUD ---------------------------------------------------------------------
 
     async def CreateRule(self, request, context):
-        definition = validated(definition_from_proto(request.rule), self._evaluator.limits)
+        definition = checked(definition_from_proto(request.rule), self._evaluator.limits)
         actor = current_caller().subject
 
+        warnings = table_warnings(definition, self._evaluator.limits)
+
         async def work(conn):
-            return rules_pb2.CreateRuleResponse(rule=rule_to_proto(await store.create_rule(conn, definition.as_dict(), actor)))
+            row = await store.create_rule(conn, definition.as_dict(), actor)
+            return rules_pb2.CreateRuleResponse(rule=rule_to_proto(row), warnings=warnings)
 
         return await self._idempotent("CreateRule", request, rules_pb2.CreateRuleResponse, work)
 
@@ -242,7 +73,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         scope = f"rules:{request.type}:{request.active}"
         after = pagination.decode_token(request.page_token, scope=scope)
         active = {rules_pb2.ACTIVE_FILTER_ACTIVE: True, rules_pb2.ACTIVE_FILTER_INACTIVE: False}.get(request.active)
-        rule_type = _enum_name(rules_pb2.RuleType, request.type, "RULE_TYPE_") if request.type else None
+        rule_type = enum_name(rules_pb2.RuleType, request.type, "RULE_TYPE_") if request.type else None
         rows = await run_in_transaction(
             self._db, lambda conn: store.list_rules(conn, rule_type=rule_type, active=active, limit=limit + 1, after=after)
         )
@@ -260,9 +91,11 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
             merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
-            definition = validated(RuleDefinition(**merged), self._evaluator.limits).as_dict()
-            row = await store.change_rule(conn, request.rule.rule_id, {k: definition[k] for k in paths}, actor)
-            return rules_pb2.UpdateRuleResponse(rule=rule_to_proto(row))
+            definition = checked(RuleDefinition(**merged), self._evaluator.limits)
+            changes = {k: definition.as_dict()[k] for k in paths}
+            row = await store.change_rule(conn, request.rule.rule_id, changes, actor)
+            warnings = table_warnings(definition, self._evaluator.limits)
+            return rules_pb2.UpdateRuleResponse(rule=rule_to_proto(row), warnings=warnings)
 
         return await self._idempotent("UpdateRule", request, rules_pb2.UpdateRuleResponse, work)
 
@@ -297,6 +130,33 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = pagination.encode_token([rows[limit - 1]["version"]], scope=scope) if len(rows) > limit else ""
         return rules_pb2.ListRuleVersionsResponse(versions=[rule_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
+    async def DiffRuleVersions(self, request, context):
+        async def versions(conn):
+            current = (await store.get_rule(conn, request.rule_id))["version"]
+            numbers = [v or current for v in (request.from_version, request.to_version)]
+            for field, given in (("from_version", request.from_version), ("to_version", request.to_version)):
+                if given < 0:
+                    raise InvalidArgument.field(field, "0 (the current version) or a version number")
+            return numbers, [await self._stored_definition(conn, request.rule_id, v) for v in numbers]
+
+        (low, high), (before, after) = await run_in_transaction(self._db, versions)
+        return rules_pb2.DiffRuleVersionsResponse(
+            from_version=low, to_version=high, changes=[change_to_proto(c) for c in diff(before.as_dict(), after.as_dict())]
+        )
+
+    async def RollbackRule(self, request, context):
+        actor = current_caller().subject
+        if request.version <= 0:
+            raise InvalidArgument.field("version", "the version number to roll back to")
+
+        async def work(conn):
+            await store.get_rule(conn, request.rule_id, for_update=True)
+            old = checked(await self._stored_definition(conn, request.rule_id, request.version), self._evaluator.limits)
+            row = await store.change_rule(conn, request.rule_id, old.as_dict(), actor)
+            return rules_pb2.RollbackRuleResponse(rule=rule_to_proto(row))
+
+        return await self._idempotent("RollbackRule", request, rules_pb2.RollbackRuleResponse, work)
+
     # --- events ------------------------------------------------------------------------
 
     async def DeliverEvents(self, request, context):
@@ -316,13 +176,13 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         if request.dry_run:
             evaluation = await self._evaluator.evaluate(record, traced=True)
             return rules_pb2.EvaluateEventResponse(
-                rules=[outcome_to_proto(o) for o in evaluation.outcomes], fetched_facts=_struct(evaluation.fetched)
+                rules=[outcome_to_proto(o) for o in evaluation.outcomes], fetched_facts=to_struct(evaluation.fetched)
             )
         (processed,) = await self._run_now([record], traced=True)
         return rules_pb2.EvaluateEventResponse(
             rules=[outcome_to_proto(o) for o in processed.evaluation.outcomes],
             executions=[execution_to_proto(e) for e in processed.executions],
-            fetched_facts=_struct(processed.evaluation.fetched),
+            fetched_facts=to_struct(processed.evaluation.fetched),
         )
 
     async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
@@ -366,13 +226,55 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         )
         return response
 
+    async def ReplayRule(self, request, context):
+        rule_id, window = request.rule_id, self._replay_window(request)
+        if request.HasField("draft"):
+            definition = checked(definition_from_proto(request.draft), self._evaluator.limits, where="draft")
+        else:
+            if not rule_id:
+                raise InvalidArgument.field("rule_id", "required unless a draft is given")
+            definition = await run_in_transaction(self._db, lambda conn: self._stored_definition(conn, rule_id, request.version))
+        rule = self._evaluator.compile(rule_id or "draft", definition, version=request.version)
+        # Headers first: a client (the gateway's SSE) is committed to a stream before the first chunk.
+        await context.send_initial_metadata(())
+        last = None
+        async for items, tally, seconds in self._replayer.replay(rule, rule_id, window):
+            last = tally, seconds
+            for start in range(0, len(items), REPLAY_MESSAGE_RESULTS):
+                chunk = items[start : start + REPLAY_MESSAGE_RESULTS]
+                yield rules_pb2.ReplayRuleResponse(results=[replay_item_to_proto(i) for i in chunk])
+        assert last is not None  # replay() yields at least once
+        yield rules_pb2.ReplayRuleResponse(summary=replay_summary_to_proto(*last))
+
+    @staticmethod
+    def _replay_window(request: rules_pb2.ReplayRuleRequest) -> ReplayWindow:
+        end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else datetime.now(UTC)
+        start = (
+            request.start_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("start_time")
+            else end - timedelta(days=DEFAULT_REPLAY_DAYS)
+        )
+        if start >= end:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        return ReplayWindow(
+            start, end, current_facts=request.facts == rules_pb2.REPLAY_FACTS_CURRENT, only_differences=request.only_differences
+        )
+
+    @staticmethod
+    async def _stored_definition(conn, rule_id: str, version: int) -> RuleDefinition:
+        if version < 0:
+            raise InvalidArgument.field("version", "0 (the current version) or a version number")
+        stored = await store.get_version(conn, rule_id, version) if version else await store.get_rule(conn, rule_id)
+        # Versions saved before a field existed take its default.
+        return RuleDefinition(**{name: stored[name] for name in UPDATABLE if name in stored})
+
     # --- executions and notifications ------------------------------------------------------
 
     async def ListExecutions(self, request, context):
         limit = pagination.page_size(request.page_size)
         scope = f"executions:{request.rule_id}:{request.event_id}:{request.status}"
         after = pagination.decode_token(request.page_token, scope=scope)
-        status = _enum_name(rules_pb2.ExecutionStatus, request.status, "EXECUTION_STATUS_") if request.status else None
+        status = enum_name(rules_pb2.ExecutionStatus, request.status, "EXECUTION_STATUS_") if request.status else None
         rows = await run_in_transaction(
             self._db,
             lambda conn: store.list_executions(
@@ -393,7 +295,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         limit = pagination.page_size(request.page_size)
         scope = f"notifications:{request.status}:{request.rule_id}"
         after = pagination.decode_token(request.page_token, scope=scope)
-        status = _enum_name(rules_pb2.NotificationStatus, request.status, "NOTIFICATION_STATUS_") if request.status else None
+        status = enum_name(rules_pb2.NotificationStatus, request.status, "NOTIFICATION_STATUS_") if request.status else None
         rows = await run_in_transaction(
             self._db,
             lambda conn: store.list_notifications(conn, status=status, rule_id=request.rule_id, limit=limit + 1, after=after),
@@ -409,6 +311,79 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def GetNotification(self, request, context):
         row = await run_in_transaction(self._db, lambda conn: store.get_notification(conn, request.notification_id))
         return rules_pb2.GetNotificationResponse(notification=notification_to_proto(row))
+
+    async def ListWaits(self, request, context):
+        limit = pagination.page_size(request.page_size)
+        scope = f"waits:{request.rule_id}:{request.status}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+        status = enum_name(rules_pb2.WaitStatus, request.status, "WAIT_STATUS_") if request.status else None
+        rows = await run_in_transaction(
+            self._db, lambda conn: store.list_waits(conn, rule_id=request.rule_id, status=status, limit=limit + 1, after=after)
+        )
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = pagination.encode_token([last["create_time"].isoformat(), str(last["wait_id"])], scope=scope)
+        return rules_pb2.ListWaitsResponse(waits=[wait_to_proto(r) for r in rows[:limit]], next_page_token=token)
+
+    async def CancelWait(self, request, context):
+        async def work(conn):
+            return rules_pb2.CancelWaitResponse(wait=wait_to_proto(await cancel_wait(conn, request.wait_id)))
+
+        return await self._idempotent("CancelWait", request, rules_pb2.CancelWaitResponse, work)
+
+    # --- the caller's inbox -------------------------------------------------------------------
+
+    async def ListInboxNotifications(self, request, context):
+        user, role = inbox.reader(current_caller())
+        limit = pagination.page_size(request.page_size)
+        scope = f"inbox:{user}:{request.unread_only}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+
+        async def read(conn):
+            rows = await store.inbox(conn, user=user, role=role, unread_only=request.unread_only, limit=limit + 1, after=after)
+            return rows, await store.unread_count(conn, user=user, role=role)
+
+        rows, unread = await run_in_transaction(self._db, read)
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+        return rules_pb2.ListInboxNotificationsResponse(
+            notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token, unread_count=unread
+        )
+
+    async def WatchNotifications(self, request, context):
+        caller = current_caller()
+        # Headers first: a client (the gateway's SSE) knows the stream is open before anything arrives.
+        await context.send_initial_metadata(())
+        async for row, unread in inbox.watch(self._db, caller, self._settings.notification_poll_seconds):
+            yield rules_pb2.WatchNotificationsResponse(
+                notification=notification_to_proto(row) if row else None, unread_count=unread
+            )
+
+    async def MarkNotificationRead(self, request, context):
+        user, role = inbox.reader(current_caller())
+
+        async def work(conn):
+            await store.mark_read(conn, user=user, role=role, notification_id=request.notification_id)
+            row = await store.get_inbox_notification(conn, user=user, role=role, notification_id=request.notification_id)
+            return rules_pb2.MarkNotificationReadResponse(
+                notification=notification_to_proto(row), unread_count=await store.unread_count(conn, user=user, role=role)
+            )
+
+        return await self._idempotent("MarkNotificationRead", request, rules_pb2.MarkNotificationReadResponse, work)
+
+    async def MarkAllNotificationsRead(self, request, context):
+        user, role = inbox.reader(current_caller())
+
+        async def work(conn):
+            marked = await store.mark_read(conn, user=user, role=role, notification_id=None)
+            return rules_pb2.MarkAllNotificationsReadResponse(
+                marked=marked, unread_count=await store.unread_count(conn, user=user, role=role)
+            )
+
+        return await self._idempotent("MarkAllNotificationsRead", request, rules_pb2.MarkAllNotificationsReadResponse, work)
 
     async def PurgeOldData(self, request, context):
         days = retention_days(request.retention_days, self._settings.retention_days)

@@ -33,6 +33,16 @@ class RulesSettings(Settings):
         default=5,
         description="Evaluations of an event retried while a fact cannot be fetched; then it is evaluated without it.",
     )
+    loop_max_depth: int = Field(
+        default=3,
+        description="Times a rule may appear in an event's causation chain; beyond, its execution is refused (loop guard).",
+    )
+    breaker_failures: int = Field(
+        default=5, description="Consecutive failed executions after which a rule is deactivated (circuit breaker; 0: never)."
+    )
+    notification_poll_seconds: float = Field(
+        default=0.5, description="How often a WatchNotifications stream looks for new notifications and read changes."
+    )
     retention_days: int = Field(default=90, description="Age after which PurgeOldData deletes events and executions.")
 
 

@@ -9,6 +9,7 @@ from libs.bootstrap import ServiceContext, ServiceSpec
 from services.rules.evaluator import RuleEvaluator, Worker
 from services.rules.server import RulesServicer
 from services.rules.settings import RulesSettings
+from services.rules.waits import Waits
 
 
 async def setup(context: ServiceContext) -> None:
@@ -16,8 +17,10 @@ async def setup(context: ServiceContext) -> None:
     settings = context.settings
     assert isinstance(settings, RulesSettings) and context.engine is not None
     evaluator = RuleEvaluator(context.engine, context.clients, settings)
-    worker = Worker(context.engine, evaluator, settings)
-    rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(context.engine, evaluator, worker, settings), context.server)
+    waits = Waits(context.engine, evaluator, settings)
+    worker = Worker(context.engine, evaluator, settings, waits.resume_due)
+    servicer = RulesServicer(context.engine, evaluator, worker, settings)
+    rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
     task = asyncio.create_task(worker.run(), name="rules-worker")
 
     async def stop_worker() -> None:

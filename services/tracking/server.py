@@ -41,13 +41,14 @@ from services.tracking.store.salts import SaltBook
 from services.tracking.store.schema import IDEMPOTENCY
 from services.tracking.usecases.ingestion import Ingestion
 from services.tracking.usecases.shares import share_post
+from services.tracking.facts import WindowedFacts  # CountProductInteractions (rules' windowed facts)
 
 PRIVILEGED = (access_pb2.ROLE_ADMIN, access_pb2.ROLE_SERVICE)
 MAX_RECOMMENDATIONS = 100
 MAX_TOP_PRODUCTS = 1000
 
 
-class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
+class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer):
     def __init__(self, engine: AsyncEngine, settings: TrackingSettings, enricher: Enricher) -> None:
         self._engine = engine
         self._settings = settings

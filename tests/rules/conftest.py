@@ -33,6 +33,7 @@ async def rules_service(database_url, peers, smtp):
         database_url,
         batch_target=peers.target,
         scheduler_target=peers.target,
+        tracking_target=peers.target,
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
         action_backoff_seconds=0.01,

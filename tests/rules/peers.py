@@ -1,16 +1,19 @@
-"""Small real gRPC servers standing in for the peers the rules service calls (batch, scheduler),
+"""Small real gRPC servers standing in for the peers the rules service calls (batch, scheduler, tracking),
 and a real aiosmtpd SMTP server. Only the RPCs the rules service uses are implemented."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiosmtpd.controller import Controller
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 from loom.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from loom.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
 from tests.support import free_port
 
@@ -22,6 +25,8 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
     calls: list[tuple[str, object]] = field(default_factory=list)
     fail_next: dict[str, list[grpc.StatusCode]] = field(default_factory=dict)
     fetches: Counter = field(default_factory=Counter)
+    # Called after each UpdateOrderStatus, as the real service would emit its event.
+    on_update: Callable[[batch_pb2.UpdateOrderStatusRequest, Any], Awaitable[None]] | None = None
     supplier: batch_pb2.Supplier = field(
         default_factory=lambda: batch_pb2.Supplier(supplier_id="sup-best", name="Best Co", capacity=900, moq=100, rating=4.5)
     )
@@ -34,6 +39,8 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
     async def UpdateOrderStatus(self, request, context):
         await self._maybe_fail("UpdateOrderStatus", context)
         self.calls.append(("UpdateOrderStatus", request))
+        if self.on_update is not None:
+            await self.on_update(request, context)
         return batch_pb2.UpdateOrderStatusResponse(order=batch_pb2.Order(order_id=request.order_id, status=request.status))
 
     async def AssignSupplier(self, request, context):
@@ -66,6 +73,13 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
             )
         )
 
+    recent_orders: int = 0
+
+    async def CountRecentOrders(self, request, context):
+        self.fetches["CountRecentOrders"] += 1
+        self.calls.append(("CountRecentOrders", request))
+        return batch_pb2.CountRecentOrdersResponse(count=self.recent_orders)
+
     def requests(self, method: str) -> list:
         return [request for name, request in self.calls if name == method]
 
@@ -79,11 +93,22 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServiceServicer):
         return scheduler_pb2.RunJobNowResponse()
 
 
+@dataclass
+class FakeTracking(tracking_pb2_grpc.TrackingServiceServicer):
+    interactions: int = 0
+    asked: list = field(default_factory=list)
+
+    async def CountProductInteractions(self, request, context):
+        self.asked.append(request)
+        return tracking_pb2.CountProductInteractionsResponse(count=self.interactions)
+
+
 class Peers:
     def __init__(self) -> None:
-        self.batch, self.scheduler = FakeBatch(), FakeScheduler()
+        self.batch, self.scheduler, self.tracking = FakeBatch(), FakeScheduler(), FakeTracking()
         self.server = grpc.aio.server()
         batch_pb2_grpc.add_BatchServiceServicer_to_server(self.batch, self.server)
+        tracking_pb2_grpc.add_TrackingServiceServicer_to_server(self.tracking, self.server)
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(self.scheduler, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
@@ -95,7 +120,11 @@ class Peers:
         self.batch.calls.clear()
         self.batch.fail_next.clear()
         self.batch.fetches.clear()
+        self.batch.on_update = None
         self.scheduler.runs.clear()
+        self.batch.recent_orders = 0
+        self.tracking.interactions = 0
+        self.tracking.asked.clear()
 
 
 class MailSink:

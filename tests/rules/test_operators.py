@@ -6,7 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.rules.domain.operators import MISSING, OPERATORS, OperatorError, RegexLimits
+from services.rules.domain.operators import (
+    MISSING,
+    OPERATORS,
+    OperatorError,
+    RegexLimits,
+)
 
 
 def check(operator: str, expected, actual, limits: RegexLimits = RegexLimits()) -> bool:

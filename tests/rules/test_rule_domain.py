@@ -2,7 +2,6 @@
 
 import pytest
 
-from libs.errors import InvalidArgument
 from services.rules.domain.evaluation import (
     ActiveRule,
     action_request_id,
@@ -12,14 +11,14 @@ from services.rules.domain.evaluation import (
     facts_to_fetch,
     in_evaluation_order,
 )
-from services.rules.domain.rules import RuleDefinition, validated
+from services.rules.domain.rules import InvalidRule, RuleDefinition, validated
 from services.rules.domain.templates import RenderError, render
 
 EMAIL = {"type": "send_email", "params": {"recipient": "ops@example.com", "subject": "Batch {{batch.id}}", "body": "ok"}}
 
 
 def violations(rule: RuleDefinition) -> dict[str, str]:
-    with pytest.raises(InvalidArgument) as error:
+    with pytest.raises(InvalidRule) as error:
         validated(rule)
     return {v.field: v.description for v in error.value.violations}
 

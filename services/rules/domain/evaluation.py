@@ -11,10 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.rules.domain.conditions import CompiledCondition, ConditionTrace, compile_condition, fact_paths
+from services.rules.domain.conditions import (
+    CompiledCondition,
+    ConditionTrace,
+    compile_condition,
+    fact_paths,
+)
 from services.rules.domain.operators import RegexLimits
 from services.rules.domain.templates import RenderError, render, variables
-from services.rules.domain.vocabulary import FETCHED_ROOTS
+from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS, WINDOW_ROOT
 
 # Namespace of action request ids: uuid5(namespace, "<execution id>:<action index>").
 ACTION_REQUEST_NAMESPACE = uuid.UUID("6f1d8a3e-2b7c-4c1e-9a57-3f0e2d4b8c61")
@@ -32,6 +37,8 @@ class ActiveRule:
     stop_processing: bool
     condition: CompiledCondition
     actions: tuple[dict[str, Any], ...]
+    triggered_by_rules: bool = False
+    max_executions_per_minute: int = 0
     # condition.test, one attribute lookup nearer for the hot loop.
     test: Callable[[dict[str, Any]], bool] = field(init=False, repr=False, compare=False)
 
@@ -51,6 +58,8 @@ class ActiveRule:
         conditions: dict,
         actions: list[dict[str, Any]],
         limits: RegexLimits = RegexLimits(),
+        triggered_by_rules: bool = False,
+        max_executions_per_minute: int = 0,
     ) -> ActiveRule:
         return cls(
             rule_id,
@@ -61,14 +70,18 @@ class ActiveRule:
             stop_processing,
             compile_condition(conditions, limits),
             tuple(actions),
+            triggered_by_rules,
+            max_executions_per_minute,
         )
 
     def listens_to(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types
 
+    def fact_paths(self) -> list[str]:
+        return fact_paths(self.condition.tree) + [v for a in self.actions for v in variables(a.get("params"))]
+
     def fact_roots(self) -> set[str]:
-        paths = fact_paths(self.condition.tree) + [v for a in self.actions for v in variables(a.get("params"))]
-        return {path.partition(".")[0] for path in paths}
+        return {path.partition(".")[0] for path in self.fact_paths()}
 
 
 def in_evaluation_order(rules: list[ActiveRule]) -> list[ActiveRule]:
@@ -93,6 +106,17 @@ class RuleOutcome:
     trace: ConditionTrace | None = None
     actions: list[PlannedAction] = field(default_factory=list)
 
+    def action_facts(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """The facts the rule's actions render with: the event's, plus its decision table's outputs.
+
+        Decided here, when actions are planned, not while matching: the hot path only
+        needs to know that the table yields a result (as it leaves rendering for later).
+        """
+        decide = self.rule.condition.decide
+        if decide is None:
+            return facts
+        return {**facts, DECISION_ROOT: decide(facts).outputs}
+
 
 def event_facts(event_id: str, event_type: str, source: str, occurred_time: str, data: dict[str, Any]) -> dict[str, Any]:
     """The facts of an event: its data keyed by entity, plus the event itself under `event`."""
@@ -100,21 +124,33 @@ def event_facts(event_id: str, event_type: str, source: str, occurred_time: str,
 
 
 def facts_to_fetch(rules: list[ActiveRule], event_type: str, facts: dict[str, Any]) -> set[str]:
-    """Fetchable facts that rules listening to this event name and the event lacks."""
-    wanted = set().union(*(r.fact_roots() for r in rules if r.listens_to(event_type)))
-    return {root for root in wanted & FETCHED_ROOTS if root not in facts}
+    """Fetchable facts that rules listening to this event name and the event lacks: roots, and
+    `window.<name>` for each windowed fact named."""
+    return wanted_facts({path for r in rules if r.listens_to(event_type) for path in r.fact_paths()}, facts)
+
+
+def wanted_facts(paths: set[str] | list[str], facts: dict[str, Any]) -> set[str]:
+    """Of the fact paths named, what to fetch: missing fetchable roots, and each `window.<name>`."""
+    roots = {path.partition(".")[0] for path in paths}
+    wanted = {root for root in roots & FETCHED_ROOTS if root not in facts and root != WINDOW_ROOT}
+    return wanted | {path for path in paths if path.startswith(WINDOW_ROOT + ".")}
 
 
 def evaluate(
-    rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False
+    rules: list[ActiveRule], event_type: str, facts: dict[str, Any], *, traced: bool = False, caused_by_rule: bool = False
 ) -> list[RuleOutcome]:
     """Outcomes in evaluation order; without `traced`, only the matched rules (the hot path),
-    and their actions are left for `plan_actions` when they are to run."""
+    and their actions are left for `plan_actions` when they are to run.
+
+    For an event a rule's action caused, only the rules that opt in are evaluated."""
     if not traced:
-        return _matches(rules, event_type, facts)
+        return _matches([r for r in rules if r.triggered_by_rules] if caused_by_rule else rules, event_type, facts)
     outcomes: list[RuleOutcome] = []
     stopped_by: ActiveRule | None = None
     for rule in rules:
+        if caused_by_rule and not rule.triggered_by_rules:
+            outcomes.append(RuleOutcome(rule, False, "caused by a rule's action; the rule does not opt in"))
+            continue
         if stopped_by is not None:
             outcomes.append(RuleOutcome(rule, False, f"stopped by rule {stopped_by.name!r} ({stopped_by.rule_id})"))
             continue
@@ -124,7 +160,9 @@ def evaluate(
         trace = rule.condition.trace(facts)
         if trace.passed:
             # Rendering is the executor's business; the dry run shows it too.
-            outcomes.append(RuleOutcome(rule, True, trace=trace, actions=plan_actions(rule.actions, facts)))
+            outcome = RuleOutcome(rule, True, trace=trace)
+            outcome.actions = plan_actions(rule.actions, outcome.action_facts(facts))
+            outcomes.append(outcome)
             if rule.stop_processing:
                 stopped_by = rule
         else:

@@ -2,12 +2,16 @@
 
 Entity fields follow the cross-service event contract (`order`, `batch`, `supplier`
 keyed objects in the event's data). `best_supplier_id` / `best_supplier.*` and a
-`batch` the event only references are fetched from the batch service when a rule needs them.
+`batch` the event only references are fetched from the batch service when a rule needs them;
+`window.*` facts are counts over a recent window that batch or tracking compute
+(declared in WINDOWED_FACTS), fetched once per evaluation.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 SUPPLIER_FIELDS = frozenset({"id", "name", "capacity", "moq", "rating", "lead_time_days"})
 
@@ -31,13 +35,43 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
     "supplier": SUPPLIER_FIELDS,
     "best_supplier": SUPPLIER_FIELDS,
     "event": frozenset({"id", "type", "source", "occurred_time"}),
+    "product": frozenset({"id"}),
 }
+
+
+@dataclass(frozen=True)
+class WindowedFact:
+    """An aggregate the owning service computes over a recent window, keyed by a fact of the event."""
+
+    # Which count to ask for (the evaluator maps it to the owning service's RPC).
+    source: str
+    # The event facts that key it, first present wins.
+    keys: tuple[str, ...]
+    # The window: the last `hours`, or since midnight UTC today.
+    hours: int = 0
+
+    def start(self, now: datetime) -> datetime:
+        if self.hours:
+            return now - timedelta(hours=self.hours)
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+WINDOW_ROOT = "window"
+WINDOWED_FACTS: dict[str, WindowedFact] = {
+    "buyer_orders_24h": WindowedFact("batch.recent_orders", ("order.buyer_id",), hours=24),
+    "category_batches_confirmed_7d": WindowedFact("batch.confirmed_batches", ("batch.category", "order.category"), hours=24 * 7),
+    "product_interactions_today": WindowedFact("tracking.product_interactions", ("product.id",)),
+}
+ENTITY_FIELDS[WINDOW_ROOT] = frozenset(WINDOWED_FACTS)
+
+# A decision table's outputs, for the actions' templates: `decision.<output name>`.
+DECISION_ROOT = "decision"
 
 # Facts that are a value rather than an entity.
 SCALAR_FACTS = frozenset({"best_supplier_id"})
 
 # Facts the batch service can supply when the event lacks them.
-FETCHED_ROOTS = frozenset({"best_supplier_id", "best_supplier", "batch"})
+FETCHED_ROOTS = frozenset({"best_supplier_id", "best_supplier", "batch", WINDOW_ROOT})
 
 # Names users already write in the compact form, and the fact each one means.
 COMPACT_ALIASES: dict[str, str] = {
@@ -55,6 +89,8 @@ def path_problem(path: object) -> str | None:
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         return "malformed fact path: lowercase dotted names like 'order.status'"
     root, _, field = path.partition(".")
+    if root == DECISION_ROOT:
+        return None if field and "." not in field else "name a decision table output, e.g. 'decision.discount'"
     if root in SCALAR_FACTS:
         return None if not field else f"{root!r} is a value and has no fields"
     if root not in ENTITY_FIELDS:

@@ -1,0 +1,131 @@
+"""Received events: stored once by event_id, leased to workers, read back for replays."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Text,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.rules.records import LiveExecution, ReplayEvent, StoredEvent
+from services.rules.store.schema import events, executions, is_uuid
+
+# --- events -----------------------------------------------------------------------------
+
+
+async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]], *, lease_seconds: float = 0) -> int:
+    """Stores events not seen before (by event_id); returns how many were new.
+
+    With a lease, the caller evaluates them itself and the worker leaves them alone meanwhile.
+    """
+    if not batch:
+        return 0
+    lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds)} if lease_seconds else {}
+    inserted = await conn.execute(
+        insert(events).values([{**event, **lease} for event in batch]).on_conflict_do_nothing(index_elements=["event_id"]).returning(events.c.event_id)
+    )
+    return len(inserted.all())
+
+
+async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    """Takes up to `limit` unevaluated events, oldest first, that no live worker holds."""
+    pending = (
+        select(events.c.event_id)
+        .where(events.c.evaluated_time.is_(None), or_(events.c.lease_until.is_(None), events.c.lease_until < func.now()))
+        .order_by(events.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = await conn.execute(
+        update(events)
+        .where(events.c.event_id.in_(pending.scalar_subquery()))
+        .values(lease_until=func.now() + timedelta(seconds=lease_seconds), attempts=events.c.attempts + 1)
+        .returning(*events.c)
+    )
+    return sorted((dict(r) for r in leased.mappings()), key=lambda r: r["seq"])
+
+
+async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def events_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    query = select(events).where(events.c.occurred_time >= start, events.c.occurred_time < end).order_by(events.c.seq)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def replay_events(
+    conn: AsyncConnection, *, rule_id: str, start: datetime, end: datetime, after_seq: int, limit: int
+) -> list[ReplayEvent]:
+    """The next `limit` events of the window after `after_seq`, each with the live execution of `rule_id`.
+
+    One query per chunk: the (rule_id, event_id) unique index answers the join. The
+    JSON columns come as text and are parsed with orjson: with the standard library's
+    parser, decoding was a third of a 100k-event replay.
+    """
+    live = executions.alias("live")
+    joined = events.outerjoin(
+        live, and_(live.c.event_id == events.c.event_id, live.c.rule_id == (rule_id if is_uuid(rule_id) else None))
+    )
+    query = (
+        select(
+            events.c.event_id,
+            events.c.type,
+            events.c.source,
+            events.c.occurred_time,
+            events.c.seq,
+            events.c.attempts,
+            cast(events.c.data, Text).label("data"),
+            live.c.execution_id.label("live_id"),
+            live.c.status.label("live_status"),
+            cast(live.c.actions, Text).label("live_actions"),
+        )
+        .select_from(joined)
+        .where(events.c.occurred_time >= start, events.c.occurred_time < end, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    loads = orjson.loads
+    return [
+        ReplayEvent(
+            StoredEvent(row.event_id, row.type, row.source, row.occurred_time, loads(row.data), row.seq, row.attempts),
+            LiveExecution(str(row.live_id), row.live_status, loads(row.live_actions)) if row.live_id else None,
+        )
+        for row in await conn.execute(query)
+    ]
+
+
+def stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        event_id=row["event_id"],
+        type=row["type"],
+        source=row["source"],
+        occurred_time=row["occurred_time"],
+        data=row["data"],
+        seq=row["seq"],
+        attempts=row["attempts"],
+    )
+
+
+async def mark_evaluated(conn: AsyncConnection, event_id: str) -> None:
+    await conn.execute(
+        update(events).where(events.c.event_id == event_id).values(evaluated_time=func.now(), lease_until=None)
+    )
+
+
+async def postpone_event(conn: AsyncConnection, event_id: str, seconds: float) -> None:
+    await conn.execute(
+        update(events).where(events.c.event_id == event_id).values(lease_until=func.now() + timedelta(seconds=seconds))
+    )
