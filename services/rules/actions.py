@@ -26,9 +26,10 @@ from loom.scheduler.v1 import scheduler_pb2
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs import tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
-from services.rules import store
+from services.rules import metrics, store
 from services.rules.domain.evaluation import action_request_id, execution_status
 from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
 from services.rules.settings import RulesSettings
@@ -78,6 +79,7 @@ class ActionRunner:
         finished = await run_in_transaction(
             self._engine, lambda conn: store.finish_execution(conn, execution["execution_id"], status, actions)
         )
+        metrics.EXECUTIONS.labels(str(execution["rule_id"]), status).inc()
         if status == "failed":
             await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
         return finished
@@ -122,6 +124,7 @@ class ActionRunner:
             else:
                 action["status"], action["error"] = "succeeded", ""
             break
+        metrics.ACTIONS.labels(action["type"], action["status"]).inc()
         action["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
     async def _perform(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
@@ -196,7 +199,8 @@ class ActionRunner:
             return
         error, transient = "", False
         try:
-            await asyncio.to_thread(self._deliver, notification)
+            with tracing.child_span("smtp.send", attributes={"loom.notification_id": str(notification["notification_id"])}):
+                await asyncio.to_thread(self._deliver, notification)
         except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as failure:
             error, transient = f"SMTP unreachable: {failure}", True
         except smtplib.SMTPResponseException as failure:

@@ -265,6 +265,7 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
         "source": event.source,
         "occurred_time": occurred,
         "data": data,
+        "trace_parent": event.trace_parent,
     }
 
 

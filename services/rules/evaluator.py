@@ -23,9 +23,10 @@ from loom.batch.v1 import batch_pb2
 from loom.tracking.v1 import tracking_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs import tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
-from services.rules import store
+from services.rules import metrics, store
 from services.rules.actions import TRANSIENT_CODES, ActionRunner
 from services.rules.domain.conditions import fact_getter
 from services.rules.domain.evaluation import (
@@ -166,6 +167,7 @@ class RuleEvaluator:
         """
         evaluation = await self.evaluate(event, traced=traced)
         matched = [o for o in evaluation.outcomes if o.matched]
+        metrics.EVALUATIONS.labels("matched" if matched else "no_match").inc()
         if evaluation.unavailable and not final_attempt:
             await run_in_transaction(
                 self._engine, lambda conn: store.postpone_event(conn, event["event_id"], self._settings.worker_poll_seconds * 2)
@@ -344,5 +346,8 @@ class Worker:
             lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
         )
         for event in events:
-            await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
+            # Its own trace, linked to the call that wrote the event (which ended long ago elsewhere).
+            attributes = {"loom.event_id": event["event_id"], "loom.event_type": event["type"]}
+            with tracing.span("rules.evaluate_event", link_to=event.get("trace_parent", ""), attributes=attributes):
+                await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
         return bool(stalled or resumed or events)

@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from libs.scratch_db import plain_url
 from tests.observability.otlp import ReceivedSpan, otlp_collector
+from tests.rules.peers import SmtpServer
 from tests.support import ServiceProcess, free_port, process_env, token, wait_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -45,27 +46,35 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
 async def traced_suite(database_url, tmp_path_factory):
     """Batch and the gateway as processes exporting spans to a collector the test runs."""
     logs = tmp_path_factory.mktemp("logs")
-    async with otlp_collector() as collector:
-        ports = {"batch": free_port(), "gateway": free_port()}
-        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-        shared = {"LOOM_BATCH_TARGET": f"127.0.0.1:{ports['batch']}", "LOOM_LOG_LEVEL": "info", **otel}
-        batch_log = open(logs / "batch.jsonl", "wb")  # noqa: SIM115 - closed when the process ends
-        batch = ServiceProcess(
-            "batch", process_env("batch", database_url, ports["batch"], **shared, LOOM_OUTBOX_DISPATCH="false"),
-            stdout=batch_log,
-        ).start()
-        gateway = ServiceProcess(
-            "gateway", process_env("gateway", database_url, ports["gateway"], **shared)
-        ).start()
-        try:
-            await wait_serving(shared["LOOM_BATCH_TARGET"])
-            url = f"http://127.0.0.1:{ports['gateway']}"
-            await wait_http(f"{url}/healthz")
-            yield collector, url, logs / "batch.jsonl"
-        finally:
-            for process in (gateway, batch):
-                process.terminate()
-            batch_log.close()
+    with SmtpServer() as smtp:
+        async with otlp_collector() as collector:
+            ports = {"batch": free_port(), "rules": free_port(), "gateway": free_port()}
+            otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+            shared = {
+                "LOOM_BATCH_TARGET": f"127.0.0.1:{ports['batch']}", "LOOM_RULES_TARGET": f"127.0.0.1:{ports['rules']}",
+                "LOOM_LOG_LEVEL": "info", "LOOM_OUTBOX_POLL_SECONDS": "0.2", "LOOM_WORKER_POLL_SECONDS": "0.2", **otel,
+            }
+            batch_log = open(logs / "batch.jsonl", "wb")  # noqa: SIM115 - closed when the process ends
+            processes = [
+                ServiceProcess("batch", process_env("batch", database_url, ports["batch"], **shared), stdout=batch_log),
+                ServiceProcess("rules", process_env(
+                    "rules", database_url, ports["rules"], **shared, LOOM_SMTP_HOST="127.0.0.1", LOOM_SMTP_PORT=str(smtp.port)
+                )),
+                ServiceProcess("gateway", process_env("gateway", database_url, ports["gateway"], **shared)),
+            ]
+            for process in processes:
+                process.start()
+            try:
+                await wait_serving(shared["LOOM_BATCH_TARGET"], timeout=90)
+                await wait_serving(shared["LOOM_RULES_TARGET"], timeout=90)
+                url = f"http://127.0.0.1:{ports['gateway']}"
+                await wait_http(f"{url}/healthz")
+                yield collector, url, logs / "batch.jsonl"
+            finally:
+                # Off the event loop: the collector on it must take their last exports as they stop.
+                for process in reversed(processes):
+                    await asyncio.to_thread(process.terminate)
+                batch_log.close()
 
 
 def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSpan]:
@@ -80,7 +89,7 @@ async def sql(database_url: str, statement: str) -> list[tuple]:
     return await asyncio.to_thread(run)
 
 
-async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(traced_suite, database_url):
+async def test_an_order_placed_through_the_gateway_is_traced_to_its_sql_and_to_the_email_its_rule_sends(traced_suite, database_url):
     collector, url, _ = traced_suite
     trace_id, web_span_id = secrets.token_hex(16), secrets.token_hex(8)
     category = f"tees_{uuid.uuid4().hex[:8]}"
@@ -93,6 +102,14 @@ async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(
         }
         created = await client.post(f"/v1/suppliers?requestId={uuid.uuid4()}", json=supplier, headers=admin)
         assert created.status_code == 200, created.text
+        rule = {
+            "name": f"mail {category}", "type": "RULE_TYPE_NOTIFICATION", "active": True, "eventTypes": ["order.placed"],
+            "conditions": {"order_category": category},
+            "actions": [{"type": "ACTION_TYPE_SEND_EMAIL",
+                         "params": {"recipient": "ops@example.com", "subject": "order {{order.id}}", "body": "placed"}}],
+        }
+        made = await client.post("/v1/rules", json={"requestId": str(uuid.uuid4()), "rule": rule}, headers=admin)
+        assert made.status_code == 200, made.text
         placed = await client.post(
             "/v1/orders",
             json={"requestId": str(uuid.uuid4()), "category": category, "quantity": 10,
@@ -131,6 +148,23 @@ async def test_an_order_placed_through_the_gateway_is_one_trace_down_to_its_sql(
         database_url, f"SELECT trace_parent FROM batch.outbox WHERE type = 'order.placed' AND data->'order'->>'id' = '{order_id}'"
     )
     assert traceparent.split("-")[1:3] == [commit.trace_id, commit.span_id]
+
+    # Later, in the rules process: the event's evaluation is a trace of its own, linked to
+    # the commit that wrote the event, with the rule's e-mail under it.
+    def evaluated(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [
+            s for s in spans if s.name == "rules.evaluate_event" and (commit.trace_id, commit.span_id) in s.links
+            and s.attributes.get("loom.event_type") == "order.placed"
+        ]
+
+    everything = await collector.wait_for(
+        lambda spans: any(s.name == "smtp.send" and s.trace_id in {e.trace_id for e in evaluated(spans)} for s in spans),
+        timeout=60,
+    )
+    [evaluation] = evaluated(everything)
+    assert evaluation.service == "loom-rules" and evaluation.parent_span_id == ""
+    sent = next(s for s in everything if s.name == "smtp.send" and s.trace_id == evaluation.trace_id)
+    assert _is_ancestor(everything, evaluation, sent)
 
 
 def batch_span_id(spans: list[ReceivedSpan]) -> str:

@@ -87,6 +87,7 @@ events = Table(
     Column("evaluated_time", DateTime(timezone=True)),
     Column("lease_until", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("trace_parent", Text, nullable=False, server_default=""),
     Index("events_pending", "seq", postgresql_where=text("evaluated_time IS NULL")),
     Index("events_occurred", "occurred_time"),
 )
