@@ -140,7 +140,7 @@ export function actionForm({ action, vocab, jobs, facts, onRemove }) {
   function showPreview() {
     const { value, missing } = render(params, facts());
     replace(preview,
-      h('dl', { class: 'facts compact' }, Object.entries(value).map(([k, v]) => [
+      h('dl', { class: 'facts compact' }, Object.entries(value).sort(([a], [b]) => PARAM_ORDER.indexOf(a) - PARAM_ORDER.indexOf(b)).map(([k, v]) => [
         h('dt', {}, PARAM_LABELS[k] || k), h('dd', { dataset: { param: k } }, typeof v === 'string' ? v : JSON.stringify(v))])),
       missing.length ? h('p', { class: 'warn-text small' }, `No value in the sample event for ${[...new Set(missing)].map((m) => `{{${m}}}`).join(', ')}.`) : null);
   }

@@ -83,7 +83,7 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
       const ops = operatorsFor(vocab, leaf.fact);
       if (!ops.includes(leaf.operator)) leaf.operator = ops[0];
       leaf.value = fitValue(vocab, leaf.fact, leaf.operator, leaf.value);
-      rerender(select);
+      rerender(at(select));
     });
     return select;
   }
@@ -96,7 +96,7 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
     select.addEventListener('change', () => {
       leaf.operator = select.value;
       leaf.value = fitValue(vocab, leaf.fact, leaf.operator, leaf.value);
-      rerender(select);
+      rerender(at(select));
     });
     return select;
   }
@@ -154,14 +154,14 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
     return input({ type: 'text', placeholder: leaf.operator === 'matches' ? 'regular expression' : '' }, (v) => v, leaf.value);
   }
 
-  function controls(parent, index, node, name) {
+  function controls(parent, index, node, name, path, parentPath) {
     const buttons = h('span', { class: 'row-controls' });
     if (!parent) return buttons;
     const key = groupKey(parent);
     const replaceSelf = (next) => {
       if (key === 'not') parent.not = next;
       else parent[key][index] = next;
-      rerender();
+      rerender({ path, selector: 'button.secondary' });
     };
     if (groupKey(node) !== 'not') {
       buttons.append(h('button', { type: 'button', class: 'secondary small', onclick: () => replaceSelf({ not: node }) }, 'Negate', h('span', { class: 'visually-hidden' }, ` ${name}`)));
@@ -169,28 +169,28 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
       buttons.append(h('button', { type: 'button', class: 'secondary small', onclick: () => replaceSelf(node.not) }, 'Remove “not”', h('span', { class: 'visually-hidden' }, ` from ${name}`)));
     }
     if (key !== 'not') {
-      buttons.append(h('button', { type: 'button', class: 'secondary small', onclick: () => { parent[key].splice(index, 1); rerender(); } },
+      buttons.append(h('button', { type: 'button', class: 'secondary small', onclick: () => { parent[key].splice(index, 1); rerender({ path, selector: 'button.secondary', fallback: parentPath }); } },
         'Remove', h('span', { class: 'visually-hidden' }, ` ${name}`)));
     }
     return buttons;
   }
 
-  function leafRow(leaf, path, name, parent, index) {
+  function leafRow(leaf, path, name, parent, index, parentPath) {
     return h('li', { class: 'leaf cond-row', dataset: { field: path } },
       h('div', { class: 'cond-line' },
         factSelect(leaf, `${name}: fact`), operatorSelect(leaf, `${name}: operator`), valueInput(leaf, `${name}: value`),
-        controls(parent, index, leaf, name)),
+        controls(parent, index, leaf, name, path, parentPath)),
       h('div', { class: 'violation', 'aria-live': 'polite' }));
   }
 
-  function groupBox(node, path, name, parent, index) {
+  function groupBox(node, path, name, parent, index, parentPath) {
     const key = groupKey(node);
     if (key === 'not') {
       return h('li', { class: 'group not cond-row', dataset: { field: path } },
         h('div', { class: 'cond-line' }, h('strong', { class: 'group-kind' }, 'not'), h('span', { class: 'muted small' }, 'the condition below must not hold'),
-          controls(parent, index, node, name)),
+          controls(parent, index, node, name, path, parentPath)),
         h('div', { class: 'violation', 'aria-live': 'polite' }),
-        h('ul', { class: 'cond-children' }, child(node.not, `${path}.not`, `${name}, negated`, node, 0)));
+        h('ul', { class: 'cond-children' }, child(node.not, `${path}.not`, `${name}, negated`, node, 0, path)));
     }
     const kind = h('select', { class: 'group-kind', 'aria-label': `${name}: match` },
       Object.entries(GROUP_LABELS).map(([k, label]) => h('option', { value: k, selected: k === key }, `Match ${label} these`)));
@@ -198,23 +198,23 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
       const children = node[key];
       delete node[key];
       node[kind.value] = children;
-      rerender(kind);
+      rerender(at(kind));
     });
     const fresh = () => newLeaf(vocab, defaultFact());
     return h('li', { class: `group ${key} cond-row`, dataset: { field: path } },
-      h('div', { class: 'cond-line' }, kind, controls(parent, index, node, name)),
+      h('div', { class: 'cond-line' }, kind, controls(parent, index, node, name, path, parentPath)),
       h('div', { class: 'violation', 'aria-live': 'polite' }),
-      h('ul', { class: 'cond-children' }, node[key].map((c, i) => child(c, `${path}.${key}.${i}`, `${name}, condition ${i + 1}`, node, i))),
+      h('ul', { class: 'cond-children' }, node[key].map((c, i) => child(c, `${path}.${key}.${i}`, `${name}, condition ${i + 1}`, node, i, path))),
       node[key].length ? null : h('p', { class: 'muted small empty-group' }, key === 'all' ? 'No conditions: always matches.' : 'No conditions: never matches.'),
       h('div', { class: 'row group-add' },
-        h('button', { type: 'button', class: 'secondary small', onclick: () => { node[key].push(fresh()); rerender(null, true); } },
+        h('button', { type: 'button', class: 'secondary small', onclick: () => { node[key].push(fresh()); rerender({ path: `${path}.${key}.${node[key].length - 1}`, selector: 'select.fact' }); } },
           'Add condition', h('span', { class: 'visually-hidden' }, ` to ${name}`)),
-        h('button', { type: 'button', class: 'secondary small', onclick: () => { node[key].push({ any: [fresh()] }); rerender(null, true); } },
+        h('button', { type: 'button', class: 'secondary small', onclick: () => { node[key].push({ any: [fresh()] }); rerender({ path: `${path}.${key}.${node[key].length - 1}.any.0`, selector: 'select.fact' }); } },
           'Add group', h('span', { class: 'visually-hidden' }, ` to ${name}`))));
   }
 
-  function child(node, path, name, parent, index) {
-    return isLeaf(node) ? leafRow(node, path, name, parent, index) : groupBox(node, path, name, parent, index);
+  function child(node, path, name, parent, index, parentPath) {
+    return isLeaf(node) ? leafRow(node, path, name, parent, index, parentPath) : groupBox(node, path, name, parent, index, parentPath);
   }
 
   function defaultFact() {
@@ -224,17 +224,19 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
     return [...vocab.facts.keys()].find((p) => p.startsWith(`${entity}.`) && p !== `${entity}.id`) || [...vocab.facts.keys()][0];
   }
 
-  // Redraws the tree; focus goes back to the control that caused it, or to the newest row.
-  function rerender(focusFrom, focusNewest) {
-    const focusPath = focusFrom?.closest('[data-field]')?.dataset.field;
-    const focusClass = focusFrom?.className.split(' ')[0];
+  // Where focus returns after a redraw: the same control of the same row.
+  const at = (el) => ({ path: el.closest('[data-field]').dataset.field, selector: `.${el.className.split(' ')[0]}` });
+
+  // Redraws the tree and puts focus where the change happened (a redraw replaces every
+  // control), or on the group's "Add condition" when the row is gone.
+  function rerender(focus) {
     draw();
     changed();
-    if (focusPath) canvas.querySelector(`[data-field="${CSS.escape(focusPath)}"] .${focusClass}`)?.focus();
-    if (focusNewest) {
-      const rows = document.activeElement?.closest?.('.group')?.querySelectorAll(':scope > .cond-children > li');
-      (rows?.[rows.length - 1] || canvas).querySelector('select, input')?.focus();
-    }
+    if (!focus) return;
+    const row = (path) => canvas.querySelector(`[data-field="${CSS.escape(path)}"]`);
+    const target = row(focus.path)?.querySelector(focus.selector)
+      || (focus.fallback && row(focus.fallback)?.querySelector(':scope > .group-add button'));
+    target?.focus();
   }
 
   function draw() {
@@ -247,7 +249,7 @@ export function conditionBuilder({ tree, vocab, eventTypes, onChange = () => {} 
     notice.textContent = '';
     const wrapped = isLeaf(root)
       ? h('ul', { class: 'cond-root' }, leafRow(root, 'conditions', 'Condition', null, 0),
-        h('li', {}, h('button', { type: 'button', class: 'secondary small', onclick: () => { root = { all: [root] }; rerender(); } }, 'Put in a group')))
+        h('li', {}, h('button', { type: 'button', class: 'secondary small', onclick: () => { root = { all: [root] }; rerender({ path: 'conditions.all.0', selector: 'select.fact' }); } }, 'Put in a group')))
       : h('ul', { class: 'cond-root' }, groupBox(root, 'conditions', 'Conditions', null, 0));
     replace(canvas, wrapped);
   }

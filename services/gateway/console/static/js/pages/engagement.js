@@ -5,7 +5,7 @@ import { ApiError, get, listAll } from '../api.js';
 import { h, replace } from '../dom.js';
 import { barChart, columnChart, lineChart } from '../chart.js';
 import { count, day, enumName, percent } from '../format.js';
-import { errorBox } from '../widgets.js';
+import { errorBox, tableWrap } from '../widgets.js';
 
 const PLATFORM_COLOURS = {
   SHARE_PLATFORM_LINKEDIN: '#0a66c2', SHARE_PLATFORM_FACEBOOK: '#1877f2', SHARE_PLATFORM_TWITTER: '#333', SHARE_PLATFORM_WHATSAPP: '#25a244',
@@ -109,7 +109,7 @@ export function renderEngagement(main, ctx) {
     const popularity = await Promise.all(products.map((p) => get(`/v1/products/${encodeURIComponent(p.productId)}/popularity`, { pairedLimit: 3 })
       .then((r) => r.popularity)
       .catch((err) => (err instanceof ApiError && err.status === 404 ? null : Promise.reject(err)))));
-    return h('div', { class: 'table-wrap' }, h('table', { class: 'top-products' },
+    return tableWrap('Top products', h('table', { class: 'top-products' },
       h('thead', {}, h('tr', {}, ['Product', 'Interactions', 'Score', 'Often paired with'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, products.map((p, i) => {
         const pop = popularity[i];

@@ -3,7 +3,7 @@
 import { get, listAll, post } from '../api.js';
 import { h, replace, toast, uuid } from '../dom.js';
 import { enumName, timeEl } from '../format.js';
-import { errorBox, statusBadge } from '../widgets.js';
+import { errorBox, statusBadge, tableWrap } from '../widgets.js';
 import { loadVocabulary } from '../conditions.js';
 import { madeUpEvent, recentEvent } from '../sample.js';
 
@@ -39,7 +39,7 @@ function activeSwitch(rule, ctx, onChange) {
 
 export function renderRules(main, ctx) {
   const listStatus = h('p', { class: 'muted', role: 'status' }, 'Loading…');
-  const table = h('div', { class: 'table-wrap' });
+  const table = tableWrap('Rules table');
   const logSection = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
   const dryRun = ctx.can(`${RULES}/EvaluateEvent`) ? dryRunPanel(ctx) : null;
   replace(main,
@@ -91,7 +91,7 @@ export function executionLog(section, ctx, { ruleId = '' }) {
     try {
       const reply = await get('/v1/executions', { ruleId, status: statusSelect.value, pageSize: 50 });
       const executions = reply.executions || [];
-      replace(body, executions.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'executions' },
+      replace(body, executions.length ? tableWrap('Executions', h('table', { class: 'executions' },
         h('thead', {}, h('tr', {}, ['Started', 'Rule', 'Event', 'Status', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, executions.map((ex) => h('tr', {},
           h('td', {}, timeEl(ex.startTime, { seconds: true })),
