@@ -36,10 +36,17 @@ async def suite(services):
     drop_database(admin_url, url)
 
 
+SCREENSHOTS_DIR = Path(__file__).resolve().parents[2] / "test-output" / "console-screenshots"
+
+
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory):
-    """Where page screenshots go; pytest keeps the last runs' temp dirs for a look afterwards."""
-    return tmp_path_factory.mktemp("console-screenshots")
+def screenshots():
+    """Where page screenshots go: test-output/console-screenshots (git-ignored), the last run's, for a look afterwards.
+
+    Not pytest's temp dirs: those keep only the last three runs of anyone on the machine.
+    """
+    SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS_DIR
 
 
 AXE_VERSION = "4.10.3"

@@ -51,7 +51,7 @@ export function renderRules(main, ctx) {
   async function load() {
     try {
       const rules = await listAll('/v1/rules', { pageSize: 100 }, 'rules');
-      listStatus.textContent = rules.length ? `${rules.length} rules, highest priority first` : 'No rules yet.';
+      listStatus.textContent = rules.length ? `${rules.length} rule${rules.length === 1 ? '' : 's'}, highest priority first` : 'No rules yet.';
       // The dry run starts with what the first active rule listens to.
       dryRun?.suggest(rules.find((r) => r.active && r.eventTypes?.length)?.eventTypes[0]);
       replace(table, rules.length ? h('table', { class: 'rules' },
