@@ -1,4 +1,6 @@
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright
@@ -34,7 +36,31 @@ async def suite(services):
     drop_database(admin_url, url)
 
 
+SCREENSHOTS_DIR = Path(__file__).resolve().parents[2] / "test-output" / "console-screenshots"
+
+
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory):
-    """Where page screenshots go; pytest keeps the last runs' temp dirs for a look afterwards."""
-    return tmp_path_factory.mktemp("console-screenshots")
+def screenshots():
+    """Where page screenshots go: test-output/console-screenshots (git-ignored), the last run's, for a look afterwards.
+
+    Not pytest's temp dirs: those keep only the last three runs of anyone on the machine.
+    """
+    SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS_DIR
+
+
+AXE_VERSION = "4.10.3"
+VENDOR_DIR = Path(__file__).resolve().parents[2] / ".loom" / "vendor" / f"axe-core-{AXE_VERSION}"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's built axe.min.js, vendored from npm on first use (kept under .loom/, not in git)."""
+    script = VENDOR_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        command = ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(VENDOR_DIR), f"axe-core@{AXE_VERSION}"]
+        try:
+            subprocess.run(command, check=True, capture_output=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as error:
+            pytest.fail(f"could not vendor axe-core from npm ({' '.join(command)}): {error}")
+    return script.read_text()

@@ -76,3 +76,24 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15, 
             raise TimeoutError(f"{what} not reached within {timeout}s")
         await asyncio.sleep(0.1)
 
+
+
+# WCAG 2.1 A/AA plus axe's best practices; "serious" and "critical" findings fail a page.
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}}
+
+
+async def serious_accessibility_violations(page: Page, axe_source: str) -> list[str]:
+    """What axe-core finds serious or critical on the page as it stands, one line per element.
+
+    The script is evaluated through the DevTools protocol, so the console's CSP (no inline
+    or third-party scripts) stays as it is in production.
+    """
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(axe_source)
+    results = await page.evaluate("options => axe.run(document, options)", AXE_OPTIONS)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {node['target']}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+        for node in v["nodes"]
+    ]

@@ -149,3 +149,32 @@ async def test_a_supplier_sees_its_batch_but_is_not_offered_review_resolution(br
     await page.locator(".facts .badge", has_text="needs review").wait_for()
     assert await page.get_by_role("region", name="Resolve review").is_hidden()
     await page.context.close()
+
+
+async def test_threshold_labels_never_overlap_when_capacity_dwarfs_the_target(browser, suite, screenshots):
+    category = f"bulk_{uuid.uuid4().hex[:8]}"
+    async with suite.http("admin") as admin:
+        reply = await admin.post("/v1/suppliers", params={"requestId": str(uuid.uuid4())}, json={
+            "name": f"Giant mill {category}", "categories": [category], "moq": "100", "capacity": "5000",
+            "priceTiers": [{"minQuantity": "1", "unitPrice": "4.00"}], "leadTimeDays": 20, "rating": 4.0, "active": True,
+            "maxStylesPerBatch": 10, "contactEmail": "giant@loom.example",
+        })
+        assert reply.status_code == 200, reply.text
+    batch = (await place_order(suite, category, 10))["batch"]
+    page = await signed_in(browser, suite)
+    for where, view in ((f"#/batches?status=FILLING&category={category}", "batch-bar-crowded.png"),
+                        (f"#/batches/{batch['batchId']}", "batch-detail-bar-crowded.png")):
+        await page.goto(f"{suite.console}{where}")
+        bar = page.get_by_role("meter", name=f"Fill of batch {batch['batchId']}")
+        await bar.wait_for()
+        await page.wait_for_timeout(100)  # the labels are laid out once the bar has a width
+        shown = await bar.evaluate(
+            """bar => [...bar.querySelectorAll('.threshold .mark-label')]
+                .filter((l) => getComputedStyle(l).visibility === 'visible')
+                .map((l) => { const r = l.getBoundingClientRect(); return {text: l.textContent, left: r.left, right: r.right}; })"""
+        )
+        assert "75" in [label["text"] for label in shown]
+        ordered = sorted(shown, key=lambda label: label["left"])
+        assert all(a["right"] <= b["left"] for a, b in zip(ordered, ordered[1:])), ordered
+        await bar.screenshot(path=screenshots / view)
+    await page.context.close()

@@ -103,6 +103,20 @@ async def test_engagement_page_draws_counts_trend_products_shares_and_rejections
     await page.context.close()
 
 
+async def test_the_trend_of_the_last_30_days_has_every_day_with_zero_for_quiet_days(browser, suite, engagement, screenshots):
+    page = await signed_in(browser, suite, "admin")
+    await page.goto(f"{suite.console}#/engagement?days=30&granularity=day")
+    trend = page.get_by_role("img", name="Interactions per day")
+    await trend.locator("circle.point").first.wait_for()
+    daily = [int(await c.get_attribute("data-value")) for c in await trend.locator('circle[data-series="interactions"]').all()]
+    # Every interaction of the fixture is from today: 30 quiet days before it, 31 days in all.
+    assert len(daily) == 31 and daily[-1] == 12 and set(daily[:-1]) == {0}
+    ends = await trend.locator("text.axis-label").evaluate_all("labels => labels.map((label) => label.textContent)")
+    assert ends[-2] != ends[-1]
+    await trend.screenshot(path=screenshots / "engagement-trend-30-days.png")
+    await page.context.close()
+
+
 async def test_engagement_page_on_a_phone_keeps_charts_within_the_screen(browser, suite, engagement, screenshots):
     page = await signed_in(browser, suite, "admin", viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     await page.goto(f"{suite.console}#/engagement")

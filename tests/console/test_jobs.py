@@ -58,6 +58,35 @@ async def test_pause_and_resume_change_the_schedule_shown_and_stored(browser, su
     await page.context.close()
 
 
+async def test_run_now_refreshes_the_cards_last_run_and_run_count(browser, suite):
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/jobs")
+    card = page.locator('article.job[data-job="purge-rules-data"]')
+    await card.locator(".summary .stat").first.wait_for()
+    await card.get_by_role("button", name="Run now").click()
+    await card.locator(".facts .badge", has_text="succeeded").wait_for(timeout=15000)
+    async with suite.http("admin") as admin:
+        runs = (await admin.get("/v1/jobRuns", params={"jobName": "purge-rules-data"})).json()["runs"]
+    assert runs[0]["status"] == "JOB_RUN_STATUS_SUCCEEDED"
+    await card.locator(f'.facts time[datetime="{runs[0]["startTime"]}"]').wait_for()
+    await card.locator(".summary", has_text=f"{len(runs)} runs").wait_for()
+    assert "never" not in await card.locator(".facts").inner_text()
+    await page.context.close()
+
+
+async def test_a_job_that_never_ran_says_so_instead_of_drawing_empty_axes(browser, suite):
+    async with suite.http("admin") as admin:
+        names = [job["jobName"] for job in (await admin.get("/v1/jobs")).json()["jobs"]]
+        idle = [n for n in names if not (await admin.get("/v1/jobRuns", params={"jobName": n})).json().get("runs")]
+    assert idle, "every job has run: nothing to look at"
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/jobs")
+    card = page.locator(f'article.job[data-job="{idle[0]}"]')
+    await card.locator(".history", has_text="No runs yet.").wait_for()
+    assert await card.locator(".history svg").count() == 0
+    await page.context.close()
+
+
 PAGES = ("batches", "rules", "rules/new", "jobs", "engagement")
 
 

@@ -65,19 +65,21 @@ async def test_saving_a_bad_rule_shows_each_violation_next_to_its_condition_and_
     await page.goto(f"{suite.console}#/rules/new")
     name = f"Broken {uuid.uuid4().hex[:6]}"
     await page.get_by_label("Name").fill(name)
+    await page.locator("details.advanced summary").click()
     await page.get_by_label("Conditions (JSON)").fill(
         '{"all": [{"fact": "batch.fill_percentage", "operator": "greater_than", "value": 75},'
         ' {"fact": "batch.category", "operator": "roughly", "value": "t_shirts"}]}'
     )
-    await page.get_by_label("Action 1 parameters (JSON)").fill('{"recipient": "ops@loom.example"}')
+    await page.get_by_label("Action 1 subject").fill("")
     await page.get_by_role("button", name="Create rule").click()
 
-    bad_condition = page.locator('.condition-outline li[data-field="conditions.all.1"]')
-    await bad_condition.locator(".violation").filter(has_text="unknown operator 'roughly'").wait_for()
-    assert await page.locator('.condition-outline li[data-field="conditions.all.0"] .violation').inner_text() == ""
-    action = page.locator('.action-list li[data-field="actions.0"]')
-    assert "subject" in await action.locator('[data-field="actions.0.params"] .violation').inner_text()
-    assert await action.get_by_label("Action 1 parameters (JSON)").get_attribute("aria-invalid") == "true"
+    bad_condition = page.locator('.builder li[data-field="conditions.all.1"]')
+    await bad_condition.locator(":scope > .violation").filter(has_text="unknown operator 'roughly'").wait_for()
+    assert await bad_condition.get_by_label("Conditions, condition 2: operator").get_attribute("aria-invalid") == "true"
+    assert await page.locator('.builder li[data-field="conditions.all.0"] > .violation').inner_text() == ""
+    subject = page.locator('.action-list [data-field="actions.0.params.subject"]')
+    assert "required" in await subject.locator(".violation").inner_text()
+    assert await page.get_by_label("Action 1 subject").get_attribute("aria-invalid") == "true"
     assert await page.get_by_label("Name").get_attribute("aria-invalid") is None
     async with suite.http("admin") as admin:
         names = [r["name"] for r in (await admin.get("/v1/rules")).json().get("rules", [])]
@@ -159,4 +161,39 @@ async def test_editing_a_rule_saves_a_new_version(browser, suite):
     await page.get_by_role("status").filter(has_text="version 2").wait_for()
     saved = await rule_now(suite, rule["ruleId"])
     assert saved["priority"] == 321 and saved["version"] == 2 and saved["name"] == rule["name"]
+    await page.context.close()
+
+
+async def test_a_rule_that_never_ran_says_never_in_the_list(browser, suite):
+    rule = await create_rule(suite, f"Idle {uuid.uuid4().hex[:6]}", priority=5)
+    # What the gateway sends for "no execution yet" is the enum's zero value, not nothing.
+    assert rule["lastExecutionStatus"] == "EXECUTION_STATUS_UNSPECIFIED"
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules")
+    cell = page.locator(f'table.rules tr[data-rule-id="{rule["ruleId"]}"] td.last-execution')
+    assert (await cell.inner_text()).strip() == "never"
+    await page.context.close()
+
+
+async def test_a_toast_goes_away_when_the_viewer_moves_to_another_page(browser, suite):
+    rule = await create_rule(suite, f"Toasted {uuid.uuid4().hex[:6]}")
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules")
+    await page.get_by_role("switch", name=f"Active: {rule['name']}").click()
+    toast = page.locator("#toast")
+    await toast.filter(has_text="is now inactive").wait_for(state="visible")
+    await page.get_by_role("link", name="New rule").click()
+    await page.get_by_role("heading", name="New rule").wait_for()
+    await toast.wait_for(state="hidden", timeout=1000)
+    await page.context.close()
+
+
+async def test_a_toast_shown_by_a_save_stays_on_the_page_the_save_leads_to(browser, suite):
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules/new")
+    name = f"Kept toast {uuid.uuid4().hex[:6]}"
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_role("button", name="Create rule").click()
+    await page.get_by_role("heading", name=f"Rule: {name}").wait_for()
+    await page.locator("#toast").filter(has_text=f"Saved {name}").wait_for(state="visible")
     await page.context.close()

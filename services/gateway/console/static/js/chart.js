@@ -54,7 +54,9 @@ export function barChart(label, items, { format = String, color = '#1565c0' } = 
 }
 
 // Vertical columns over a sequence, one colour each: [{label, value, color, title}].
-export function columnChart(label, items, { format = String, legend = [], yLabel = '' } = {}) {
+// With no items it says `empty` in words instead of drawing axes around nothing.
+export function columnChart(label, items, { format = String, legend = [], yLabel = '', empty = 'no data' } = {}) {
+  if (!items.length) return h('figure', { class: 'chart empty' }, h('p', { class: 'muted' }, empty), h('figcaption', { class: 'visually-hidden' }, label));
   const width = 480;
   const height = 170;
   const left = 46;
@@ -84,11 +86,9 @@ export function columnChart(label, items, { format = String, legend = [], yLabel
         'data-value': value,
       }, s('title', {}, item.title || `${item.label}: ${format(value)}`));
     }),
-    items.length
-      ? [items[0], items[items.length - 1]].map((item, i) => s('text', {
-        x: i ? width - 6 : left, y: height - 6, 'text-anchor': i ? 'end' : 'start', class: 'axis-label',
-      }, item.label))
-      : s('text', { x: left + 10, y: top + plotHeight / 2, class: 'axis-label' }, 'no data'));
+    [items[0], items[items.length - 1]].map((item, i) => s('text', {
+      x: i ? width - 6 : left, y: height - 6, 'text-anchor': i ? 'end' : 'start', class: 'axis-label',
+    }, item.label)));
   return figure(label, svg, dataTable(label, ['', 'value'], items.map((i) => [i.label, format(i.value)])), legendOf(legend));
 }
 

@@ -53,6 +53,12 @@ export function uuid() {
 }
 
 let toastTimer;
+// A toast belongs to the page it was shown on: the router dismisses it when the viewer moves on.
+export function dismissToast() {
+  clearTimeout(toastTimer);
+  document.getElementById('toast')?.classList.remove('shown');
+}
+
 export function toast(message, kind = 'info') {
   const el = document.getElementById('toast');
   el.textContent = message;

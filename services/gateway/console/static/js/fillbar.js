@@ -27,12 +27,29 @@ function numbers(batch) {
 
 const at = (quantity, capacity) => `${Math.min(100, (quantity / capacity) * 100)}%`;
 
+// When the capacity dwarfs the target, the 50/60/75 % marks sit a few pixels apart and their
+// labels would print over each other ("506075"). Labels are laid out from the highest
+// threshold down and a label that would touch the one to its right is hidden (its mark
+// keeps its title); this runs whenever the bar's width changes.
+const GAP_PX = 3;
+function declutter(bar) {
+  let leftEdge = Infinity;
+  for (const label of [...bar.querySelectorAll('.threshold .mark-label')].reverse()) {
+    label.classList.remove('crowded');
+    const box = label.getBoundingClientRect();
+    if (box.right + GAP_PX > leftEdge) label.classList.add('crowded');
+    else leftEdge = box.left;
+  }
+}
+const resized = typeof ResizeObserver === 'undefined' ? null : new ResizeObserver((entries) => entries.forEach((e) => declutter(e.target)));
+
 export function fillBar(batch, { large = false } = {}) {
   const bar = h('div', { class: `fillbar${large ? ' large' : ''}`, role: 'meter', 'aria-valuemin': '0' },
     h('div', { class: 'fill' }),
     THRESHOLDS.map((t) => h('div', { class: 'mark threshold', dataset: { fraction: t.fraction }, title: `${t.label}% of target: ${t.meaning}` },
       h('span', { class: 'mark-label' }, t.label))),
     h('div', { class: 'mark target', title: 'target (supplier MOQ)' }, h('span', { class: 'mark-label' }, 'target')));
+  resized?.observe(bar);
   const caption = h('div', { class: 'fill-caption' });
   const wrapper = h('div', { class: 'fillbar-wrap' }, bar, caption);
   updateFillBar(wrapper, batch);
@@ -53,6 +70,7 @@ export function updateFillBar(wrapper, batch) {
   bar.querySelector('.fill').style.width = at(current, capacity);
   for (const mark of bar.querySelectorAll('.threshold')) mark.style.left = at(Number(mark.dataset.fraction) * target, capacity);
   bar.querySelector('.target').style.left = at(target, capacity);
+  if (bar.isConnected) declutter(bar);
   wrapper.querySelector('.fill-caption').replaceChildren(
     h('strong', { class: 'fill-numbers' }, `${current} / ${target}`),
     ` (${fill.toFixed(fill < 10 ? 1 : 0)}% of target) · capacity ${capacity}`,

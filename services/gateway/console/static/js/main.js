@@ -1,7 +1,7 @@
 // The console's shell: sign-in state, role-aware navigation and a hash router.
 
 import { can, loadAccess } from './access.js';
-import { h, replace } from './dom.js';
+import { dismissToast, h, replace } from './dom.js';
 import { timeZone } from './format.js';
 import * as session from './session.js';
 import { renderBatch, renderBatches } from './pages/batches.js';
@@ -27,8 +27,11 @@ const main = document.getElementById('main');
 let cleanups = [];
 let signInMessage = '';
 let expiryTimer;
+// A page that navigates after an action (save, then show the saved rule) keeps its toast.
+let keepToast = false;
 
 function navigate(hash, { replace: replaceEntry = false } = {}) {
+  keepToast = true;
   if (replaceEntry) {
     history.replaceState(null, '', hash);
     render();
@@ -73,6 +76,8 @@ function expire(message) {
 
 function render() {
   teardown();
+  if (!keepToast) dismissToast();
+  keepToast = false;
   const [rawPath, rawQuery] = location.hash.replace(/^#/, '').split('?');
   const path = rawPath || '/';
   const query = new URLSearchParams(rawQuery || '');

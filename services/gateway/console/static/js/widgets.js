@@ -30,3 +30,9 @@ export function errorBox(err) {
 export function denied(what, role) {
   return h('div', { class: 'card' }, h('h1', {}, what), h('p', {}, `The ${role} role cannot see this page. Sign in with another token.`));
 }
+
+// A table that may scroll sideways on a narrow screen: a labelled region keyboard users can
+// focus and scroll.
+export function tableWrap(label, ...table) {
+  return h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': label }, table);
+}

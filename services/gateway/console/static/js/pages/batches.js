@@ -4,7 +4,7 @@ import { get, listAll, post, stream } from '../api.js';
 import { h, replace, toast, uuid } from '../dom.js';
 import { countdown, fillBar, tickCountdowns, updateFillBar } from '../fillbar.js';
 import { count, enumName, timeEl } from '../format.js';
-import { errorBox, liveBadge, statusBadge } from '../widgets.js';
+import { errorBox, liveBadge, statusBadge, tableWrap } from '../widgets.js';
 
 const BATCH = 'loom.batch.v1.BatchService';
 const STATUSES = ['FILLING', 'CONFIRMED', 'IN_PRODUCTION', 'COMPLETED', 'CANCELLED'];
@@ -196,7 +196,7 @@ export function renderBatch(main, ctx) {
     try {
       const list = await listAll('/v1/orders', { batchId, pageSize: 100 }, 'orders', { maxPages: 10 });
       replace(orders, h('h2', { id: 'orders-heading' }, `Orders (${list.length})`),
-        list.length ? h('div', { class: 'table-wrap' }, h('table', {},
+        list.length ? tableWrap('Orders of this batch', h('table', {},
           h('thead', {}, h('tr', {}, ['Order', 'Buyer', 'Quantity', 'Status', 'Total', 'Placed'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, list.map((o) => h('tr', {},
             h('td', { class: 'mono' }, o.orderId.slice(0, 8)),

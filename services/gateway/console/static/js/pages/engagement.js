@@ -5,7 +5,7 @@ import { ApiError, get, listAll } from '../api.js';
 import { h, replace } from '../dom.js';
 import { barChart, columnChart, lineChart } from '../chart.js';
 import { count, day, enumName, percent } from '../format.js';
-import { errorBox } from '../widgets.js';
+import { errorBox, tableWrap } from '../widgets.js';
 
 const PLATFORM_COLOURS = {
   SHARE_PLATFORM_LINKEDIN: '#0a66c2', SHARE_PLATFORM_FACEBOOK: '#1877f2', SHARE_PLATFORM_TWITTER: '#333', SHARE_PLATFORM_WHATSAPP: '#25a244',
@@ -24,6 +24,28 @@ async function fill(target, build) {
   } catch (err) {
     replace(target.body, errorBox(err));
   }
+}
+
+const DAY_MS = 86400000;
+
+// The UTC day or ISO week (Monday) that holds `date`, as the tracking service groups them.
+function periodStart(date, granularity) {
+  const day = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+  return granularity === 'week' ? new Date(day.getTime() - ((day.getUTCDay() + 6) % 7) * DAY_MS) : day;
+}
+
+// One entry per period of [start, end], the reported ones where they exist and zeros
+// elsewhere: the service reports only periods that had events, and a period's axis
+// should run over the whole range asked for.
+export function everyPeriod(start, end, granularity, reported, startOf, zero) {
+  const byStart = new Map(reported.map((r) => [new Date(startOf(r)).getTime(), r]));
+  const step = granularity === 'week' ? 7 * DAY_MS : DAY_MS;
+  const periods = [];
+  for (let t = periodStart(start, granularity).getTime(); t <= end.getTime(); t += step) {
+    const x = new Date(t);
+    periods.push({ ...(byStart.get(t) || zero(x)), x });
+  }
+  return periods;
 }
 
 export function renderEngagement(main, ctx) {
@@ -68,7 +90,8 @@ export function renderEngagement(main, ctx) {
 
   fill(trend, async () => {
     const reply = await get('/v1/engagement/trend', { ...range, granularity: `GRANULARITY_${granularity.toUpperCase()}` });
-    const points = (reply.points || []).map((p) => ({ ...p, x: new Date(p.periodStart) }));
+    const points = everyPeriod(start, end, granularity, reply.points || [], (p) => p.periodStart,
+      (x) => ({ count: 0, authenticated: 0, authenticatedRatio: 0, x }));
     return lineChart(`Interactions per ${granularity}`, [
       { name: 'interactions', color: '#1565c0', points: points.map((p) => ({ x: p.x, y: Number(p.count || 0) })) },
       { name: 'signed in', color: '#8e24aa', points: points.map((p) => ({ x: p.x, y: Number(p.authenticated || 0) })) },
@@ -86,7 +109,7 @@ export function renderEngagement(main, ctx) {
     const popularity = await Promise.all(products.map((p) => get(`/v1/products/${encodeURIComponent(p.productId)}/popularity`, { pairedLimit: 3 })
       .then((r) => r.popularity)
       .catch((err) => (err instanceof ApiError && err.status === 404 ? null : Promise.reject(err)))));
-    return h('div', { class: 'table-wrap' }, h('table', { class: 'top-products' },
+    return tableWrap('Top products', h('table', { class: 'top-products' },
       h('thead', {}, h('tr', {}, ['Product', 'Interactions', 'Score', 'Often paired with'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, products.map((p, i) => {
         const pop = popularity[i];
@@ -123,7 +146,8 @@ export function renderEngagement(main, ctx) {
     return [
       h('div', { class: 'stats' }, h('div', { class: 'stat' }, h('span', { class: 'stat-label' }, 'rejected shares'),
         h('span', { class: `stat-value ${Number(reply.rejected) ? 'bad' : ''}`, dataset: { stat: 'rejected' } }, count(reply.rejected)))),
-      columnChart('Rejected shares per day (UTC)', byDay.map((d) => ({
+      columnChart('Rejected shares per day (UTC)', everyPeriod(start, end, 'day', byDay, (d) => `${d.day}T00:00:00Z`,
+        (x) => ({ day: x.toISOString().slice(0, 10), rejected: 0, accepted: 0 })).map((d) => ({
         label: day(d.day), value: Number(d.rejected || 0), color: '#c62828',
         title: `${d.day}: ${count(d.rejected)} rejected, ${count(d.accepted)} accepted`,
       })), { format: count }),

@@ -57,7 +57,9 @@ export function renderJobs(main, ctx) {
         const reply = await post(`/v1/jobs/${encodeURIComponent(job.jobName)}:${path}`, { requestId: uuid() });
         toast(`${job.jobName}: ${label}.`);
         if (reply.job) fillCard(card, reply.job);
+        // The run may already have finished (its stream messages can arrive before this reply).
         if (reply.run) upsertFeed(reply.run);
+        refreshJob(job.jobName);
       } catch (err) {
         toast(`${job.jobName}: ${err.message}`, 'error');
       }
@@ -122,7 +124,7 @@ export function renderJobs(main, ctx) {
           label: time(r.startTime), value: Number(r.durationSeconds || 0), color: RUN_COLOURS[r.status] || '#777',
           title: `${time(r.startTime, { seconds: true })}: ${runStatus(r.status)}, ${seconds(r.durationSeconds)}`,
         })),
-        { format: (v) => seconds(v), legend: present.map((st) => ({ label: runStatus(st), color: RUN_COLOURS[st] || '#777' })) }));
+        { format: (v) => seconds(v), empty: 'No runs yet.', legend: present.map((st) => ({ label: runStatus(st), color: RUN_COLOURS[st] || '#777' })) }));
     } else {
       replace(card.querySelector('.history'), errorBox(runs.reason));
     }
@@ -143,27 +145,42 @@ export function renderJobs(main, ctx) {
     }
   }
 
-  // A run changed: show it in the feed and refresh its job (coalesced per job).
+  // A job's card re-read from the scheduler, coalesced: calls while one is waiting join it,
+  // calls while one is in flight queue exactly one more, so the last change is always shown.
   const pending = new Map();
+  function refreshJob(jobName) {
+    const state = pending.get(jobName);
+    if (state) {
+      state.again = state.timer === null;
+      return;
+    }
+    const entry = { timer: null, again: false };
+    pending.set(jobName, entry);
+    entry.timer = setTimeout(async () => {
+      entry.timer = null;
+      try {
+        const reply = await get(`/v1/jobs/${encodeURIComponent(jobName)}`);
+        const card = cards.get(jobName);
+        if (card) fillCard(card, reply.job);
+        await loadDetails(jobName);
+      } catch { /* the next message or refresh tries again */ }
+      pending.delete(jobName);
+      if (entry.again) refreshJob(jobName);
+    }, 300);
+  }
+
+  const FINISHED = (status) => status && status !== 'JOB_RUN_STATUS_RUNNING';
+  // A run changed: show it in the feed (never moving a finished run back to running) and refresh its job.
   function upsertFeed(run) {
     const existing = feed.querySelector(`[data-run-id="${CSS.escape(run.runId)}"]`);
+    if (existing && FINISHED(existing.dataset.status) && !FINISHED(run.status)) return;
     const item = feedItem(run);
     if (existing) existing.replaceWith(item);
     else feed.prepend(item);
     while (feed.children.length > FEED_LENGTH) feed.lastElementChild.remove();
-    if (!pending.has(run.jobName)) {
-      pending.set(run.jobName, setTimeout(async () => {
-        pending.delete(run.jobName);
-        try {
-          const reply = await get(`/v1/jobs/${encodeURIComponent(run.jobName)}`);
-          const card = cards.get(run.jobName);
-          if (card) fillCard(card, reply.job);
-          await loadDetails(run.jobName);
-        } catch { /* the next message or refresh tries again */ }
-      }, 300));
-    }
+    refreshJob(run.jobName);
   }
-  ctx.onCleanup(() => pending.forEach((t) => clearTimeout(t)));
+  ctx.onCleanup(() => pending.forEach((entry) => clearTimeout(entry.timer)));
 
   get('/v1/jobRuns', { pageSize: 20 }).then((reply) => {
     for (const run of (reply.runs || []).slice().reverse()) {

@@ -1,27 +1,22 @@
-// Create or edit a rule. Server-side field violations are shown next to the part
-// of the form (or the condition / action) they name.
+// Create or edit a rule: the condition builder, a form per action, a sample event that
+// previews the actions' templates, and a dry run of the saved rule against it.
+// Server-side field violations are shown next to the part of the form they name.
 
 import { get, patch, post } from '../api.js';
 import { h, replace, toast, uuid } from '../dom.js';
+import { conditionBuilder } from '../builder.js';
+import { actionForm, defaultParams } from '../actions.js';
+import { loadVocabulary } from '../conditions.js';
+import { factsOf, madeUpEvent, recentEvent } from '../sample.js';
 import { errorBox } from '../widgets.js';
-import { executionLog, ruleType } from './rules.js';
+import { executionLog, ruleTrace, ruleType } from './rules.js';
 
 const RULES = 'loom.rules.v1.RulesService';
 const TYPES = ['AUTO_ASSIGNMENT', 'STATUS_UPDATE', 'NOTIFICATION', 'WORKFLOW'];
-const ACTIONS = ['UPDATE_STATUS', 'ASSIGN_SUPPLIER', 'SEND_EMAIL', 'TRIGGER_WORKFLOW'];
-const EVENT_TYPES = ['order.placed', 'order.status_changed', 'order.supplier_assigned', 'order.cancelled', 'order.refunded',
-  'batch.opened', 'batch.confirmed', 'batch.nearing_target', 'batch.closing_soon', 'batch.needs_review', 'batch.cancelled',
-  'batch.status_changed'];
-const ACTION_EXAMPLES = {
-  UPDATE_STATUS: { entity: 'order', id: '{{order.id}}', status: 'confirmed' },
-  ASSIGN_SUPPLIER: { entity: 'order', id: '{{order.id}}', supplier_id: '{{best_supplier_id}}', priority: 1 },
-  SEND_EMAIL: { recipient: 'ops@example.com', subject: 'Batch {{batch.id}}', body: 'Batch {{batch.id}} is {{batch.status}}.' },
-  TRIGGER_WORKFLOW: { job: 'orchestrate-batches', params: {} },
-};
 const NEW_RULE = {
   name: '', description: '', type: 'RULE_TYPE_NOTIFICATION', active: true, priority: 10, eventTypes: ['batch.confirmed'],
   conditions: { all: [{ fact: 'batch.fill_percentage', operator: 'greater_than_inclusive', value: 75 }] },
-  actions: [{ type: 'ACTION_TYPE_SEND_EMAIL', params: ACTION_EXAMPLES.SEND_EMAIL }],
+  actions: [{ type: 'ACTION_TYPE_SEND_EMAIL', params: defaultParams('ACTION_TYPE_SEND_EMAIL') }],
   stopProcessing: false,
 };
 
@@ -37,26 +32,10 @@ export function normalizePath(field) {
     .join('.');
 }
 
-// Anchors of a condition tree, path -> node label, as typed (tree or compact form).
-function conditionNodes(value, path = 'conditions') {
-  const nodes = [];
-  if (Array.isArray(value)) {
-    value.forEach((child, i) => nodes.push(...conditionNodes(child, `${path}.${i}`)));
-  } else if (value && typeof value === 'object') {
-    if ('fact' in value || 'operator' in value) {
-      nodes.push({ path, label: `${value.fact ?? '?'} ${value.operator ?? '?'} ${JSON.stringify(value.value)}`, leaf: true });
-    } else {
-      for (const [key, child] of Object.entries(value)) {
-        if (['all', 'any', 'not'].includes(key)) {
-          nodes.push({ path: `${path}.${key}`, label: key, leaf: false });
-          nodes.push(...conditionNodes(child, `${path}.${key}`));
-        } else {
-          nodes.push({ path: `${path}.${key}`, label: `${key}: ${JSON.stringify(child)}`, leaf: true });
-        }
-      }
-    }
-  }
-  return nodes;
+async function jobNames(ctx) {
+  if (!ctx.can('loom.scheduler.v1.SchedulerService/ListJobs')) return [];
+  const reply = await get('/v1/jobs');
+  return (reply.jobs || []).map((j) => j.jobName);
 }
 
 export function renderRuleEditor(main, ctx) {
@@ -66,93 +45,72 @@ export function renderRuleEditor(main, ctx) {
     h('p', { class: 'muted' }, 'Loading…'));
 
   const load = ruleId ? get(`/v1/rules/${encodeURIComponent(ruleId)}`).then((r) => r.rule) : Promise.resolve(structuredClone(NEW_RULE));
-  load.then((rule) => build(rule)).catch((err) => replace(main, h('p', {}, h('a', { href: '#/rules' }, '← All rules')), errorBox(err)));
+  Promise.all([load, loadVocabulary()]).then(([rule, vocab]) => build(rule, vocab))
+    .catch((err) => replace(main, h('p', {}, h('a', { href: '#/rules' }, '← All rules')), errorBox(err)));
 
-  function build(rule) {
+  function build(rule, vocab) {
     const general = h('div', { class: 'form-error', role: 'alert' });
     const field = (name, label, control, hint) => h('div', { class: 'field', dataset: { field: name } },
-      h('label', { for: `rule-${name}` }, label), control, hint ? h('div', { class: 'hint' }, hint) : null,
+      h('label', { for: `rule-${name}` }, label), control, hint ? h('div', { class: 'hint', id: `rule-${name}-hint` }, hint) : null,
       h('div', { class: 'violation', id: `rule-${name}-error`, 'aria-live': 'polite' }));
     const input = (name, attrs) => h('input', { id: `rule-${name}`, name, 'aria-describedby': `rule-${name}-error`, ...attrs });
 
-    const conditions = h('textarea', {
-      id: 'rule-conditions', name: 'conditions', rows: 8, spellcheck: false, class: 'code', 'aria-describedby': 'rule-conditions-error',
-    }, JSON.stringify(rule.conditions ?? {}, null, 2));
-    const outline = h('ul', { class: 'condition-outline', 'aria-label': 'Conditions as parsed' });
-    const actionsList = h('ol', { class: 'action-list' });
+    const listened = new Set(rule.eventTypes || []);
+    const eventBoxes = h('fieldset', { class: 'field event-types', dataset: { field: 'eventtypes' } },
+      h('legend', {}, 'Event types'),
+      h('p', { class: 'hint' }, 'The events this rule listens to; none listens to every event.'),
+      ['order', 'batch'].map((source) => h('div', { class: 'choices' }, vocab.eventTypes.filter((t) => t.startsWith(`${source}.`)).map((t) =>
+        h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'eventtypes', value: t, checked: listened.has(t) }), ` ${t}`)))),
+      h('div', { class: 'violation', 'aria-live': 'polite' }));
+    const eventTypes = () => [...eventBoxes.querySelectorAll('input:checked')].map((b) => b.value);
 
-    const form = h('form', { class: 'rule-form card', novalidate: true },
+    const builder = conditionBuilder({ tree: rule.conditions, vocab, eventTypes });
+    const actions = [];
+    const sample = samplePanel(ctx, vocab, eventTypes, ruleId, () => actions.forEach((a) => a.showPreview()));
+    // Without the scheduler the job picker offers the job already named (and says so).
+    const jobs = jobNames(ctx).catch(() => []);
+    const actionsList = h('ol', { class: 'action-list' });
+    function addAction(action) {
+      const form = actionForm({
+        action, vocab, jobs, facts: () => factsOf(sample.event()),
+        onRemove: (item) => {
+          actions.splice(actions.findIndex((a) => a.element === item), 1);
+          item.remove();
+          actions.forEach((a, i) => a.renumber(i));
+          actionsList.nextElementSibling?.focus?.();
+        },
+      });
+      actions.push(form);
+      actionsList.append(form.element);
+      form.renumber(actions.length - 1);
+      return form;
+    }
+    (rule.actions || []).forEach(addAction);
+    eventBoxes.addEventListener('change', () => { builder.redraw(); sample.offer(); });
+
+    const form = h('form', { class: 'rule-form card', novalidate: true, 'aria-label': 'Rule' },
       general,
       field('name', 'Name', input('name', { value: rule.name || '', required: true })),
       field('description', 'Description', input('description', { value: rule.description || '' })),
       h('div', { class: 'row' },
         field('type', 'Type', h('select', { id: 'rule-type', name: 'type', 'aria-describedby': 'rule-type-error' },
           TYPES.map((t) => h('option', { value: `RULE_TYPE_${t}`, selected: rule.type === `RULE_TYPE_${t}` }, ruleType(`RULE_TYPE_${t}`))))),
-        field('priority', 'Priority', input('priority', { type: 'number', value: rule.priority ?? 0, step: 1 }), 'higher runs first')),
-      field('eventtypes', 'Event types', input('eventtypes', { value: (rule.eventTypes || []).join(', '), list: 'event-types' }),
-        'comma-separated; empty listens to every event'),
-      h('datalist', { id: 'event-types' }, EVENT_TYPES.map((t) => h('option', { value: t }))),
+        field('priority', 'Priority', input('priority', { type: 'number', value: rule.priority ?? 0, step: 1, 'aria-describedby': 'rule-priority-hint rule-priority-error' }), 'higher runs first')),
+      eventBoxes,
       h('div', { class: 'row' },
         h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'active', checked: !!rule.active }), ' Active'),
         h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'stopProcessing', checked: !!rule.stopProcessing }),
           ' Stop lower-priority rules when this one matches')),
-      h('div', { class: 'field', dataset: { field: 'conditions' } },
-        h('label', { for: 'rule-conditions' }, 'Conditions (JSON)'),
-        h('div', { class: 'hint' }, 'An all / any / not tree of {fact, operator, value}, or the compact form {"order.status": "awaiting_supplier"}.'),
-        conditions,
-        h('div', { class: 'violation', id: 'rule-conditions-error', 'aria-live': 'polite' }),
-        outline),
+      h('fieldset', { class: 'field conditions' }, h('legend', {}, 'Conditions'), builder.element),
       h('fieldset', { class: 'field', dataset: { field: 'actions' } },
         h('legend', {}, 'Actions, in order'),
         actionsList,
         h('div', { class: 'violation', 'aria-live': 'polite' }),
-        h('button', { type: 'button', class: 'secondary', onclick: () => { addAction({ type: 'ACTION_TYPE_SEND_EMAIL', params: ACTION_EXAMPLES.SEND_EMAIL }); } }, 'Add action')),
+        h('button', { type: 'button', class: 'secondary', onclick: () => {
+          const added = addAction({ type: 'ACTION_TYPE_SEND_EMAIL', params: defaultParams('ACTION_TYPE_SEND_EMAIL') });
+          added.element.querySelector('select')?.focus();
+        } }, 'Add action')),
       canSave ? h('button', { type: 'submit' }, ruleId ? 'Save new version' : 'Create rule') : h('p', { class: 'muted' }, 'Your role may not change rules.'));
-
-    function addAction(action) {
-      const index = actionsList.children.length;
-      const typeSelect = h('select', { 'aria-label': 'Action type', class: 'action-type' },
-        ACTIONS.map((t) => h('option', { value: `ACTION_TYPE_${t}`, selected: action.type === `ACTION_TYPE_${t}` }, t.toLowerCase().replace('_', ' '))));
-      const params = h('textarea', { rows: 4, spellcheck: false, class: 'code action-params', 'aria-label': 'Action parameters (JSON)' },
-        JSON.stringify(action.params || {}, null, 2));
-      typeSelect.addEventListener('change', () => {
-        params.value = JSON.stringify(ACTION_EXAMPLES[typeSelect.value.replace('ACTION_TYPE_', '')], null, 2);
-      });
-      const item = h('li', { class: 'action field' },
-        h('div', { class: 'action-part', dataset: { part: 'type' } },
-          h('div', { class: 'row' }, typeSelect,
-            h('button', { type: 'button', class: 'secondary small', 'aria-label': 'Remove this action', onclick: () => { item.remove(); renumber(); } }, 'Remove')),
-          h('div', { class: 'violation', 'aria-live': 'polite' })),
-        h('div', { class: 'action-part', dataset: { part: 'params' } }, params, h('div', { class: 'violation', 'aria-live': 'polite' })),
-        h('div', { class: 'violation', 'aria-live': 'polite' }));
-      actionsList.append(item);
-      renumber();
-      return index;
-    }
-    function renumber() {
-      [...actionsList.children].forEach((li, i) => {
-        li.dataset.field = `actions.${i}`;
-        for (const part of li.querySelectorAll('.action-part')) part.dataset.field = `actions.${i}.${part.dataset.part}`;
-        li.querySelector('.action-type').setAttribute('aria-label', `Action ${i + 1} type`);
-        li.querySelector('.action-params').setAttribute('aria-label', `Action ${i + 1} parameters (JSON)`);
-      });
-    }
-    (rule.actions || []).forEach(addAction);
-
-    function refreshOutline() {
-      let parsed;
-      try {
-        parsed = JSON.parse(conditions.value || '{}');
-      } catch {
-        return;
-      }
-      replace(outline, conditionNodes(parsed).map((node) => h('li', {
-        class: node.leaf ? 'leaf' : 'group', dataset: { field: node.path },
-        style: { marginLeft: `${(node.path.split('.').length - 2) * 0.75}rem` },
-      }, h('code', {}, node.label), h('span', { class: 'violation' }))));
-    }
-    conditions.addEventListener('input', refreshOutline);
-    refreshOutline();
 
     function clearViolations() {
       form.querySelectorAll('.violation').forEach((v) => { v.textContent = ''; });
@@ -161,7 +119,7 @@ export function renderRuleEditor(main, ctx) {
       replace(general);
     }
 
-    // Puts a message at the most specific form part its field path names.
+    // Puts a message at the most specific form part its field path names, and marks the control it names.
     function showViolation(fieldPath, message) {
       const wanted = normalizePath(fieldPath);
       let best = null;
@@ -178,36 +136,34 @@ export function renderRuleEditor(main, ctx) {
         return;
       }
       best.classList.add('has-violation');
-      const slot = [...best.querySelectorAll('.violation')].find((v) => v.closest('[data-field]') === best);
-      const text = wanted === normalizePath(best.dataset.field) ? message : `${fieldPath}: ${message}`;
+      const rest = wanted.slice(bestLength + 1);
+      const own = (el) => el.closest('[data-field]') === best;
+      const slot = [...best.querySelectorAll('.violation')].find(own);
+      const text = rest ? `${rest}: ${message}` : message;
       slot.textContent = slot.textContent ? `${slot.textContent} · ${text}` : text;
-      best.querySelector('input, select, textarea')?.setAttribute('aria-invalid', 'true');
+      const control = [...best.querySelectorAll(rest ? `[data-part="${rest.split('.')[0]}"]` : 'input, select, textarea')].find(own)
+        || [...best.querySelectorAll('input, select, textarea')].find(own);
+      const target = control?.matches('input, select, textarea') ? control : control?.querySelector('input, select, textarea');
+      target?.setAttribute('aria-invalid', 'true');
+      if (target && slot.id === '') slot.id = `violation-${uuid()}`;
+      target?.setAttribute('aria-describedby', [target.getAttribute('aria-describedby'), slot.id].filter(Boolean).join(' '));
     }
 
     function collect() {
       const data = new FormData(form);
       const problems = [];
-      const parse = (text, path) => {
-        try {
-          return JSON.parse(text || '{}');
-        } catch (err) {
-          problems.push([path, `not valid JSON: ${err.message}`]);
-          return undefined;
-        }
-      };
+      if (builder.problem()) problems.push(['conditions', builder.problem()]);
+      actions.forEach((a, i) => a.invalid() && problems.push([`actions.${i}.params.params`, 'not valid JSON']));
       const body = {
         name: data.get('name').trim(),
         description: data.get('description').trim(),
         type: data.get('type'),
         priority: Number(data.get('priority') || 0),
-        eventTypes: data.get('eventtypes').split(',').map((t) => t.trim()).filter(Boolean),
+        eventTypes: eventTypes(),
         active: data.get('active') === 'on',
         stopProcessing: data.get('stopProcessing') === 'on',
-        conditions: parse(conditions.value, 'conditions'),
-        actions: [...actionsList.children].map((li, i) => ({
-          type: li.querySelector('.action-type').value,
-          params: parse(li.querySelector('.action-params').value, `actions.${i}.params`),
-        })),
+        conditions: builder.tree,
+        actions: actions.map((a) => a.value()),
       };
       return { body, problems };
     }
@@ -218,6 +174,7 @@ export function renderRuleEditor(main, ctx) {
       const { body, problems } = collect();
       if (problems.length) {
         problems.forEach(([path, message]) => showViolation(path, message));
+        form.querySelector('[aria-invalid="true"]')?.focus();
         return;
       }
       const button = form.querySelector('button[type=submit]');
@@ -231,7 +188,9 @@ export function renderRuleEditor(main, ctx) {
       } catch (err) {
         if (err.violations?.length) err.violations.forEach((v) => showViolation(v.field, v.description));
         else replace(general, errorBox(err));
-        form.querySelector('.has-violation')?.scrollIntoView({ block: 'center' });
+        const first = form.querySelector('.has-violation');
+        first?.scrollIntoView({ block: 'center' });
+        (first?.querySelector('[aria-invalid="true"]') || general).focus?.();
       } finally {
         button.disabled = false;
       }
@@ -240,7 +199,7 @@ export function renderRuleEditor(main, ctx) {
     const sections = [h('p', {}, h('a', { href: '#/rules' }, '← All rules')),
       h('h1', {}, ruleId ? `Rule: ${rule.name}` : 'New rule'),
       ruleId ? h('p', { class: 'muted' }, `Version ${rule.version} · last changed by ${rule.updatedBy || rule.createdBy || '—'}`) : null,
-      form];
+      form, sample.element];
     if (ruleId && ctx.can(`${RULES}/ListExecutions`)) {
       const log = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
       sections.push(log);
@@ -248,4 +207,85 @@ export function renderRuleEditor(main, ctx) {
     }
     replace(main, sections);
   }
+}
+
+// The sample event: one of the rule's own event types, with the newest matching data; it
+// feeds the actions' previews and, for a saved rule, the dry run.
+function samplePanel(ctx, vocab, eventTypes, ruleId, onSample) {
+  const typeSelect = h('select', { id: 'sample-type' });
+  const origin = h('p', { class: 'hint', role: 'status' });
+  const area = h('textarea', { id: 'sample-data', rows: 8, spellcheck: false, class: 'code', 'aria-describedby': 'sample-error' });
+  const problem = h('div', { class: 'violation', id: 'sample-error', 'aria-live': 'polite' });
+  const result = h('div', { class: 'trace', 'aria-live': 'polite' });
+  let current = { type: '', source: 'batch', data: {} };
+  let loaded = 0;
+  let edited = false;
+
+  function show(type, { event, origin: from }, pending) {
+    current = event;
+    area.value = JSON.stringify(event.data, null, 2);
+    area.removeAttribute('aria-invalid');
+    problem.textContent = '';
+    origin.textContent = `Sample ${type} event: ${from}${pending ? ' (looking for stored data…)' : ''}. Edit it freely.`;
+    onSample();
+  }
+  async function load(type) {
+    const ticket = ++loaded;
+    edited = false;
+    show(type, madeUpEvent(type), true);
+    const recent = await recentEvent(type, ctx.can);
+    if (ticket !== loaded || edited) return;
+    show(type, recent || madeUpEvent(type), false);
+  }
+  // Offers the rule's own event types (all of them when it listens to every event).
+  function offer() {
+    const own = eventTypes();
+    const types = own.length ? own : vocab.eventTypes;
+    const keep = types.includes(typeSelect.value) ? typeSelect.value : types[0];
+    replace(typeSelect, types.map((t) => h('option', { value: t, selected: t === keep }, t)));
+    if (keep !== current.type) load(keep);
+  }
+  typeSelect.addEventListener('change', () => load(typeSelect.value));
+  area.addEventListener('input', () => {
+    edited = true;
+    try {
+      current = { ...current, data: JSON.parse(area.value || '{}') };
+      area.removeAttribute('aria-invalid');
+      problem.textContent = '';
+      onSample();
+    } catch (err) {
+      area.setAttribute('aria-invalid', 'true');
+      problem.textContent = `Not valid JSON: ${err.message}`;
+    }
+  });
+
+  const canRun = ruleId && ctx.can(`${RULES}/EvaluateEvent`);
+  const run = h('button', { type: 'button' }, 'Dry run this rule');
+  run.addEventListener('click', async () => {
+    if (area.getAttribute('aria-invalid') === 'true') return area.focus();
+    const event = { eventId: uuid(), occurredTime: new Date().toISOString(), ...current, type: typeSelect.value };
+    replace(result, h('p', { class: 'muted' }, 'Evaluating…'));
+    try {
+      const reply = await post('/v1/events:evaluate', { event, dryRun: true });
+      const mine = (reply.rules || []).find((r) => r.ruleId === ruleId);
+      const others = (reply.rules || []).filter((r) => r.ruleId !== ruleId && r.matched).length;
+      replace(result,
+        mine ? ruleTrace(mine) : h('p', {}, 'This rule was not evaluated: it is inactive.'),
+        h('p', { class: 'muted small' }, `${others} other rule${others === 1 ? '' : 's'} would match this event too.`));
+    } catch (err) {
+      replace(result, errorBox(err));
+    }
+  });
+
+  const element = h('section', { class: 'card sample', 'aria-labelledby': 'sample-heading' },
+    h('h2', { id: 'sample-heading' }, ruleId ? 'Sample event and dry run' : 'Sample event'),
+    h('p', { class: 'muted' }, ruleId
+      ? 'Previews the actions above and dry-runs the saved version of this rule: nothing runs, nothing is sent.'
+      : 'Previews the actions above; save the rule to dry-run it.'),
+    h('div', { class: 'row' }, h('label', { for: 'sample-type' }, 'Event type '), typeSelect),
+    origin,
+    h('label', { for: 'sample-data' }, 'Sample event data (JSON)'), area, problem,
+    canRun ? run : null, result);
+  offer();
+  return { element, offer, event: () => ({ ...current, type: typeSelect.value }) };
 }

@@ -3,21 +3,16 @@
 import { get, listAll, post } from '../api.js';
 import { h, replace, toast, uuid } from '../dom.js';
 import { enumName, timeEl } from '../format.js';
-import { errorBox, statusBadge } from '../widgets.js';
+import { errorBox, statusBadge, tableWrap } from '../widgets.js';
+import { loadVocabulary } from '../conditions.js';
+import { madeUpEvent, recentEvent } from '../sample.js';
 
 const RULES = 'loom.rules.v1.RulesService';
 export const ruleType = (t) => enumName(t, 'RULE_TYPE_');
 const executionStatus = (s) => enumName(s, 'EXECUTION_STATUS_');
 const actionType = (t) => enumName(t, 'ACTION_TYPE_');
-
-const SAMPLE_EVENT = {
-  type: 'order.placed',
-  source: 'batch',
-  data: {
-    order: { id: 'order-1', buyer_id: 'buyer-1', status: 'awaiting_supplier', category: 't_shirts', quantity: 40 },
-    batch: { id: 'batch-1', status: 'filling', category: 't_shirts', current_quantity: 160, target_quantity: 200, fill_percentage: 80 },
-  },
-};
+// The gateway sends the enum's zero value, not nothing, for a rule that has never run.
+const hasRun = (rule) => !!rule.lastExecutionStatus && rule.lastExecutionStatus !== 'EXECUTION_STATUS_UNSPECIFIED';
 
 function activeSwitch(rule, ctx, onChange) {
   const input = h('input', {
@@ -44,9 +39,9 @@ function activeSwitch(rule, ctx, onChange) {
 
 export function renderRules(main, ctx) {
   const listStatus = h('p', { class: 'muted', role: 'status' }, 'Loading…');
-  const table = h('div', { class: 'table-wrap' });
+  const table = tableWrap('Rules table');
   const logSection = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
-  const dryRun = ctx.can(`${RULES}/EvaluateEvent`) ? dryRunPanel() : null;
+  const dryRun = ctx.can(`${RULES}/EvaluateEvent`) ? dryRunPanel(ctx) : null;
   replace(main,
     h('div', { class: 'title-row' }, h('h1', {}, 'Rules'),
       ctx.can(`${RULES}/CreateRule`) ? h('a', { class: 'button', href: '#/rules/new' }, 'New rule') : null),
@@ -56,7 +51,9 @@ export function renderRules(main, ctx) {
   async function load() {
     try {
       const rules = await listAll('/v1/rules', { pageSize: 100 }, 'rules');
-      listStatus.textContent = rules.length ? `${rules.length} rules, highest priority first` : 'No rules yet.';
+      listStatus.textContent = rules.length ? `${rules.length} rule${rules.length === 1 ? '' : 's'}, highest priority first` : 'No rules yet.';
+      // The dry run starts with what the first active rule listens to.
+      dryRun?.suggest(rules.find((r) => r.active && r.eventTypes?.length)?.eventTypes[0]);
       replace(table, rules.length ? h('table', { class: 'rules' },
         h('thead', {}, h('tr', {}, ['Priority', 'Name', 'Type', 'Listens to', 'Last execution', 'Active'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rules.map((rule) => h('tr', { dataset: { ruleId: rule.ruleId } },
@@ -64,7 +61,9 @@ export function renderRules(main, ctx) {
           h('td', {}, h('a', { href: `#/rules/${encodeURIComponent(rule.ruleId)}` }, rule.name), h('div', { class: 'muted small' }, `v${rule.version}`)),
           h('td', {}, ruleType(rule.type)),
           h('td', { class: 'small' }, (rule.eventTypes || []).join(', ') || 'every event'),
-          h('td', {}, rule.lastExecutionStatus ? [statusBadge(executionStatus(rule.lastExecutionStatus)), ' ', h('span', { class: 'small' }, timeEl(rule.lastExecutionTime))] : h('span', { class: 'muted' }, 'never')),
+          h('td', { class: 'last-execution' }, hasRun(rule)
+            ? [statusBadge(executionStatus(rule.lastExecutionStatus)), ' ', h('span', { class: 'small' }, timeEl(rule.lastExecutionTime))]
+            : h('span', { class: 'muted' }, 'never')),
           h('td', {}, activeSwitch(rule, ctx))))),
       ) : null);
     } catch (err) {
@@ -92,7 +91,7 @@ export function executionLog(section, ctx, { ruleId = '' }) {
     try {
       const reply = await get('/v1/executions', { ruleId, status: statusSelect.value, pageSize: 50 });
       const executions = reply.executions || [];
-      replace(body, executions.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'executions' },
+      replace(body, executions.length ? tableWrap('Executions', h('table', { class: 'executions' },
         h('thead', {}, h('tr', {}, ['Started', 'Rule', 'Event', 'Status', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, executions.map((ex) => h('tr', {},
           h('td', {}, timeEl(ex.startTime, { seconds: true })),
@@ -121,11 +120,32 @@ function actionResults(actions) {
       a.params ? h('pre', { class: 'params' }, JSON.stringify(a.params, null, 1)) : null))));
 }
 
-// Paste an event, evaluate every active rule against it without running anything.
-export function dryRunPanel() {
-  const textarea = h('textarea', { id: 'dry-run-event', rows: 10, spellcheck: false, class: 'code' }, JSON.stringify(SAMPLE_EVENT, null, 2));
+// Evaluate every active rule against a sample event (editable) without running anything.
+export function dryRunPanel(ctx) {
+  const typeSelect = h('select', { id: 'dry-run-type' });
+  const origin = h('p', { class: 'hint', role: 'status' });
+  const textarea = h('textarea', { id: 'dry-run-event', rows: 10, spellcheck: false, class: 'code' });
   const result = h('div', { class: 'trace', 'aria-live': 'polite' });
+  let touched = false;
+  let loaded = 0;
+  const show = (type, { event, origin: from }) => {
+    textarea.value = JSON.stringify(event, null, 2);
+    origin.textContent = `Sample ${type} event: ${from}.`;
+  };
+  async function load(type) {
+    const ticket = ++loaded;
+    if (!touched) show(type, madeUpEvent(type));
+    const recent = await recentEvent(type, ctx.can);
+    if (recent && ticket === loaded && !touched) show(type, recent);
+  }
+  loadVocabulary().then((vocab) => {
+    replace(typeSelect, vocab.eventTypes.map((t) => h('option', { value: t, selected: t === typeSelect.dataset.wanted }, t)));
+    load(typeSelect.value);
+  }).catch((err) => origin.replaceWith(errorBox(err)));
+  typeSelect.addEventListener('change', () => { touched = false; load(typeSelect.value); });
+  textarea.addEventListener('input', () => { touched = true; });
   const form = h('form', {},
+    h('div', { class: 'row' }, h('label', { for: 'dry-run-type' }, 'Sample of '), typeSelect), origin,
     h('label', { for: 'dry-run-event' }, 'Event (JSON: type, source, data)'),
     textarea,
     h('button', { type: 'submit' }, 'Evaluate (dry run)'));
@@ -147,22 +167,42 @@ export function dryRunPanel() {
       replace(result, errorBox(err));
     }
   });
-  return h('section', { class: 'card', 'aria-labelledby': 'dry-run-heading' },
+  const element = h('section', { class: 'card', 'aria-labelledby': 'dry-run-heading' },
     h('h2', { id: 'dry-run-heading' }, 'Dry run'),
-    h('p', { class: 'muted' }, 'Shows which rules would match the event and why; nothing runs.'),
+    h('p', { class: 'muted' }, 'Shows which rules would match the event and why, and what their actions would do; nothing runs.'),
     form, result);
+  return Object.assign(element, {
+    suggest(type) {
+      if (!type || touched || typeSelect.dataset.wanted) return;
+      typeSelect.dataset.wanted = type;
+      if (typeSelect.options.length) {
+        typeSelect.value = type;
+        load(type);
+      }
+    },
+  });
+}
+
+// One rule's trace: matched or not, each condition with its actual value, the actions rendered.
+export function ruleTrace(rt) {
+  return h('article', { class: `rule-trace ${rt.matched ? 'matched' : 'unmatched'}`, dataset: { ruleId: rt.ruleId } },
+    h('h3', {}, h('span', { 'aria-hidden': 'true' }, rt.matched ? '✓ ' : '✗ '), rt.ruleName,
+      h('span', { class: 'visually-hidden' }, rt.matched ? ' would match' : ' would not match'),
+      h('span', { class: 'muted small' }, ` v${rt.ruleVersion} · priority ${rt.priority || 0}`)),
+    rt.skippedReason ? h('p', { class: 'muted' }, `Skipped: ${rt.skippedReason}`) : null,
+    rt.conditions ? h('ul', { class: 'condition-tree' }, conditionTrace(rt.conditions)) : null,
+    rt.actions?.length ? [h('h4', {}, 'Actions it would run'), h('ol', { class: 'rendered-actions' }, rt.actions.map((a) => h('li', {},
+      h('strong', {}, actionType(a.type)),
+      h('dl', { class: 'facts compact params' }, Object.entries(a.params || {}).map(([k, v]) => [
+        h('dt', {}, k), h('dd', { dataset: { param: k } }, typeof v === 'string' ? v : JSON.stringify(v))])),
+      a.error ? h('div', { class: 'error-text' }, a.error) : null)))] : null);
 }
 
 function traces(reply) {
   const rules = reply.rules || [];
   return [
     h('p', {}, `${rules.filter((r) => r.matched).length} of ${rules.length} rules would match.`),
-    rules.map((rt) => h('article', { class: `rule-trace ${rt.matched ? 'matched' : 'unmatched'}`, dataset: { ruleId: rt.ruleId } },
-      h('h3', {}, rt.matched ? '✓ ' : '✗ ', rt.ruleName, h('span', { class: 'muted small' }, ` v${rt.ruleVersion} · priority ${rt.priority || 0}`)),
-      rt.skippedReason ? h('p', { class: 'muted' }, `Skipped: ${rt.skippedReason}`) : null,
-      rt.conditions ? h('ul', { class: 'condition-tree' }, conditionTrace(rt.conditions)) : null,
-      rt.actions?.length ? [h('h4', {}, 'Actions it would run'), h('ol', {}, rt.actions.map((a) => h('li', {},
-        h('strong', {}, actionType(a.type)), h('pre', { class: 'params' }, JSON.stringify(a.params || {}, null, 1)))))] : null)),
+    rules.map(ruleTrace),
     reply.fetchedFacts && Object.keys(reply.fetchedFacts).length
       ? [h('h3', {}, 'Facts fetched from services'), h('pre', { class: 'params' }, JSON.stringify(reply.fetchedFacts, null, 1))] : null,
   ];
