@@ -6,7 +6,8 @@
 #   deploy/wheelhouse.sh [DIR]     DIR defaults to ./wheelhouse (git-ignored)
 #
 # PYTHON must be a Python of the image's minor version (it resolves the environment
-# markers); LOOM_IMAGE_PYTHON (3.11) and LOOM_IMAGE_ARCH (this machine's) name the target.
+# markers); LOOM_IMAGE_PYTHON (3.11) and LOOM_IMAGE_ARCH (this machine's) name the target,
+# whose C library is Debian bookworm's glibc 2.36 (manylinux wheels up to 2_36 fit).
 set -eu
 cd "$(dirname "$0")/.."
 out=${1:-wheelhouse}
@@ -29,6 +30,10 @@ trap 'rm -rf "$work"' EXIT
 
 # Pure-Python wheels fit any platform; each compiled one is fetched again for the
 # image's platform and ABI, which need not be this machine's.
+platforms=""
+for glibc in 2_36 2_35 2_34 2_31 2_28 2_27 2_24 2_17 2_12 2_5; do
+    platforms="$platforms --platform manylinux_${glibc}_$arch"
+done
 rm -rf "$out"
 mkdir -p "$out"
 for wheel in "$work"/built/*.whl; do
@@ -38,12 +43,11 @@ for wheel in "$work"/built/*.whl; do
     *)
         name=$(echo "$file" | cut -d- -f1)
         version=$(echo "$file" | cut -d- -f2)
+        # shellcheck disable=SC2086 # one word per option
         "$python" -m pip download --quiet --disable-pip-version-check --no-deps --dest "$out" \
             --only-binary=:all: --python-version "$target" --implementation cp \
             --abi "$abi" --abi abi3 --abi none \
-            --platform "manylinux_2_34_$arch" --platform "manylinux_2_28_$arch" \
-            --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
-            --platform "manylinux_2_5_$arch" --platform "manylinux1_$arch" \
+            $platforms --platform "manylinux2014_$arch" --platform "manylinux2010_$arch" --platform "manylinux1_$arch" \
             "$name==$version"
         ;;
     esac
