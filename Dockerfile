@@ -14,14 +14,14 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY pyproject.toml ./
-COPY deploy/requirements.py ./deploy/
-# The glob matches nothing when there is no wheelhouse, and the build goes on without one.
-COPY wheelhous[e] /wheelhouse/
+# The wheelhouse when the context has one: the glob may match nothing, and requirements.py,
+# which always matches, keeps the classic builder from rejecting the COPY then.
+COPY deploy/requirements.py wheelhous[e] /wheelhouse/
 # pip's settings for this stage and the next: offline from the wheelhouse when it has wheels.
 ENV PIP_CONFIG_FILE=/build/pip.conf
 RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > pip.conf; fi \
- && python deploy/requirements.py > runtime.txt \
- && python deploy/requirements.py --codegen > codegen.txt \
+ && python /wheelhouse/requirements.py > runtime.txt \
+ && python /wheelhouse/requirements.py --codegen > codegen.txt \
  && pip install -r runtime.txt
 
 # Code generation: protoc and its plugins on a throwaway copy of the virtualenv, so the

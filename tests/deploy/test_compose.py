@@ -239,6 +239,10 @@ def test_dockerfile_builds_on_the_classic_builder_too():
     assert "<<" not in text, "heredocs need BuildKit"
     assert not re.search(r"^#\s*syntax=", text, re.M), "a front end pulled from a registry"
     assert not re.search(r"^RUN --mount", text, re.M), "mounts need BuildKit"
+    for copy in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
+        sources = copy.split()[:-1]
+        # the classic builder rejects a COPY whose globs all match nothing
+        assert not any("[" in s or "*" in s for s in sources) or any("[" not in s and "*" not in s for s in sources), copy
 
 
 def test_build_context_holds_what_the_dockerfile_copies_and_nothing_local():
