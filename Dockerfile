@@ -33,9 +33,11 @@ COPY protos ./protos
 COPY libs/__init__.py libs/codegen.py ./libs/
 RUN python -m libs.codegen
 
-# The virtualenv the image carries: without the installer, as nothing is installed at run time.
+# The virtualenv the image carries: without the installer, as nothing is installed at run time;
+# geoip2fast's ASN databases go too: tracking looks up countries (the default database).
 FROM deps AS venv
-RUN python -m pip uninstall --yes --quiet pip setuptools
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+ && rm /opt/venv/lib/python3*/site-packages/geoip2fast/geoip2fast-asn*.dat.gz
 
 # Runtime: the dependencies' virtualenv, the code and its generated modules, run as
 # an unprivileged user.
