@@ -1,42 +1,62 @@
-# syntax=docker/dockerfile:1
 # One image for every Loom process: `docker run loom serve batch`, `... migrate`, `... health rules`.
-# Build stage: install the pinned dependencies and generate the protobuf code.
-FROM python:3.11-slim AS build
+# Builds on the classic builder and on BuildKit alike: no heredocs, no `# syntax=` front end
+# to pull. The base image is a build argument: python:3.11-slim from a registry, or the
+# local stand-in deploy/base-images.sh makes (--build-arg PYTHON_IMAGE=loom-local/python:3.11).
+# With a wheelhouse in the context (`make wheelhouse`) nothing is fetched from a package
+# index (--no-index); without one, pip installs from the index. See docs/deploy.md.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# Dependencies: a virtualenv of the runtime requirements. Rebuilt only when
+# pyproject.toml or the wheelhouse changes, so a code change reuses it.
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /app
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-# buf is only for linting the protos and stays out of the image.
+WORKDIR /build
 COPY pyproject.toml ./
-RUN python - <<'PY'
-import subprocess, sys, tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-subprocess.check_call([sys.executable, "-m", "pip", "install", *(d for d in deps if not d.startswith("buf-bin"))])
-PY
-COPY protos ./protos
-COPY libs ./libs
-COPY services ./services
-# Code generation at build time: gen/ is never copied from a workstation. The code
-# generators, and the embedded PostgreSQL (containers always get DATABASE_URL), then go.
-RUN python -m libs.codegen \
- && pip uninstall --yes grpcio-tools mypy-protobuf types-protobuf pgserver \
- && python -m compileall -q libs services gen
+# The wheelhouse when the context has one: the glob may match nothing, and requirements.py,
+# which always matches, keeps the classic builder from rejecting the COPY then.
+COPY deploy/requirements.py wheelhous[e] /wheelhouse/
+# pip's settings for this stage and the next: offline from the wheelhouse when it has wheels.
+ENV PIP_CONFIG_FILE=/build/pip.conf
+RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > pip.conf; fi \
+ && python /wheelhouse/requirements.py > runtime.txt \
+ && python /wheelhouse/requirements.py --codegen > codegen.txt \
+ && pip install -r runtime.txt
 
-# Runtime stage: the virtualenv and the application, run as an unprivileged user.
-FROM python:3.11-slim
+# Code generation: protoc and its plugins on a throwaway copy of the virtualenv, so the
+# image never carries them. gen/ is never copied from a workstation.
+FROM deps AS codegen
+RUN pip install -r /build/codegen.txt
+WORKDIR /app
+COPY protos ./protos
+COPY libs/__init__.py libs/codegen.py ./libs/
+RUN python -m libs.codegen
+
+# The virtualenv the image carries: without the installer, as nothing is installed at run time;
+# geoip2fast's ASN databases go too: tracking looks up countries (the default database).
+FROM deps AS venv
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+ && rm /opt/venv/lib/python3*/site-packages/geoip2fast/geoip2fast-asn*.dat.gz
+
+# Runtime: the dependencies' virtualenv, the code and its generated modules, run as
+# an unprivileged user.
+FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin loom
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app/libs /app/libs
-COPY --from=build /app/services /app/services
-COPY --from=build /app/gen /app/gen
-COPY --from=build /app/protos /app/protos
+COPY --from=venv /opt/venv /opt/venv
+COPY --from=codegen /app/gen /app/gen
+COPY protos /app/protos
+COPY libs /app/libs
+COPY services /app/services
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOOM_BIND_HOST=0.0.0.0 \
     LOOM_DATA_DIR=/tmp/loom
+# Bytecode compiled once here: the code is read-only to `loom`, and every healthcheck
+# starts a Python process.
+RUN python -m compileall -q /app/libs /app/services /app/gen
 WORKDIR /app
 USER loom:loom
 EXPOSE 50051 50052 50053 50054 8080 9101 9102 9103 9104 9105

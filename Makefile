@@ -10,7 +10,7 @@ GENERATED := gen/.stamp
 CHROMIUM := /usr/bin/chromium
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: setup up test bench lint gen clean
+.PHONY: setup up test bench lint gen clean engine
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -35,7 +35,18 @@ $(CHROMIUM):
 up: setup
 	$(VENV)/bin/loom up
 
-test: setup $(CHROMIUM)
+# The container tests need a Docker engine: Debian's docker.io, docker-compose and
+# debootstrap are installed when missing and dockerd started when none answers
+# (root only; elsewhere tests/deploy/test_containers.py is skipped).
+engine:
+	sh deploy/docker-engine.sh || echo "no Docker engine: the container tests will be skipped"
+
+# The image's dependencies as wheels, for a build that reaches no package index (docs/deploy.md).
+wheelhouse: pyproject.toml deploy/requirements.py deploy/wheelhouse.sh
+	PYTHON=$(PYTHON) sh deploy/wheelhouse.sh $@
+	touch $@
+
+test: setup $(CHROMIUM) engine
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway benchmark races Envoy (a wheel, the `bench` extra) with wrk (Debian's) as load.

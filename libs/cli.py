@@ -13,9 +13,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs import migrations
 from libs.auth import ROLES_BY_NAME, mint_token
-from libs.db import embedded_server_url
 from libs.settings import SERVICE_NAMES, Settings
 
 PROCESSES = (*SERVICE_NAMES, "gateway")
@@ -24,10 +22,14 @@ RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 
 
 def resolve_database_url(settings: Settings) -> str:
+    from libs.db import embedded_server_url  # imported here: `loom health` (every few seconds in a container) needs no database code
+
     return settings.database_url or embedded_server_url(settings.data_dir)
 
 
 def migrate(database_url: str, services: tuple[str, ...] = SERVICE_NAMES) -> None:
+    from libs import migrations  # imported here, as libs.db above
+
     for service in services:
         if migrations.has_migrations(service):
             migrations.upgrade(database_url, service)

@@ -1,7 +1,8 @@
 """Reading docker-compose.yml the way `docker compose` does, for the tests that prove it.
 
-No Docker engine runs here, so the tests parse the file, resolve its
-`${VAR:-default}` interpolation, and run the same topology as local processes.
+The static tests parse the file and resolve its `${VAR:-default}` interpolation;
+the twin runs the same topology as local processes, and test_containers.py runs
+it on a Docker engine.
 """
 
 from __future__ import annotations
@@ -76,8 +77,24 @@ def healthcheck_command(service: str) -> list[str] | None:
     return list(test[1:]) if test[0] == "CMD" else ["sh", "-c", test[1]]
 
 
-def replicas(service: str) -> int:
-    return int((services()[service].get("deploy") or {}).get("replicas", 1))
+def replicas_of(process: str) -> list[str]:
+    """The compose services that run `loom serve <process>`: one per replica (docker-compose
+    1.29 ignores `deploy.replicas`, so replicas are services of their own)."""
+    return [name for name in loom_services() if command(name) == ["serve", process]]
+
+
+def replicas(process: str) -> int:
+    return len(replicas_of(process))
+
+
+def dockerfile_copies() -> list[str]:
+    """Build-context sources of the Dockerfile's COPY instructions (not --from a stage)."""
+    sources = []
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not words[1].startswith("--from"):
+            sources += words[1:-1]
+    return sources
 
 
 def dockerfile_env() -> dict[str, str]:

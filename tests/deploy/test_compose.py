@@ -1,9 +1,9 @@
 """docker-compose.yml and the Dockerfile agree with the code they run.
 
-No Docker engine runs here: these tests prove the file by reading it (commands
-exist in the CLI, every variable set is one the settings read, every
-depends_on/healthcheck/volume refers to something real), and test_twin.py runs
-the same topology as local processes.
+These tests read the files (commands exist in the CLI, every variable set is one
+the settings read, every depends_on/healthcheck/volume refers to something real);
+test_twin.py runs the same topology as local processes and test_containers.py
+on a Docker engine.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.deploy.compose import (
     ROOT,
     command,
     compose,
+    dockerfile_copies,
     dockerfile_env,
     environment,
     healthcheck_command,
@@ -30,6 +31,7 @@ from tests.deploy.compose import (
     loom_services,
     referenced_variables,
     replicas,
+    replicas_of,
     services,
 )
 
@@ -51,6 +53,28 @@ def test_every_process_runs_from_the_loom_image_and_scheduler_has_two_replicas()
     running = {command(name)[-1] for name in loom_services() if command(name)[:1] == ["serve"]}
     assert running == set(PROCESSES)
     assert replicas("scheduler") == 2
+    assert all(replicas(process) == 1 for process in PROCESSES if process != "scheduler")
+
+
+def test_scheduler_replicas_are_alike_and_answer_to_one_name():
+    first, second = (services()[name] for name in replicas_of("scheduler"))
+    assert first == second
+    assert "scheduler" in first["networks"]["default"]["aliases"]
+    assert "ports" not in first, "two replicas cannot publish the same host port"
+
+
+def test_the_file_has_no_top_level_name_as_docker_compose_1_29_rejects_it():
+    assert set(compose()) <= {"services", "volumes", "networks"} | {k for k in compose() if k.startswith("x-")}
+
+
+def test_published_ports_bind_to_loopback_unless_told_otherwise():
+    for name, spec in services().items():
+        for mapping in spec.get("ports", []):
+            address, host_port, container_port = interpolate(mapping, {}).split(":")
+            assert address == "127.0.0.1", name
+            assert interpolate(mapping, {"LOOM_PUBLISH_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:")
+            variable = re.search(r"\$\{(LOOM_HOST_PORT_[A-Z_]+):-", mapping)[1]
+            assert interpolate(mapping, {variable: "1"}).split(":")[1] == "1", f"{name}: {variable} moves the host port"
 
 
 @pytest.mark.parametrize("service", sorted(loom_services()))
@@ -126,9 +150,11 @@ def test_volumes_are_declared_or_files_of_the_repository():
                 assert source in compose()["volumes"], f"{name} uses undeclared volume {source}"
 
 
-def test_postgres_is_16_with_a_volume_and_a_healthcheck_for_its_own_user_and_database():
+def test_postgres_is_16_unless_chosen_with_a_volume_and_a_healthcheck_for_its_own_user_and_database():
     postgres = services()["postgres"]
-    assert postgres["image"].startswith("postgres:16")
+    assert interpolate(postgres["image"], {}) == "postgres:16"
+    assert interpolate(postgres["image"], {"LOOM_POSTGRES_IMAGE": "loom-local/postgres:15"}) == "loom-local/postgres:15"
+    assert services()["provision"]["image"] == postgres["image"]
     env = environment("postgres", NO_SHELL_ENV)
     probe = " ".join(healthcheck_command("postgres"))
     assert f"-U {env['POSTGRES_USER']}" in probe and f"-d {env['POSTGRES_DB']}" in probe
@@ -195,10 +221,12 @@ def test_interpolation_follows_compose_rules():
     assert interpolate("a$${B}", {}) == "a${B}"
 
 
-def test_dockerfile_is_multi_stage_generates_code_and_runs_unprivileged():
+def test_dockerfile_is_multi_stage_on_a_chosen_base_generates_code_and_runs_unprivileged():
     text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, re.M)
-    assert len(stages) >= 2 and all("slim" in image for image, _ in stages)
+    named = {name for _, name in stages if name}
+    assert len(stages) >= 2 and all(image == "${PYTHON_IMAGE}" or image in named for image, _ in stages)
     assert "python -m libs.codegen" in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
@@ -206,8 +234,23 @@ def test_dockerfile_is_multi_stage_generates_code_and_runs_unprivileged():
     assert tuple(shlex.split(entrypoint.strip("[]").replace(",", " "))) == LOOM_IMAGE_ENTRYPOINT
 
 
+def test_dockerfile_builds_on_the_classic_builder_too():
+    text = DOCKERFILE.read_text()
+    assert "<<" not in text, "heredocs need BuildKit"
+    assert not re.search(r"^#\s*syntax=", text, re.M), "a front end pulled from a registry"
+    assert not re.search(r"^RUN --mount", text, re.M), "mounts need BuildKit"
+    for copy in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
+        sources = copy.split()[:-1]
+        # the classic builder rejects a COPY whose globs all match nothing
+        assert not any("[" in s or "*" in s for s in sources) or any("[" not in s and "*" not in s for s in sources), copy
+
+
 def test_build_context_holds_what_the_dockerfile_copies_and_nothing_local():
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*", "an allow-list keeps .venv, .loom and gen out"
-    for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE.read_text(), re.M):
-        assert (ROOT / source).exists() and f"!{source.rstrip('/')}" in {i.rstrip("/") for i in ignore}, source
+    allowed = {i[1:].rstrip("/") for i in ignore if i.startswith("!")}
+    for source in dockerfile_copies():
+        optional = "[" in source  # a glob that may match nothing: the wheelhouse
+        path = source.replace("[", "").replace("]", "").rstrip("/")
+        assert optional or (ROOT / path).exists(), source
+        assert any(path == entry or path.startswith(f"{entry}/") for entry in allowed), source

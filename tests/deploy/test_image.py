@@ -38,6 +38,9 @@ def image_tree():
     app.mkdir()
     for entry in build_context():
         source = ROOT / entry
+        if entry == "wheelhouse":  # wheels, not code (and present only after `make wheelhouse`)
+            continue
+        (app / entry).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, app / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:

@@ -37,7 +37,7 @@ def connect_as(twin: Twin, service: str) -> psycopg.Connection:
 
 
 def test_every_long_running_compose_service_is_healthy_by_its_own_healthcheck(twin):
-    started = {name for name, processes in twin.processes.items() if processes}
+    started = {process.name for processes in twin.processes.values() for process in processes}
     assert started == {name for name in loom_services() if name not in ("migrate",)}
     for processes in twin.processes.values():
         for process in processes:

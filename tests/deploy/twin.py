@@ -25,10 +25,11 @@ import httpx
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.cli import PROCESSES
 from libs.db import with_database
 from libs.scratch_db import plain_url
 from libs.settings import SERVICE_NAMES
-from tests.deploy.compose import ROOT, command, environment, healthcheck_command, loom_services, replicas
+from tests.deploy.compose import ROOT, command, environment, healthcheck_command, replicas_of
 from tests.support import TEST_JWT_SECRET, free_port
 
 MACHINE_SERVER_URL = os.environ.get("LOOM_TWIN_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -195,25 +196,25 @@ class Twin:
         )
 
     def start(self, timeout: float = 120) -> None:
-        long_running = [s for s in loom_services() if command(s)[0] == "serve"]
-        for service in long_running:
+        """Every `loom serve` process, keyed by process: its replicas are the compose services running it."""
+        for process in PROCESSES:
             # replicas get consecutive ports: as two containers would, on one host
-            self.ports[service] = _free_ports(replicas(service))
-        for service in long_running:
-            self.processes[service] = [
+            self.ports[process] = _free_ports(len(replicas_of(process)))
+        for process in PROCESSES:
+            self.processes[process] = [
                 Process(
                     service,
                     [sys.executable, "-m", "libs.cli", *command(service)],
                     self.env_for(service, replica),
-                    self.workdir / f"{service}-{replica}.log",
+                    self.workdir / f"{service}.log",
                 )
-                for replica in range(replicas(service))
+                for replica, service in enumerate(replicas_of(process))
             ]
-            for process in self.processes[service]:
-                process.start()
-        for service in long_running:
-            for process in self.processes[service]:
-                self.wait_healthy(process, timeout)
+            for running in self.processes[process]:
+                running.start()
+        for replicas in self.processes.values():
+            for running in replicas:
+                self.wait_healthy(running, timeout)
 
     def wait_healthy(self, process: Process, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
