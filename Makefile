@@ -6,8 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/.stamp
-# The browser tests drive Debian's Chromium (no download at test time).
+# The browser tests drive Debian's Chromium (no download at test time); the observability
+# tests run Debian's Prometheus (and its promtool) against a live suite.
 CHROMIUM := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: setup up test bench lint gen clean engine
@@ -32,6 +34,12 @@ $(CHROMIUM):
 	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq chromium >/dev/null
 
+$(PROMETHEUS):
+	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+	# The package starts a server of its own where an init system runs; the tests start theirs.
+	$$(test $$(id -u) = 0 || echo sudo) pkill -x prometheus || true
+
 up: setup
 	$(VENV)/bin/loom up
 
@@ -46,7 +54,7 @@ wheelhouse: pyproject.toml deploy/requirements.py deploy/wheelhouse.sh
 	PYTHON=$(PYTHON) sh deploy/wheelhouse.sh $@
 	touch $@
 
-test: setup $(CHROMIUM) engine
+test: setup $(CHROMIUM) $(PROMETHEUS) engine
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway benchmark races Envoy (a wheel, the `bench` extra) with wrk (Debian's) as load.
