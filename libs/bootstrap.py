@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import logs
+from libs import logs, tls
 from libs.clients import ServiceClients
 from libs.db import make_engine
 from libs.interceptor import CallInterceptor
@@ -107,7 +107,9 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
         reflection.enable_server_reflection(
             (*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        bound = server.add_insecure_port(f"{settings.bind_host}:{settings.port_of(spec.name) if port is None else port}")
+        address = f"{settings.bind_host}:{settings.port_of(spec.name) if port is None else port}"
+        credentials = tls.server_credentials(settings)
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         await server.start()
     except BaseException:
         await exit_stack.aclose()

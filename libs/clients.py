@@ -23,6 +23,7 @@ from loom.tracking.v1 import tracking_pb2_grpc
 from libs.auth import mint_token
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import Settings
+from libs.tls import channel_credentials
 
 RETRY_SERVICE_CONFIG = json.dumps(
     {
@@ -103,11 +104,26 @@ class _CallDefaults(
 
 
 def open_channel(
-    target: str, *, token: ServiceToken | None = None, deadline_seconds: float = 10.0
+    target: str,
+    *,
+    token: ServiceToken | None = None,
+    deadline_seconds: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target, options=CHANNEL_OPTIONS, interceptors=[_CallDefaults(token, deadline_seconds)]
-    )
+    """A channel to `target`: TLS with `credentials` (see libs.tls), else plaintext."""
+    interceptors = [_CallDefaults(token, deadline_seconds)]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def forwarding_channel(settings: Settings, service: str) -> grpc.aio.Channel:
+    """A bare channel for a process that forwards its own callers' tokens (the gateway):
+    no service token or default deadline added, TLS as configured."""
+    target, credentials = settings.target_of(service), channel_credentials(settings)
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
 class ServiceClients:
@@ -125,6 +141,7 @@ class ServiceClients:
                 self._settings.target_of(service),
                 token=self._token,
                 deadline_seconds=self._settings.client_deadline_seconds,
+                credentials=channel_credentials(self._settings),
             )
             self._channels[service] = channel
             self._stubs[service] = STUBS[service](channel)

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         default=["127.0.0.1/32", "::1/128"],
         description="CIDRs whose X-Forwarded-For is believed (JSON list), e.g. the gateway's network.",
     )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="This process's certificate (PEM): served by its gRPC server or HTTPS, presented by its clients.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="The private key of `LOOM_TLS_CERT_FILE` (PEM).")
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA that clients verify servers against; set, every client call uses TLS."
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="CA whose client certificates gRPC servers demand (mutual TLS). Unset: none asked."
+    )
     db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
     db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")
     db_retry_attempts: int = Field(default=6, description="Attempts for a transaction that hits a transient error.")
