@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs import logs, tls
+from libs.auth import identity_provider
 from libs.clients import ServiceClients
 from libs.db import make_engine
 from libs.interceptor import CallInterceptor
@@ -79,7 +80,14 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
     """Starts the service; port 0 picks a free one (tests)."""
     redactor = logs.Redactor(settings.jwt_key)
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(jwt_key=settings.jwt_key, jwt_issuer=settings.jwt_issuer, redactor=redactor)],
+        interceptors=[
+            CallInterceptor(
+                jwt_key=settings.jwt_key,
+                jwt_issuer=settings.jwt_issuer,
+                redactor=redactor,
+                identity_provider=identity_provider(settings),
+            )
+        ],
         options=(
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.so_reuseport", 0),

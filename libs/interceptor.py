@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
 from libs import wellformed
-from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
+from libs.auth import Authenticator, IdentityProvider, access_rule, authorize, set_current_caller
 from libs.db import is_transient
 from libs.errors import DomainError, InvalidArgument, Unavailable
 from libs.logs import Redactor, peer_ip
@@ -59,9 +59,10 @@ def _require_wellformed(request) -> None:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor) -> None:
-        self._jwt_key = jwt_key
-        self._jwt_issuer = jwt_issuer
+    def __init__(
+        self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor, identity_provider: IdentityProvider | None = None
+    ) -> None:
+        self._authenticator = Authenticator(jwt_key, issuer=jwt_issuer, provider=identity_provider)
         self._redactor = redactor
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -76,7 +77,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def call(request, context):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
-                    self._enter(context, method, rule)
+                    await self._enter(context, method, rule)
                     _require_wellformed(request)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
@@ -90,7 +91,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def call(request, context):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
-                    self._enter(context, method, rule)
+                    await self._enter(context, method, rule)
                     _require_wellformed(request)
                     produced = behavior(request, context)
                     if inspect.isasyncgen(produced):
@@ -107,13 +108,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         return _rewrap(handler, unary, streaming)
 
-    def _enter(self, context, method: str, rule) -> None:
+    async def _enter(self, context, method: str, rule) -> None:
         # Each RPC runs in its own asyncio task, so what is bound here dies with the call.
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID_HEADER) or "")[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-        caller = caller_from_metadata(self._jwt_key, metadata.get("authorization"), issuer=self._jwt_issuer)
+        caller = await self._authenticator.caller(metadata.get("authorization"))
         set_current_caller(caller)
         structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
         authorize(caller, rule)
