@@ -42,6 +42,11 @@ IDP_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 # Roles an identity provider's token may carry; the service role is only ever minted by Loom.
 IDP_ROLES = ("admin", "supplier", "buyer")  # highest first: a token naming several gets the highest
 LEEWAY_SECONDS = 30
+# A service's token names it as `service:<name>`; under mutual TLS its certificate's
+# common name must be that same name.
+SERVICE_SUBJECT_PREFIX = "service:"
+# A process that forwards its own callers' tokens (the gateway) shows its identity here.
+FORWARDER_HEADER = "x-loom-forwarder"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class Caller:
 
     subject: str = ""
     role: int = access_pb2.ROLE_UNSPECIFIED
+    # The Loom service the call verifiably comes from (its service token, client
+    # certificate or forwarder token); '' for a direct outside caller.
+    service: str = ""
 
     @property
     def anonymous(self) -> bool:
@@ -216,6 +224,26 @@ class Authenticator:
             return await self._provider.verify(token, header)
         return verify_token(self._key, token, issuer=self._issuer)
 
+    async def identify(self, metadata: Mapping[str, str], peer: str = "") -> Caller:
+        """The caller, with the Loom service it comes through; `peer` is the common name
+        of its verified client certificate ('' without mutual TLS)."""
+        caller = await self.caller(metadata.get("authorization"))
+        service = _service_named(caller)
+        if peer and service and service != peer:
+            raise Unauthenticated("the service token names another service than the certificate", reason="TOKEN_INVALID")
+        if not (peer or service) and metadata.get(FORWARDER_HEADER):
+            forwarder = _service_named(await self.caller(metadata[FORWARDER_HEADER]))
+            if not forwarder:
+                raise Unauthenticated("the forwarder token is not a service's", reason="TOKEN_INVALID")
+            service = forwarder
+        return Caller(caller.subject, caller.role, peer or service) if (peer or service) else caller
+
+
+def _service_named(caller: Caller) -> str:
+    if caller.role != access_pb2.ROLE_SERVICE or not caller.subject.startswith(SERVICE_SUBJECT_PREFIX):
+        return ""
+    return caller.subject.removeprefix(SERVICE_SUBJECT_PREFIX)
+
 
 def identity_provider(settings) -> IdentityProvider | None:
     """The identity provider the settings configure, if any."""
@@ -257,6 +285,10 @@ def authorize(caller: Caller, rule: access_pb2.AccessRule | None) -> None:
         raise Unauthenticated("this method needs a bearer token", reason="TOKEN_MISSING")
     if caller.role not in rule.roles:
         raise PermissionDenied(f"role {caller.role_name} may not call this method", reason="ROLE_NOT_ALLOWED")
+    if caller.role == access_pb2.ROLE_SERVICE and rule.services and caller.service not in rule.services:
+        raise PermissionDenied(
+            f"service {caller.service or caller.subject!r} may not call this method", reason="SERVICE_NOT_ALLOWED"
+        )
 
 
 def require_self_or(caller: Caller, subject: str, *privileged_roles: int) -> None:

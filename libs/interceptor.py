@@ -26,6 +26,7 @@ from libs.auth import Authenticator, IdentityProvider, access_rule, authorize, s
 from libs.db import is_transient
 from libs.errors import DomainError, InvalidArgument, Unavailable
 from libs.logs import Redactor, peer_ip
+from libs.tls import peer_identity
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -114,7 +115,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         request_id = str(metadata.get(REQUEST_ID_HEADER) or "")[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-        caller = await self._authenticator.caller(metadata.get("authorization"))
+        caller = await self._authenticator.identify(metadata, peer_identity(context))
         set_current_caller(caller)
         structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
         authorize(caller, rule)

@@ -14,7 +14,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.auth import Caller, current_caller, require_self_or
-from libs.client_ip import client_ip, parse_networks
+from libs.client_ip import caller_ip
 from libs.db import run_in_transaction
 from libs.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Violations
 from libs.idempotency import claim, idempotency_table, remember, run_idempotent, validate_request_id
@@ -79,7 +79,6 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         self._salts = store.SaltBook(engine)
         self._hashed_with: bytes | None = None  # the salt of the hashes below
         self._ip_hashes: dict[str, bytes] = {}  # a client calls from one address many times a day
-        self._proxies = parse_networks(settings.trusted_proxies)
         self._limits = IngestLimits(
             dedup_window=timedelta(seconds=settings.dedup_window_seconds),
             max_age=timedelta(seconds=settings.max_event_age_seconds),
@@ -105,7 +104,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
     # ------------------------------------------------------------------ ingestion
 
     async def _ip_hash(self, context, now: datetime) -> tuple[str, bytes]:
-        ip = client_ip(context, self._proxies)
+        ip = caller_ip(context)
         salt = await self._salts.salt(now.date())
         if salt is not self._hashed_with or len(self._ip_hashes) >= MAX_REMEMBERED_IP_HASHES:
             # Forgotten with the salt: no older day's hash outlives it in memory either.
@@ -279,7 +278,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         if request.request_id:
             validate_request_id(request.request_id)
         now = datetime.now(UTC)
-        ip = client_ip(context, self._proxies)
+        ip = caller_ip(context)
         hashes = (
             domain.ip_hash(await self._salts.salt(now.date()), ip),
             domain.ip_hash(await self._salts.salt(now.date() - timedelta(days=1)), ip),
