@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     )
     trusted_proxies: list[str] = Field(
         default=["127.0.0.1/32", "::1/128"],
-        description="CIDRs whose X-Forwarded-For is believed (JSON list), e.g. the gateway's network.",
+        description="CIDRs whose X-Forwarded-For the gateway believes (JSON list): the load balancer in front of it. "
+        "Behind the gateway only its own identity is believed.",
     )
     tls_cert_file: Path | None = Field(
         default=None,
