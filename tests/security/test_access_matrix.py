@@ -9,6 +9,7 @@ request may well fail afterwards (bad input, not found, not the owner), which is
 from __future__ import annotations
 
 import asyncio
+import re
 
 import grpc
 import pytest
@@ -21,6 +22,8 @@ from libs.clients import open_channel
 from libs.errors import status_details
 from libs.scratch_db import create_database, drop_database, server_url
 from libs.settings import SERVICE_NAMES
+from services.gateway.routes import build_table
+from tests.gateway.support import gateway_settings, run_gateway
 from tests.support import auth, serve
 
 ACCESS_REFUSALS = {"TOKEN_MISSING", "ROLE_NOT_ALLOWED", "SERVICE_NOT_ALLOWED"}
@@ -121,4 +124,49 @@ async def test_every_rpc_admits_exactly_the_callers_its_access_option_declares(t
         if got != expected(access_rule(path), who)
     ]
     assert len(cases) >= 40 * len(IDENTITIES)
+    assert mismatches == []
+
+
+HTTP_REFUSALS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+_VARIABLE = re.compile(r"\{[^}=]+(?:=([^}]+))?\}")
+
+
+def concrete_path(template: str) -> str:
+    """A path the template matches: each variable filled with `x` segments."""
+    return _VARIABLE.sub(lambda m: (m.group(1) or "x").replace("**", "x").replace("*", "x"), template)
+
+
+async def http_outcome(client, binding, identity: str) -> str:
+    headers = dict(metadata_of(identity))
+    path = concrete_path(binding.template.template)
+    reply = await client.request(binding.http_method, path, headers=headers, json={} if binding.body else None)
+    if reply.status_code in HTTP_REFUSALS and any(reason in reply.text for reason in ACCESS_REFUSALS):
+        return HTTP_REFUSALS[reply.status_code]
+    return "allowed"
+
+
+async def test_every_route_of_the_gateway_admits_exactly_the_declared_callers(targets):
+    table = build_table()
+    async with run_gateway(gateway_settings(targets, default_deadline_seconds=CALL_SECONDS)) as gateway:
+        async with gateway.client() as client:
+            cases = []
+            for binding in table.bindings:
+                matched = table.match(binding.http_method, concrete_path(binding.template.template))
+                if matched is not None and matched[0].rpc.path == binding.rpc.path:
+                    # Event streams are covered over gRPC above; over HTTP they would hold a connection each.
+                    cases += [(binding, who) for who in IDENTITIES if not binding.rpc.server_streaming]
+            gate = asyncio.Semaphore(16)  # within httpx's connection pool
+
+            async def bounded(binding, who):
+                async with gate:
+                    return await http_outcome(client, binding, who)
+
+            seen = await asyncio.gather(*(bounded(binding, who) for binding, who in cases))
+    mismatches = [
+        f"{binding.http_method} {binding.template.template} as {who}: got {got}, "
+        f"declared {expected(binding.rpc.access, who)}"
+        for (binding, who), got in zip(cases, seen, strict=True)
+        if got != expected(binding.rpc.access, who)
+    ]
+    assert len({binding.rpc.path for binding, _ in cases}) >= 40
     assert mismatches == []
