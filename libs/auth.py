@@ -47,6 +47,7 @@ LEEWAY_SECONDS = 30
 SERVICE_SUBJECT_PREFIX = "service:"
 # A process that forwards its own callers' tokens (the gateway) shows its identity here.
 FORWARDER_HEADER = "x-loom-forwarder"
+FORWARDERS = ("gateway",)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,11 @@ class Caller:
 
     subject: str = ""
     role: int = access_pb2.ROLE_UNSPECIFIED
-    # The Loom service the call verifiably comes from (its service token, client
-    # certificate or forwarder token); '' for a direct outside caller.
+    # The Loom service a service-role caller is (`service:<name>` in its token).
     service: str = ""
+    # The Loom process the call verifiably arrives from (its client certificate or
+    # forwarder token): the caller itself, or the gateway forwarding for it.
+    via: str = ""
 
     @property
     def anonymous(self) -> bool:
@@ -228,21 +231,24 @@ class Authenticator:
         """The caller, with the Loom service it comes through; `peer` is the common name
         of its verified client certificate ('' without mutual TLS)."""
         caller = await self.caller(metadata.get("authorization"))
-        service = _service_named(caller)
-        if peer and service and service != peer:
+        service = _service_named(caller.subject, caller.role)
+        if peer and service and service != peer and peer not in FORWARDERS:
             raise Unauthenticated("the service token names another service than the certificate", reason="TOKEN_INVALID")
-        if not (peer or service) and metadata.get(FORWARDER_HEADER):
-            forwarder = _service_named(await self.caller(metadata[FORWARDER_HEADER]))
-            if not forwarder:
+        via = peer
+        if not via and metadata.get(FORWARDER_HEADER):
+            forwarder = await self.caller(metadata[FORWARDER_HEADER])
+            via = _service_named(forwarder.subject, forwarder.role)
+            if not via:
                 raise Unauthenticated("the forwarder token is not a service's", reason="TOKEN_INVALID")
-            service = forwarder
-        return Caller(caller.subject, caller.role, peer or service) if (peer or service) else caller
+        if not (service or via):
+            return caller
+        return Caller(caller.subject, caller.role, service, via)
 
 
-def _service_named(caller: Caller) -> str:
-    if caller.role != access_pb2.ROLE_SERVICE or not caller.subject.startswith(SERVICE_SUBJECT_PREFIX):
+def _service_named(subject: str, role: int) -> str:
+    if role != access_pb2.ROLE_SERVICE or not subject.startswith(SERVICE_SUBJECT_PREFIX):
         return ""
-    return caller.subject.removeprefix(SERVICE_SUBJECT_PREFIX)
+    return subject.removeprefix(SERVICE_SUBJECT_PREFIX)
 
 
 def identity_provider(settings) -> IdentityProvider | None:

@@ -48,7 +48,7 @@ def caller_ip(context) -> str:
     """The end client's IP of a gRPC call being served: the address the gateway forwarded
     when the gateway is verifiably the caller, else the peer's address."""
     address = peer_ip(context.peer() or "")
-    if current_caller().service != GATEWAY:
+    if current_caller().via != GATEWAY:
         return address
     forwarded = dict(context.invocation_metadata() or ()).get(FORWARDED_FOR, "")
     claimed = str(forwarded).rsplit(",", 1)[-1].strip()
