@@ -25,10 +25,6 @@ from tests.support import serve
 CLIENTS = 32
 
 
-def _mtls(directory: Path, name: str) -> dict[str, Path]:
-    return {key.removeprefix("LOOM_").lower(): Path(value) for key, value in tls.tls_env(directory, name).items()}
-
-
 async def _calls_per_second(target: str, credentials: grpc.ChannelCredentials | None, total: int) -> float:
     channel = open_channel(target, credentials=credentials)
     try:
@@ -47,10 +43,10 @@ async def tls_overhead(ctx: BenchContext) -> list[Figure]:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         cli.make_certs(directory)
-        credentials = tls.channel_credentials(Settings(**_mtls(directory, "rules")))
+        credentials = tls.channel_credentials(Settings(**tls.tls_settings(directory, "rules")))
         async with (
             serve("batch", ctx.database_url) as plain,
-            serve("batch", ctx.database_url, **_mtls(directory, "batch")) as secured,
+            serve("batch", ctx.database_url, **tls.tls_settings(directory, "batch")) as secured,
         ):
             plain_rates, tls_rates = [], []
             for _ in range(ctx.runs):

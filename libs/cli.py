@@ -140,7 +140,7 @@ def make_certs(directory: Path, hosts: tuple[str, ...] = ()) -> None:
 async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None = None) -> int:
     env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key}
     if tls_dir is not None:
-        settings = settings.model_copy(update=_tls_settings(tls_dir, OPERATOR_IDENTITY))
+        settings = settings.model_copy(update=tls.tls_settings(tls_dir, OPERATOR_IDENTITY))
     suite = Suite(settings, env, tls_dir)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -165,10 +165,6 @@ async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None 
         await suite.stop()
     print("loom: stopped", file=sys.stderr)
     return 0
-
-
-def _tls_settings(directory: Path, name: str) -> dict[str, Path]:
-    return {key.removeprefix("LOOM_").lower(): Path(value) for key, value in tls.tls_env(directory, name).items()}
 
 
 def ready_banner(settings: Settings) -> str:

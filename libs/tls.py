@@ -181,3 +181,8 @@ def tls_env(directory: Path, name: str) -> dict[str, str]:
         "LOOM_TLS_CA_FILE": str(directory / CA_NAMES[0]),
         "LOOM_TLS_CLIENT_CA_FILE": str(directory / CA_NAMES[0]),
     }
+
+
+def tls_settings(directory: Path, name: str) -> dict[str, Path]:
+    """The same, as Settings field values (in-process servers, tests, benchmarks)."""
+    return {key.removeprefix("LOOM_").lower(): Path(value) for key, value in tls_env(directory, name).items()}

@@ -21,6 +21,4 @@ def pki(tmp_path_factory) -> Path:
     return directory
 
 
-def mtls(directory: Path, name: str) -> dict[str, Path]:
-    """Settings overrides that run process `name` with mutual TLS from `directory`."""
-    return {key.removeprefix("LOOM_").lower(): Path(value) for key, value in tls.tls_env(directory, name).items()}
+mtls = tls.tls_settings  # settings overrides that run a process with mutual TLS from a directory
