@@ -23,7 +23,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import logs, tracing
+from libs import logs, tls, tracing
+from libs.auth import identity_provider
 from libs.clients import ServiceClients
 from libs.db import make_engine
 from libs.interceptor import CallInterceptor
@@ -79,7 +80,14 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
     """Starts the service; port 0 picks a free one (tests)."""
     redactor = logs.Redactor(settings.jwt_key)
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(jwt_key=settings.jwt_key, jwt_issuer=settings.jwt_issuer, redactor=redactor)],
+        interceptors=[
+            CallInterceptor(
+                jwt_key=settings.jwt_key,
+                jwt_issuer=settings.jwt_issuer,
+                redactor=redactor,
+                identity_provider=identity_provider(settings),
+            )
+        ],
         options=(
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -107,7 +115,9 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
         reflection.enable_server_reflection(
             (*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        bound = server.add_insecure_port(f"{settings.bind_host}:{settings.port_of(spec.name) if port is None else port}")
+        address = f"{settings.bind_host}:{settings.port_of(spec.name) if port is None else port}"
+        credentials = tls.server_credentials(settings)
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         await server.start()
     except BaseException:
         await exit_stack.aclose()

@@ -6,17 +6,22 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs import tls
 from libs.auth import ROLES_BY_NAME, mint_token
 from libs.settings import SERVICE_NAMES, Settings
 
 PROCESSES = (*SERVICE_NAMES, "gateway")
+# The supervisor's and the `loom health` client's own certificate under `loom up --tls`.
+OPERATOR_IDENTITY = "loom"
 READY_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 
@@ -38,12 +43,16 @@ def migrate(database_url: str, services: tuple[str, ...] = SERVICE_NAMES) -> Non
 async def is_serving(name: str, settings: Settings, http: httpx.AsyncClient, timeout: float = 2.0) -> bool:
     """Whether the local process `name` answers its health check: grpc.health.v1, or the gateway's /healthz."""
     if name == "gateway":
+        scheme = "https" if settings.tls_cert_file else "http"
         try:
-            reply = await http.get(f"http://127.0.0.1:{settings.gateway_port}/healthz", timeout=timeout)
+            reply = await http.get(f"{scheme}://127.0.0.1:{settings.gateway_port}/healthz", timeout=timeout)
         except httpx.HTTPError:
             return False
         return reply.status_code == 200
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.port_of(name)}") as channel:
+    target = f"127.0.0.1:{settings.port_of(name)}"
+    credentials = tls.channel_credentials(settings)
+    channel = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
+    async with channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.aio.AioRpcError:
@@ -54,21 +63,20 @@ async def is_serving(name: str, settings: Settings, http: httpx.AsyncClient, tim
 class Suite:
     """Runs every service and the gateway as child processes and keeps them running."""
 
-    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
-        self.settings, self.env = settings, env
+    def __init__(self, settings: Settings, env: dict[str, str], tls_dir: Path | None = None) -> None:
+        self.settings, self.env, self.tls_dir = settings, env, tls_dir
         self.children: dict[str, asyncio.subprocess.Process] = {}
         self.restarts: dict[str, int] = dict.fromkeys(PROCESSES, 0)
         self.stopping = asyncio.Event()
 
     async def spawn(self, name: str) -> None:
-        self.children[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{name}", env=self.env
-        )
+        env = {**self.env, **tls.tls_env(self.tls_dir, name)} if self.tls_dir else self.env
+        self.children[name] = await asyncio.create_subprocess_exec(sys.executable, "-m", f"services.{name}", env=env)
 
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         pending = set(PROCESSES)
-        async with httpx.AsyncClient() as http:
+        async with http_client(self.settings) as http:
             while pending:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"not ready after {READY_TIMEOUT_SECONDS:.0f}s: {', '.join(sorted(pending))}")
@@ -117,9 +125,26 @@ class Suite:
             await asyncio.gather(*(c.wait() for c in self.children.values()))
 
 
-async def run_suite(settings: Settings, database_url: str) -> int:
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """An HTTP client that trusts the suite's CA when TLS is configured."""
+    if not settings.tls_ca_file:
+        return httpx.AsyncClient()
+    return httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(settings.tls_ca_file)))
+
+
+def make_certs(directory: Path, hosts: tuple[str, ...] = ()) -> None:
+    """The development CA (kept when it exists) and a fresh certificate per process."""
+    if not (directory / tls.CA_NAMES[0]).exists():
+        tls.make_ca(directory)
+    for name in (*PROCESSES, OPERATOR_IDENTITY):
+        tls.make_certificate(directory, name, hosts=hosts)
+
+
+async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None = None) -> int:
     env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key}
-    suite = Suite(settings, env)
+    if tls_dir is not None:
+        settings = settings.model_copy(update=tls.tls_settings(tls_dir, OPERATOR_IDENTITY))
+    suite = Suite(settings, env, tls_dir)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, suite.stopping.set)
@@ -146,21 +171,38 @@ async def run_suite(settings: Settings, database_url: str) -> int:
 
 
 def ready_banner(settings: Settings) -> str:
-    lines = ["", "Loom is up:"]
+    lines = ["", "Loom is up" + (" (mutual TLS on every gRPC hop, HTTPS):" if settings.tls_cert_file else ":")]
     for name in SERVICE_NAMES:
         lines.append(
             f"  {name:<10} grpc 127.0.0.1:{settings.port_of(name):<6} metrics :{settings.metrics_port_of(name)}"
         )
-    lines.append(f"  {'gateway':<10} http://127.0.0.1:{settings.gateway_port}/  (GET /healthz, /openapi.json)")
+    scheme = "https" if settings.tls_cert_file else "http"
+    lines.append(f"  {'gateway':<10} {scheme}://127.0.0.1:{settings.gateway_port}/  (GET /healthz, /openapi.json)")
     lines.append("  admin token: loom token --role admin        Ctrl-C stops everything.")
     return "\n".join(lines)
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def tls_dir_of(settings: Settings) -> Path:
+    return settings.data_dir / "tls"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings()
+    tls_dir = None
+    if args.tls:
+        tls_dir = tls_dir_of(settings)
+        if not all((tls_dir / f"{name}.pem").exists() for name in (*PROCESSES, OPERATOR_IDENTITY)):
+            make_certs(tls_dir)
     database_url = resolve_database_url(settings)
     migrate(database_url)
-    return asyncio.run(run_suite(settings, database_url))
+    return asyncio.run(run_suite(settings, database_url, tls_dir))
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    directory = args.dir or tls_dir_of(Settings())
+    make_certs(directory, tuple(args.host))
+    print(f"certificates for {', '.join((*PROCESSES, OPERATOR_IDENTITY))} signed by {directory / tls.CA_NAMES[0]}")
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -190,8 +232,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the service on this host reports SERVING (container healthchecks)."""
 
     async def check() -> bool:
-        async with httpx.AsyncClient() as http:
-            return await is_serving(args.service, Settings(), http, timeout=args.timeout)
+        settings = Settings()
+        async with http_client(settings) as http:
+            return await is_serving(args.service, settings, http, timeout=args.timeout)
 
     serving = asyncio.run(check())
     print(f"{args.service}: {'SERVING' if serving else 'NOT SERVING'}")
@@ -201,7 +244,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loom", description="Run and operate the Loom services.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="run every service and the gateway (embedded PostgreSQL unless DATABASE_URL)")
+    up = commands.add_parser("up", help="run every service and the gateway (embedded PostgreSQL unless DATABASE_URL)")
+    up.add_argument("--tls", action="store_true", help="mutual TLS on every gRPC hop and HTTPS (`loom certs` if needed)")
+    certs = commands.add_parser("certs", help="make a development CA and a certificate per process")
+    certs.add_argument("--dir", type=Path, help="where (default: <data dir>/tls); an existing CA there is kept")
+    certs.add_argument("--host", action="append", default=[], help="another DNS name every certificate carries")
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=PROCESSES)
     migrate_cmd = commands.add_parser("migrate", help="apply every service's migrations")
@@ -216,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"up": cmd_up, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token, "health": cmd_health}
+COMMANDS = {"up": cmd_up, "certs": cmd_certs, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token, "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> None:

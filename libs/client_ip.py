@@ -1,9 +1,12 @@
-"""The end client's IP address of a gRPC call.
+"""The end client's IP address of a call.
 
-The gateway forwards the browser's address in `x-forwarded-for` metadata; it is
-believed only when the call itself comes from a trusted proxy (by default the
-loopback, where `loom up` runs the gateway). Otherwise the peer address counts,
-so a client cannot spoof its way around per-IP limits.
+At the HTTP edge (the gateway) X-Forwarded-For is walked back hop by hop through
+trusted proxies (`client_ip`). Behind it, a gRPC server believes the address the
+gateway forwards in `x-forwarded-for` metadata only when the gateway's own
+identity is verified on the call (its client certificate or its forwarder
+token), never because of an address range: any other caller, wherever it runs,
+counts as its peer address, so nobody claims a fresh IP for a fresh quota
+(`caller_ip`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from libs.auth import current_caller
 from libs.logs import peer_ip
 
 FORWARDED_FOR = "x-forwarded-for"
+GATEWAY = "gateway"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -37,3 +42,17 @@ def client_ip(context, trusted_proxies: tuple[Network, ...]) -> str:
     while hops and _trusted(address, trusted_proxies):
         address = hops.pop()
     return address
+
+
+def caller_ip(context) -> str:
+    """The end client's IP of a gRPC call being served: the address the gateway forwarded
+    when the gateway is verifiably the caller, else the peer's address."""
+    address = peer_ip(context.peer() or "")
+    if current_caller().via != GATEWAY:
+        return address
+    forwarded = dict(context.invocation_metadata() or ()).get(FORWARDED_FOR, "")
+    claimed = str(forwarded).rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(claimed))
+    except ValueError:
+        return address

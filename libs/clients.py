@@ -20,9 +20,10 @@ from loom.rules.v1 import rules_pb2_grpc
 from loom.scheduler.v1 import scheduler_pb2_grpc
 from loom.tracking.v1 import tracking_pb2_grpc
 
-from libs.auth import mint_token
+from libs.auth import FORWARDER_HEADER, SERVICE_SUBJECT_PREFIX, mint_token
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import Settings
+from libs.tls import channel_credentials
 
 RETRY_SERVICE_CONFIG = json.dumps(
     {
@@ -63,7 +64,9 @@ STUBS = {
 class ServiceToken:
     """A service-role bearer token, minted again shortly before it expires."""
 
-    TTL_SECONDS = 3600
+    # Short-lived: a leaked service token is worth minutes, and it only ever carries the
+    # service role with this service's own name, never a caller's or admin rights.
+    TTL_SECONDS = 300
 
     def __init__(self, key: str, *, subject: str, issuer: str) -> None:
         self._key, self._subject, self._issuer = key, subject, issuer
@@ -103,11 +106,48 @@ class _CallDefaults(
 
 
 def open_channel(
-    target: str, *, token: ServiceToken | None = None, deadline_seconds: float = 10.0
+    target: str,
+    *,
+    token: ServiceToken | None = None,
+    deadline_seconds: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target, options=CHANNEL_OPTIONS, interceptors=[_CallDefaults(token, deadline_seconds)]
-    )
+    """A channel to `target`: TLS with `credentials` (see libs.tls), else plaintext."""
+    interceptors = [_CallDefaults(token, deadline_seconds)]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+class _Forwarder(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds the forwarding process's own service token beside its caller's token."""
+
+    def __init__(self, token: ServiceToken) -> None:
+        self._token = token
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata[FORWARDER_HEADER] = self._token.header()
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+def forwarding_channel(settings: Settings, service: str, *, identity: str = "gateway") -> grpc.aio.Channel:
+    """A channel for a process that forwards its own callers' tokens (the gateway): no
+    service token in `authorization` and no default deadline. Its identity travels in
+    its client certificate under mutual TLS, else as a forwarder token."""
+    target, credentials = settings.target_of(service), channel_credentials(settings)
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    token = ServiceToken(settings.jwt_key, subject=f"{SERVICE_SUBJECT_PREFIX}{identity}", issuer=settings.jwt_issuer)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[_Forwarder(token)])
 
 
 class ServiceClients:
@@ -115,7 +155,9 @@ class ServiceClients:
 
     def __init__(self, settings: Settings, *, caller: str) -> None:
         self._settings = settings
-        self._token = ServiceToken(settings.jwt_key, subject=f"service:{caller}", issuer=settings.jwt_issuer)
+        self._token = ServiceToken(
+            settings.jwt_key, subject=f"{SERVICE_SUBJECT_PREFIX}{caller}", issuer=settings.jwt_issuer
+        )
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, Any] = {}
 
@@ -125,6 +167,7 @@ class ServiceClients:
                 self._settings.target_of(service),
                 token=self._token,
                 deadline_seconds=self._settings.client_deadline_seconds,
+                credentials=channel_credentials(self._settings),
             )
             self._channels[service] = channel
             self._stubs[service] = STUBS[service](channel)

@@ -22,10 +22,11 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
 from libs import validation, wellformed
-from libs.auth import access_rule, authorize, caller_from_metadata, set_current_caller
+from libs.auth import Authenticator, IdentityProvider, access_rule, authorize, set_current_caller
 from libs.db import is_transient
 from libs.errors import DomainError, FieldViolation, InvalidArgument, Unavailable, grpc_status_of, status_code_of
 from libs.logs import Redactor, peer_ip
+from libs.tls import peer_identity
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -65,12 +66,19 @@ def _require_wellformed(request, declared: bool = True) -> None:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, jwt_key: str, jwt_issuer: str, redactor: Redactor, validate: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        jwt_key: str,
+        jwt_issuer: str,
+        redactor: Redactor,
+        identity_provider: IdentityProvider | None = None,
+        validate: bool = True,
+    ) -> None:
         """validate=False skips the protos' declared constraints (buf.validate): only for
         stand-in backends whose tests decide every answer themselves."""
         self._validate = validate
-        self._jwt_key = jwt_key
-        self._jwt_issuer = jwt_issuer
+        self._authenticator = Authenticator(jwt_key, issuer=jwt_issuer, provider=identity_provider)
         self._redactor = redactor
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -85,7 +93,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def call(request, context):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
-                    self._enter(context, method, rule)
+                    await self._enter(context, method, rule)
                     _require_wellformed(request, self._validate)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
@@ -99,7 +107,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def call(request, context):
                 outcome, started = _Outcome(), time.perf_counter()
                 try:
-                    self._enter(context, method, rule)
+                    await self._enter(context, method, rule)
                     _require_wellformed(request, self._validate)
                     produced = behavior(request, context)
                     if inspect.isasyncgen(produced):
@@ -116,13 +124,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         return _rewrap(handler, unary, streaming)
 
-    def _enter(self, context, method: str, rule) -> None:
+    async def _enter(self, context, method: str, rule) -> None:
         # Each RPC runs in its own asyncio task, so what is bound here dies with the call.
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID_HEADER) or "")[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-        caller = caller_from_metadata(self._jwt_key, metadata.get("authorization"), issuer=self._jwt_issuer)
+        caller = await self._authenticator.identify(metadata, peer_identity(context))
         set_current_caller(caller)
         structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
         authorize(caller, rule)

@@ -33,6 +33,18 @@ class Settings(BaseSettings):
         default=None, description="HS256 key for bearer tokens. Unset: a random key kept in <data_dir>/jwt-secret."
     )
     jwt_issuer: str = Field(default="loom", description="`iss` claim minted and required.")
+    jwt_jwks_url: str | None = Field(
+        default=None, description="Identity provider's JWKS URL; set, its RS256/ES256/EdDSA tokens are accepted too."
+    )
+    jwt_idp_issuer: str | None = Field(default=None, description="`iss` the identity provider's tokens must carry.")
+    jwt_audience: str | None = Field(default=None, description="`aud` the identity provider's tokens must carry.")
+    jwt_role_claim: str = Field(
+        default="role",
+        description="Dotted path of the role in IdP tokens: app_metadata.role (Supabase), realm_access.roles (Keycloak).",
+    )
+    jwt_role_map: dict[str, str] = Field(
+        default={}, description='IdP role names to Loom roles (JSON), e.g. {"loom-admin": "admin"}; unmapped names as is.'
+    )
     bind_host: str = Field(default="127.0.0.1", description="Address servers listen on (0.0.0.0 in containers).")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     batch_port: int = Field(default=50051, description="Batch service gRPC port.")
@@ -55,7 +67,19 @@ class Settings(BaseSettings):
     )
     trusted_proxies: list[str] = Field(
         default=["127.0.0.1/32", "::1/128"],
-        description="CIDRs whose X-Forwarded-For is believed (JSON list), e.g. the gateway's network.",
+        description="CIDRs whose X-Forwarded-For the gateway believes (JSON list): the load balancer in front of it. "
+        "Behind the gateway only its own identity is believed.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="This process's certificate (PEM): served by its gRPC server or HTTPS, presented by its clients.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="The private key of `LOOM_TLS_CERT_FILE` (PEM).")
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA that clients verify servers against; set, every client call uses TLS."
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="CA whose client certificates gRPC servers demand (mutual TLS). Unset: none asked."
     )
     db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
     db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")

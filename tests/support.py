@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs.auth import mint_token
+from libs.auth import FORWARDER_HEADER, mint_token
 from libs.clients import STUBS, open_channel
 from libs.scratch_db import ROOT
 from libs.bootstrap import RunningService, start
@@ -46,6 +46,11 @@ def settings_for(service: str, database_url: str, **overrides) -> Settings:
 
 def token(role: str, subject: str | None = None, *, ttl_seconds: int = 3600) -> str:
     return mint_token(TEST_JWT_SECRET, subject=subject or role, role=role, ttl_seconds=ttl_seconds)
+
+
+def from_gateway(ip: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata of the gateway forwarding a client's IP: only the gateway is believed."""
+    return (("x-forwarded-for", ip), (FORWARDER_HEADER, f"Bearer {token('service', 'service:gateway')}"))
 
 
 def auth(role: str, subject: str | None = None) -> tuple[tuple[str, str], ...]:

@@ -25,6 +25,9 @@ def main() -> None:
         # The gateway walks X-Forwarded-For itself, against LOOM_TRUSTED_PROXIES.
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # HTTPS when LOOM_TLS_CERT_FILE/KEY_FILE are set; browsers present no client certificate.
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
 
 

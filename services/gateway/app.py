@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from libs.client_ip import parse_networks
-from libs.clients import CHANNEL_OPTIONS
+from libs.clients import forwarding_channel
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import SERVICE_NAMES
 from services.gateway import forwarding
@@ -71,10 +71,7 @@ class Backends:
 
     def open(self) -> None:
         # grpc.aio channels belong to the event loop they are made in: uvicorn's, so in lifespan.
-        self.channels = {
-            name: grpc.aio.insecure_channel(self._settings.target_of(name), options=CHANNEL_OPTIONS)
-            for name in SERVICE_NAMES
-        }
+        self.channels = {name: forwarding_channel(self._settings, name) for name in SERVICE_NAMES}
 
     async def close(self) -> None:
         for channel in self.channels.values():

@@ -16,7 +16,7 @@ from loom.tracking.v1 import tracking_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.auth import current_caller, require_self_or
-from libs.client_ip import client_ip, parse_networks
+from libs.client_ip import caller_ip
 from libs.db import run_in_transaction
 from libs.domain_errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Violations
 from libs.errors import status_of
@@ -53,7 +53,6 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         self._engine = engine
         self._settings = settings
         self._salts = SaltBook(engine)
-        self._proxies = parse_networks(settings.trusted_proxies)
         self._ingestion = Ingestion(settings, enricher, self._salts)
 
     async def close(self) -> None:
@@ -64,7 +63,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
     async def TrackInteraction(self, request, context):
         now = datetime.now(UTC)
-        ip = client_ip(context, self._proxies)
+        ip = caller_ip(context)
         ip_hash = await self._ingestion.ip_hash(ip, now)
         accepted, rejected = self._ingestion.events((request.interaction,), current_caller(), ip, ip_hash, now)
         if rejected:
@@ -78,7 +77,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         if not 0 < count <= domain.MAX_BATCH:
             raise InvalidArgument.field("interactions", f"between 1 and {domain.MAX_BATCH} items")
         now = datetime.now(UTC)
-        ip = client_ip(context, self._proxies)
+        ip = caller_ip(context)
         ip_hash = await self._ingestion.ip_hash(ip, now)
         accepted, rejected = self._ingestion.events(items, current_caller(), ip, ip_hash, now)
         outcomes = await self._ingestion.store([event for _, event in accepted]) if accepted else []
@@ -167,7 +166,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         if request.request_id:
             validate_request_id(request.request_id)
         now = datetime.now(UTC)
-        ip = client_ip(context, self._proxies)
+        ip = caller_ip(context)
         hashes = (
             domain.ip_hash(await self._salts.salt(now.date()), ip),
             domain.ip_hash(await self._salts.salt(now.date() - timedelta(days=1)), ip),

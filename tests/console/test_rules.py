@@ -132,7 +132,7 @@ async def test_the_execution_log_shows_a_delivered_event_with_its_action_results
         "occurredTime": datetime.now(UTC).isoformat(),
         "data": {"batch": {"id": "b-2", "fill_percentage": 90}},
     }
-    async with suite.http("service") as service:
+    async with suite.http("service", "service:batch") as service:
         reply = await service.post("/v1/events:deliver", json={"events": [event]})
         assert reply.status_code == 200, reply.text
 

@@ -27,7 +27,7 @@ from loom.tracking.v1 import tracking_pb2
 from libs.clients import STUBS
 from libs.scratch_db import plain_url
 from tests.deploy.twin import Twin
-from tests.support import auth
+from tests.support import auth, from_gateway
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 RETRYABLE_HTTP = {502, 503, 504}
@@ -135,7 +135,7 @@ class MixedLoad:
     async def share(self, i: int) -> None:
         key = f"share-{self.category}-{i}"
         # a fresh client IP per share keeps the 10-per-hour limit out of the way
-        metadata = (("x-forwarded-for", f"198.51.{i // 250 % 250}.{i % 250 + 1}"),)
+        metadata = from_gateway(f"198.51.{i // 250 % 250}.{i % 250 + 1}")
         reply = await self.call("tracking", "TrackShare", tracking_pb2.TrackShareRequest(
             post_id=self.post_id, platform=tracking_pb2.SHARE_PLATFORM_LINKEDIN, session_id=f"s-{i}", request_id=key),
             metadata=metadata)

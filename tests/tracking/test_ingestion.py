@@ -11,10 +11,10 @@ from loom.tracking.v1 import tracking_pb2 as pb
 
 from libs.errors import field_violations
 from libs.scratch_db import plain_url
-from tests.support import auth
+from tests.support import auth, from_gateway
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1"
-FROM_LONDON = (("x-forwarded-for", "81.2.69.160"),)
+FROM_LONDON = from_gateway("81.2.69.160")
 
 
 def stamp(value: datetime) -> Timestamp:

@@ -10,13 +10,13 @@ from loom.tracking.v1 import tracking_pb2 as pb
 
 from libs.errors import field_violations, retry_delay_seconds
 from libs.scratch_db import plain_url
-from tests.support import auth
+from tests.support import auth, from_gateway
 
 ADMIN = auth("admin")
 
 
 def from_ip(ip: str):
-    return (("x-forwarded-for", ip),)
+    return from_gateway(ip)
 
 
 def ip_for(unique: str) -> str:
