@@ -44,6 +44,8 @@ bench: setup
 lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
 	$(PY) -m libs.codegen --check
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf gen $(VENV)
