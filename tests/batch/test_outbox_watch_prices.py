@@ -111,7 +111,9 @@ async def test_free_text_reaches_rules_exactly_as_written(stub, fake_rules):
                                  for e in fake_rules.received))
     opened = next(e for e in fake_rules.received if e.type == "batch.opened" and e.data["batch"]["id"] == placed.batch.batch_id)
     assert opened.data["supplier"]["name"] == awkward == supplier.name
-    order_event = next(e for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id)
+    order_event = next(
+        e for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id
+    )
     assert order_event.data["order"]["buyer_id"] == awkward
 
 
@@ -140,7 +142,10 @@ async def test_while_rules_is_down_events_wait_and_then_arrive_once_each_in_orde
     assert sql.execute("SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL").fetchone()[0] >= 6
     fake_rules.down = False
     ids = [p.order.order_id for p in placed]
-    delivered = lambda: [e.data["order"]["id"] for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] in ids]  # noqa: E731
+
+    def delivered() -> list[str]:
+        return [e.data["order"]["id"] for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] in ids]
+
     await eventually(lambda: len(delivered()) == 5)
     assert delivered() == ids
     event_ids = [e.event_id for e in fake_rules.received[received_before:]]

@@ -256,7 +256,9 @@ async def _store_group(conn: psycopg.AsyncConnection, cursor, events: list[Event
     return [outcomes[i] for i in range(len(events))]
 
 
-async def _store_carefully(cursor, events: list[Event], candidates: list[int], outcomes: dict[int, Outcome], window: timedelta) -> None:
+async def _store_carefully(
+    cursor, events: list[Event], candidates: list[int], outcomes: dict[int, Outcome], window: timedelta
+) -> None:
     """Claims the client ids first: an event whose id is taken answers with the event that
     took it and leaves the de-duplication plan. The rest is stored round by round."""
     claimants = [i for i in candidates if events[i].client_event_id is not None]
