@@ -111,7 +111,7 @@ class GroupCommitter(Generic[Item]):
         whole group. A caller that gives up while waiting is dropped if its group has not
         started yet; once started, its work commits anyway (a retry with the same
         request_id then finds the answer)."""
-        request_id = request.request_id  # type: ignore[attr-defined]
+        request_id = request.request_id  # type: ignore[attr-defined]  # every mutation request declares request_id
         validate_request_id(request_id)
         unit = _Unit(method, request_id, fingerprint(request), response_type, item, tracing.current_traceparent())
         self._waiting.append(unit)

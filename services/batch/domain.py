@@ -52,7 +52,7 @@ def parse_decimal(
     if too_low or value > maximum:
         bound = "greater than" if exclusive_minimum else "at least"
         violations.add(field, f"must be {bound} {minimum} and at most {maximum}")
-    elif -value.as_tuple().exponent > places:  # type: ignore[operator]
+    elif -value.as_tuple().exponent > places:  # type: ignore[operator]  # finite here, so the exponent is an int
         violations.add(field, f"at most {places} decimal places")
     return value
 
@@ -111,7 +111,8 @@ def validate_supplier(terms: SupplierTerms, name: str, contact_email: str, viola
         f"must be between 1 and {MAX_STYLE_COUNT}",
     )
     violations.check(
-        not contact_email or (len(contact_email) <= MAX_TEXT and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", contact_email)),
+        not contact_email
+        or (len(contact_email) <= MAX_TEXT and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", contact_email) is not None),
         "supplier.contact_email",
         "must be an e-mail address",
     )

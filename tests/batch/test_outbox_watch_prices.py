@@ -121,8 +121,11 @@ async def test_an_event_offered_again_keeps_its_event_id(stub, fake_rules, sql):
     category = unique_category()
     await create_supplier(stub, category)
     placed = await place(stub, category, 10)
-    mine = lambda: [e.event_id for e in fake_rules.received if e.type == "order.placed"  # noqa: E731
-                    and e.data["order"]["id"] == placed.order.order_id]
+    def mine() -> list[str]:
+        return [
+            e.event_id for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id
+        ]
+
     await eventually(lambda: len(mine()) == 1)
     # As after a crash between delivering and marking delivered.
     sql.execute("UPDATE batch.outbox SET delivered_time = NULL WHERE type = 'order.placed' AND data->'order'->>'id' = %s",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -216,7 +216,9 @@ class InteractionWriter:
             await self._conn.close()
 
 
-def _answer(outcomes: dict[int, Outcome], events: list[Event], round_: dict[int, Sequence[int]], joined: dict[str, str]) -> None:
+def _answer(
+    outcomes: dict[int, Outcome], events: list[Event], round_: Mapping[int, Sequence[int]], joined: dict[str, str]
+) -> None:
     """Outcomes of a stored round: a representative keeps its id unless its window had
     another event; followers are duplicates of whatever the representative got."""
     for i, followers in round_.items():
