@@ -61,7 +61,7 @@ async def list_orders(
         """,
         buyer_id=buyer_id,
         status=status,
-        batch_id=parse_uuid("batch_id", batch_id) if batch_id else None,
+        batch_id=batch_id or None,
         **after_key(after),
         limit=limit,
     )
