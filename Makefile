@@ -75,6 +75,8 @@ bench: setup $(BENCH_INSTALLED) $(WRK)
 lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
 	$(PY) -m libs.codegen --check
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf gen $(VENV)

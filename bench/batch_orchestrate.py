@@ -96,5 +96,7 @@ async def orchestrate(ctx: BenchContext) -> list[Figure]:
                 seconds.append(time.perf_counter() - started)
                 assert reply.batches_examined == n
             value, baseline = median(seconds), median(baselines)
-            figures.append(Figure(f"batch.orchestrate.{label}", value, "s", value / baseline, "one raw UPDATE of every filling batch"))
+            figures.append(
+                Figure(f"batch.orchestrate.{label}", value, "s", value / baseline, "one raw UPDATE of every filling batch")
+            )
     return figures

@@ -29,9 +29,9 @@ from loom.tracking.v1 import tracking_pb2 as pb
 from loom.tracking.v1 import tracking_pb2_grpc
 
 from bench.harness import BenchContext, Figure, benchmark, closed_loop, median, percentile
+from libs.bootstrap import ServiceSpec, main
 from libs.clients import open_channel
 from libs.scratch_db import plain_url
-from libs.bootstrap import ServiceSpec, main
 from services.tracking.ids import uuid7
 from services.tracking.settings import TrackingSettings
 from tests.support import ROOT, auth, free_port, process_env, serve, stub_for, wait_serving

@@ -101,7 +101,9 @@ def is_transient(error: BaseException) -> bool:
         sqlstate = getattr(original, "sqlstate", None) or ""
         return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08") or (
             not sqlstate
-            and isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
+            and isinstance(
+                error, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError | psycopg.InterfaceError
+            )
         )
     return isinstance(error, ConnectionError | OSError)
 

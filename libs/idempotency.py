@@ -104,7 +104,7 @@ async def run_idempotent(
     attempts: int = 6,
 ) -> M:
     """Runs work(conn) once per (method, request.request_id), in one retried transaction."""
-    request_id = request.request_id  # type: ignore[attr-defined]
+    request_id = request.request_id  # type: ignore[attr-defined]  # every mutation request declares request_id
     validate_request_id(request_id)
 
     async def attempt(conn: AsyncConnection) -> M:

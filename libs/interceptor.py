@@ -115,7 +115,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                             yield item
                     else:
                         await produced
-                except BaseException as error:  # noqa: BLE001
+                except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
                     await self._fail(context, outcome, error)
                 finally:
                     self._finish(context, method, outcome, started, quiet)

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -52,7 +53,7 @@ class Redactor:
             return [self.redact(v) for v in value]
         return value
 
-    def __call__(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         return {k: self.redact(v) for k, v in event_dict.items()}
 
 

@@ -31,7 +31,8 @@ def violations(message: Message) -> list[FieldViolation]:
 def _field_violation(found: protovalidate.Violation) -> FieldViolation:
     violation = found.proto
     path = ""
-    for element in violation.field.elements:
+    field = violation.field  # typed optional by protovalidate; a rule without a field has no path
+    for element in field.elements if field is not None else ():
         name = element.field_name
         path = f"{path}.{name}" if path else name
         subscript = element.subscript

@@ -50,7 +50,8 @@ def _plan(descriptor: d.Descriptor) -> _Plan:
     known = _PLANS.get(descriptor.full_name)
     if known is not None:
         return known
-    plan = _PLANS[descriptor.full_name] = _Plan(kind=descriptor.full_name if descriptor.full_name in (TIMESTAMP, DURATION) else "")
+    kind = descriptor.full_name if descriptor.full_name in (TIMESTAMP, DURATION) else ""
+    plan = _PLANS[descriptor.full_name] = _Plan(kind=kind)
     if plan.kind:
         return plan
     _PLANNING.add(descriptor.full_name)

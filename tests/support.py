@@ -20,9 +20,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.auth import FORWARDER_HEADER, mint_token
+from libs.bootstrap import RunningService, start
 from libs.clients import STUBS, open_channel
 from libs.scratch_db import ROOT
-from libs.bootstrap import RunningService, start
 from libs.settings import SERVICE_NAMES, Settings
 
 TEST_JWT_SECRET = "loom-test-secret-not-for-production"

@@ -111,7 +111,7 @@ class GroupCommitter(Generic[Item]):
         whole group. A caller that gives up while waiting is dropped if its group has not
         started yet; once started, its work commits anyway (a retry with the same
         request_id then finds the answer)."""
-        request_id = request.request_id  # type: ignore[attr-defined]
+        request_id = request.request_id  # type: ignore[attr-defined]  # every mutation request declares request_id
         validate_request_id(request_id)
         unit = _Unit(method, request_id, fingerprint(request), response_type, item, tracing.current_traceparent())
         self._waiting.append(unit)
@@ -159,7 +159,9 @@ class GroupCommitter(Generic[Item]):
                 with attempt:
                     outcomes, applied = await self._transaction(group)
             self._work.committed(applied)
-        except Exception as error:  # the shared transaction failed: nothing of the group was written
+        # noqa reason: whatever made the shared transaction fail, nothing of the group was written and
+        # every caller in it must get an answer, so no exception may escape.
+        except Exception as error:  # noqa: BLE001 - answered to every caller of the group below
             if is_transient(error):  # the driver's own errors too, which the interceptor would call INTERNAL
                 error = Unavailable("the database is unavailable; retry the same request_id")
             outcomes = [error] * len(group)

@@ -37,7 +37,8 @@ def decimal_text(value: Decimal | None) -> str:
     if value is None:
         return ""
     normal = value.normalize()
-    return format(normal.quantize(domain.CENT) if normal.as_tuple().exponent > -2 else normal, "f")
+    exponent = normal.as_tuple().exponent  # a letter only for NaN and infinities, which are never stored
+    return format(normal.quantize(domain.CENT) if isinstance(exponent, int) and exponent > -2 else normal, "f")
 
 
 def supplier_message(supplier: Supplier) -> pb.Supplier:
@@ -111,13 +112,13 @@ def order_message(order: Order) -> pb.Order:
     )
 
 
-def order_status(value: int, field: str = "status") -> OrderStatus:
+def order_status(value: pb.OrderStatus.ValueType, field: str = "status") -> OrderStatus:
     if value == pb.ORDER_STATUS_UNSPECIFIED or value not in pb.OrderStatus.values():
         raise InvalidArgument.field(field, "must be a known order status")
     return OrderStatus(pb.OrderStatus.Name(value).removeprefix("ORDER_STATUS_").lower())
 
 
-def batch_status(value: int, field: str = "status") -> BatchStatus:
+def batch_status(value: pb.BatchStatus.ValueType, field: str = "status") -> BatchStatus:
     if value == pb.BATCH_STATUS_UNSPECIFIED or value not in pb.BatchStatus.values():
         raise InvalidArgument.field(field, "must be a known batch status")
     return BatchStatus(pb.BatchStatus.Name(value).removeprefix("BATCH_STATUS_").lower())

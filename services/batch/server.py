@@ -10,8 +10,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
+import grpc
 from google.protobuf.message import Message
 from loom.batch.v1 import batch_pb2 as pb
 from loom.batch.v1 import batch_pb2_grpc
@@ -53,13 +54,15 @@ from services.batch.watch import BatchWatcher
 from services.batch.facts import WindowedFacts  # CountRecentOrders, CountConfirmedBatches (rules' windowed facts)
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+# The servicer context every method receives (client address, metadata).
+Context: TypeAlias = grpc.aio.ServicerContext
 ADMIN, BUYER, SUPPLIER, SERVICE = (
     access_pb2.ROLE_ADMIN,
     access_pb2.ROLE_BUYER,
     access_pb2.ROLE_SUPPLIER,
     access_pb2.ROLE_SERVICE,
 )
-MAX_TREND_MONTHS = 120
 SUPPLIER_FIELDS = (
     "name", "categories", "moq", "capacity", "price_tiers", "lead_time_days", "rating", "active",
     "max_styles_per_batch", "contact_email",
@@ -98,12 +101,12 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
         self._wake_dispatcher()
         return response
 
-    async def _read(self, work: Callable[[AsyncConnection], Awaitable[M]]) -> M:
+    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         return await run_in_transaction(self._engine, work, attempts=self._settings.db_retry_attempts)
 
     # ------------------------------------------------------------ suppliers
 
-    async def CreateSupplier(self, request: pb.CreateSupplierRequest, context) -> pb.CreateSupplierResponse:
+    async def CreateSupplier(self, request: pb.CreateSupplierRequest, context: Context) -> pb.CreateSupplierResponse:
         violations = Violations()
         terms = supplier_terms_of(request.supplier, str(uuid.uuid4()), violations)
         violations.raise_if_any()
@@ -116,7 +119,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("CreateSupplier", request, pb.CreateSupplierResponse, work)
 
-    async def GetSupplier(self, request: pb.GetSupplierRequest, context) -> pb.GetSupplierResponse:
+    async def GetSupplier(self, request: pb.GetSupplierRequest, context: Context) -> pb.GetSupplierResponse:
         require_self_or(current_caller(), request.supplier_id, ADMIN, SERVICE)
 
         async def work(conn: AsyncConnection) -> pb.GetSupplierResponse:
@@ -124,7 +127,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def ListSuppliers(self, request: pb.ListSuppliersRequest, context) -> pb.ListSuppliersResponse:
+    async def ListSuppliers(self, request: pb.ListSuppliersRequest, context: Context) -> pb.ListSuppliersResponse:
         limit = page_size(request.page_size)
         scope = f"suppliers:{request.category}:{request.active_only}"
         after = cursor_values(decode_token(request.page_token, scope=scope))
@@ -137,7 +140,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def UpdateSupplier(self, request: pb.UpdateSupplierRequest, context) -> pb.UpdateSupplierResponse:
+    async def UpdateSupplier(self, request: pb.UpdateSupplierRequest, context: Context) -> pb.UpdateSupplierResponse:
         paths = list(request.update_mask.paths) or list(SUPPLIER_FIELDS)
         unknown = [p for p in paths if p not in SUPPLIER_FIELDS]
         if unknown:
@@ -160,15 +163,10 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("UpdateSupplier", request, pb.UpdateSupplierResponse, work)
 
-    async def RecommendSupplier(self, request: pb.RecommendSupplierRequest, context) -> pb.RecommendSupplierResponse:
-        violations = Violations()
-        domain.check_category(violations, "category", request.category)
-        violations.check(
-            0 < request.quantity <= self._settings.max_order_quantity,
-            "quantity",
-            f"must be between 1 and {self._settings.max_order_quantity}",
-        )
-        violations.raise_if_any()
+    async def RecommendSupplier(self, request: pb.RecommendSupplierRequest, context: Context) -> pb.RecommendSupplierResponse:
+        # The proto bounds quantity below (gt 0); the upper bound is configured.
+        if request.quantity > self._settings.max_order_quantity:
+            raise InvalidArgument.field("quantity", f"must be between 1 and {self._settings.max_order_quantity}")
 
         async def work(conn: AsyncConnection) -> pb.RecommendSupplierResponse:
             try:
@@ -185,7 +183,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
     # ------------------------------------------------------------ orders
 
-    async def PlaceOrder(self, request: pb.PlaceOrderRequest, context) -> pb.PlaceOrderResponse:
+    async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: Context) -> pb.PlaceOrderResponse:
         caller = current_caller()
         buyer_id = request.buyer_id or (caller.subject if caller.is_(BUYER) else "")
         require_self_or(caller, buyer_id, ADMIN)
@@ -216,7 +214,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     def _check_order_access(self, order: Order) -> None:
         require_self_or(current_caller(), order.buyer_id, ADMIN, SERVICE)
 
-    async def GetOrder(self, request: pb.GetOrderRequest, context) -> pb.GetOrderResponse:
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         async def work(conn: AsyncConnection) -> pb.GetOrderResponse:
             order = await orders.get_order(conn, request.order_id)
             self._check_order_access(order)
@@ -224,7 +222,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def ListOrders(self, request: pb.ListOrdersRequest, context) -> pb.ListOrdersResponse:
+    async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         caller = current_caller()
         buyer_id = request.buyer_id
         if caller.is_(BUYER):
@@ -243,11 +241,8 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def UpdateOrderStatus(self, request: pb.UpdateOrderStatusRequest, context) -> pb.UpdateOrderStatusResponse:
+    async def UpdateOrderStatus(self, request: pb.UpdateOrderStatusRequest, context: Context) -> pb.UpdateOrderStatusResponse:
         target = order_status(request.status)
-        parse_uuid("order_id", request.order_id)
-        if len(request.reason) > domain.MAX_NOTES:
-            raise InvalidArgument.field("reason", f"at most {domain.MAX_NOTES} characters")
 
         async def work(conn: AsyncConnection) -> pb.UpdateOrderStatusResponse:
             order = await order_usecases.update_order_status(conn, request.order_id, target, request.reason, utc_now())
@@ -255,11 +250,9 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("UpdateOrderStatus", request, pb.UpdateOrderStatusResponse, work)
 
-    async def AssignSupplier(self, request: pb.AssignSupplierRequest, context) -> pb.AssignSupplierResponse:
+    async def AssignSupplier(self, request: pb.AssignSupplierRequest, context: Context) -> pb.AssignSupplierResponse:
         if bool(request.order_id) == bool(request.batch_id):
             raise InvalidArgument.field("order_id", "give exactly one of order_id and batch_id")
-        parse_uuid("supplier_id", request.supplier_id)
-        parse_uuid("order_id" if request.order_id else "batch_id", request.order_id or request.batch_id)
 
         async def work(conn: AsyncConnection) -> pb.AssignSupplierResponse:
             now = utc_now()
@@ -275,11 +268,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("AssignSupplier", request, pb.AssignSupplierResponse, work)
 
-    async def CancelOrder(self, request: pb.CancelOrderRequest, context) -> pb.CancelOrderResponse:
-        parse_uuid("order_id", request.order_id)
-        if len(request.reason) > domain.MAX_NOTES:
-            raise InvalidArgument.field("reason", f"at most {domain.MAX_NOTES} characters")
-
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         async def work(conn: AsyncConnection) -> pb.CancelOrderResponse:
             order = await orders.get_order(conn, request.order_id, for_update=True)
             self._check_order_access(order)
@@ -296,7 +285,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     def _check_batch_access(self, batch: Batch) -> None:
         require_self_or(current_caller(), batch.supplier_id, ADMIN, SERVICE)
 
-    async def GetBatch(self, request: pb.GetBatchRequest, context) -> pb.GetBatchResponse:
+    async def GetBatch(self, request: pb.GetBatchRequest, context: Context) -> pb.GetBatchResponse:
         async def work(conn: AsyncConnection) -> pb.GetBatchResponse:
             batch = await batches.get_batch(conn, request.batch_id)
             self._check_batch_access(batch)
@@ -304,7 +293,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def ListBatches(self, request: pb.ListBatchesRequest, context) -> pb.ListBatchesResponse:
+    async def ListBatches(self, request: pb.ListBatchesRequest, context: Context) -> pb.ListBatchesResponse:
         caller = current_caller()
         supplier_id = request.supplier_id
         if caller.is_(SUPPLIER):
@@ -325,8 +314,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def WatchBatch(self, request: pb.WatchBatchRequest, context) -> AsyncIterator[pb.WatchBatchResponse]:
-        parse_uuid("batch_id", request.batch_id)
+    async def WatchBatch(self, request: pb.WatchBatchRequest, context: Context) -> AsyncIterator[pb.WatchBatchResponse]:
         async with self._watcher.watch(request.batch_id) as changes:
             # Subscribed before the first read, so no change between the two is missed.
             first = await self._read(lambda conn: batches.get_batch(conn, request.batch_id))
@@ -339,9 +327,8 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
                     last = current
                     yield pb.WatchBatchResponse(batch=current)
 
-    async def AdvanceBatch(self, request: pb.AdvanceBatchRequest, context) -> pb.AdvanceBatchResponse:
+    async def AdvanceBatch(self, request: pb.AdvanceBatchRequest, context: Context) -> pb.AdvanceBatchResponse:
         target = batch_status(request.status)
-        parse_uuid("batch_id", request.batch_id)
 
         async def work(conn: AsyncConnection) -> pb.AdvanceBatchResponse:
             batch = await batch_usecases.advance_batch(conn, request.batch_id, target, utc_now())
@@ -349,13 +336,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("AdvanceBatch", request, pb.AdvanceBatchResponse, work)
 
-    async def ResolveReview(self, request: pb.ResolveReviewRequest, context) -> pb.ResolveReviewResponse:
-        if request.decision not in (pb.REVIEW_DECISION_CONFIRM, pb.REVIEW_DECISION_CANCEL):
-            raise InvalidArgument.field("decision", "must be REVIEW_DECISION_CONFIRM or REVIEW_DECISION_CANCEL")
-        parse_uuid("batch_id", request.batch_id)
-        if len(request.note) > domain.MAX_NOTES:
-            raise InvalidArgument.field("note", f"at most {domain.MAX_NOTES} characters")
-
+    async def ResolveReview(self, request: pb.ResolveReviewRequest, context: Context) -> pb.ResolveReviewResponse:
         async def work(conn: AsyncConnection) -> pb.ResolveReviewResponse:
             confirm = request.decision == pb.REVIEW_DECISION_CONFIRM
             refunded = await orchestration.resolve_review(conn, request.batch_id, confirm, request.note, utc_now())
@@ -365,7 +346,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("ResolveReview", request, pb.ResolveReviewResponse, work)
 
-    async def Orchestrate(self, request: pb.OrchestrateRequest, context) -> pb.OrchestrateResponse:
+    async def Orchestrate(self, request: pb.OrchestrateRequest, context: Context) -> pb.OrchestrateResponse:
         now = request.now.ToDatetime(tzinfo=UTC) if request.HasField("now") else utc_now()
         started = time.perf_counter()
 
@@ -399,7 +380,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     # ------------------------------------------------------------ prices and costs
 
     async def CapturePriceSnapshot(
-        self, request: pb.CapturePriceSnapshotRequest, context
+        self, request: pb.CapturePriceSnapshotRequest, context: Context
     ) -> pb.CapturePriceSnapshotResponse:
         captured = request.capture_time.ToDatetime(tzinfo=UTC) if request.HasField("capture_time") else utc_now()
         started = time.perf_counter()
@@ -414,11 +395,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._idempotent("CapturePriceSnapshot", request, pb.CapturePriceSnapshotResponse, work)
 
-    async def GetPriceTrend(self, request: pb.GetPriceTrendRequest, context) -> pb.GetPriceTrendResponse:
-        violations = Violations()
-        domain.check_category(violations, "category", request.category)
-        violations.check(0 <= request.months <= MAX_TREND_MONTHS, "months", f"must be between 0 and {MAX_TREND_MONTHS}")
-        violations.raise_if_any()
+    async def GetPriceTrend(self, request: pb.GetPriceTrendRequest, context: Context) -> pb.GetPriceTrendResponse:
         since = utc_now() - timedelta(days=round(30.44 * (request.months or 6)))
 
         async def work(conn: AsyncConnection) -> pb.GetPriceTrendResponse:
@@ -442,18 +419,13 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
 
         return await self._read(work)
 
-    async def EstimateCost(self, request: pb.EstimateCostRequest, context) -> pb.EstimateCostResponse:
+    async def EstimateCost(self, request: pb.EstimateCostRequest, context: Context) -> pb.EstimateCostResponse:
         violations = Violations()
         lines, indirect, overhead = domain.validate_cost_request(
             [(item.description, item.unit_cost, item.quantity) for item in request.line_items],
             request.indirect_cost_percent,
             request.overhead_percent,
             violations,
-        )
-        violations.check(
-            not request.currency or (len(request.currency) == 3 and request.currency.isalpha()),
-            "currency",
-            "an ISO 4217 code such as USD",
         )
         violations.raise_if_any()
         estimate = domain.estimate_cost(lines, indirect, overhead)
@@ -472,7 +444,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
             currency=(request.currency or self._settings.currency).upper(),
         )
 
-    async def PurgeOldData(self, request: pb.PurgeOldDataRequest, context) -> pb.PurgeOldDataResponse:
+    async def PurgeOldData(self, request: pb.PurgeOldDataRequest, context: Context) -> pb.PurgeOldDataResponse:
         now = utc_now()
         outbox_days = retention_days(request.retention_days, self._settings.outbox_retention_days)
         snapshot_days = retention_days(request.retention_days, self._settings.snapshot_retention_days)

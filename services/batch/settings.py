@@ -18,7 +18,8 @@ class BatchSettings(Settings):
     max_order_quantity: int = Field(default=1_000_000, description="Largest quantity one order may ask for.")
     confirm_percent: Decimal = Field(default=Decimal("75"), description="Fill % at which a batch is confirmed.")
     review_percent: Decimal = Field(
-        default=Decimal("50"), description="Fill % from which a batch whose window closed goes to admin review (below it: cancelled)."
+        default=Decimal("50"),
+        description="Fill % from which a batch whose window closed goes to admin review (below it: cancelled).",
     )
     nearing_target_percent: Decimal = Field(
         default=Decimal("60"), description="Fill % from which an open batch raises its one-time nearing-target event."

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -212,7 +212,7 @@ def first_claims(client_event_ids: Sequence[str | None]) -> dict[int, int]:
     return repeats
 
 
-def session_rounds(events: Sequence[Event], indices: Sequence[int], window: timedelta) -> list[dict[int, Sequence[int]]]:
+def session_rounds(events: Sequence[Event], indices: Sequence[int], window: timedelta) -> Sequence[Mapping[int, Sequence[int]]]:
     """Splits a batch into rounds of events with distinct (session, product, type) keys.
 
     In each round every key appears once, as a representative; later events of the

@@ -24,7 +24,7 @@ class Enricher:
             return None
         return code if len(code) == 2 and code.isalpha() else None
 
-    @lru_cache(maxsize=8192)  # noqa: B019
+    @lru_cache(maxsize=8192)  # noqa: B019 - as above: one Enricher per process
     def agent(self, user_agent: str) -> Agent:
         if not user_agent:
             return Agent(None, None, "unknown")

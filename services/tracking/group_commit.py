@@ -76,7 +76,8 @@ class GroupCommitter:
         self._concurrent = False
 
     def _take_group(self) -> list[tuple[list[Event], asyncio.Future[list[Outcome]]]]:
-        group, size = [], 0
+        group: list[tuple[list[Event], asyncio.Future[list[Outcome]]]] = []
+        size = 0
         while self._pending and (not group or size + len(self._pending[0][0]) <= self._max_batch):
             events, future = self._pending.popleft()
             self._queued_events -= len(events)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
+import grpc
 from loom.common.v1 import access_pb2
 from loom.tracking.v1 import tracking_pb2 as pb
 from loom.tracking.v1 import tracking_pb2_grpc
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from libs.auth import current_caller, require_self_or
 from libs.client_ip import caller_ip
 from libs.db import run_in_transaction
-from libs.domain_errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Violations
+from libs.domain_errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from libs.errors import status_of
 from libs.idempotency import claim, remember, run_idempotent, validate_request_id
 from libs.pagination import decode_token, encode_token, page_size
@@ -43,6 +45,8 @@ from services.tracking.usecases.ingestion import Ingestion
 from services.tracking.usecases.shares import share_post
 from services.tracking.facts import WindowedFacts  # CountProductInteractions (rules' windowed facts)
 
+# The servicer context every method receives (client address, metadata).
+Context: TypeAlias = grpc.aio.ServicerContext
 PRIVILEGED = (access_pb2.ROLE_ADMIN, access_pb2.ROLE_SERVICE)
 MAX_RECOMMENDATIONS = 100
 MAX_TOP_PRODUCTS = 1000
@@ -61,7 +65,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
     # ------------------------------------------------------------------ ingestion
 
-    async def TrackInteraction(self, request, context):
+    async def TrackInteraction(self, request: pb.TrackInteractionRequest, context: Context) -> pb.TrackInteractionResponse:
         now = datetime.now(UTC)
         ip = caller_ip(context)
         ip_hash = await self._ingestion.ip_hash(ip, now)
@@ -71,11 +75,9 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         [outcome] = await self._ingestion.store([accepted[0][1]])
         return pb.TrackInteractionResponse(interaction_id=outcome.interaction_id, duplicate=outcome.duplicate)
 
-    async def TrackInteractions(self, request, context):
+    async def TrackInteractions(self, request: pb.TrackInteractionsRequest, context: Context) -> pb.TrackInteractionsResponse:
         items = request.interactions
         count = len(items)
-        if not 0 < count <= domain.MAX_BATCH:
-            raise InvalidArgument.field("interactions", f"between 1 and {domain.MAX_BATCH} items")
         now = datetime.now(UTC)
         ip = caller_ip(context)
         ip_hash = await self._ingestion.ip_hash(ip, now)
@@ -102,7 +104,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
     # ------------------------------------------------------------------ posts and shares
 
-    async def CreatePost(self, request, context):
+    async def CreatePost(self, request: pb.CreatePostRequest, context: Context) -> pb.CreatePostResponse:
         post = request.post
         problems = domain.post_violations(post_id=post.post_id, title=post.title, url=post.url, check={"post_id", "title", "url"})
         if problems:
@@ -119,9 +121,10 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
         return await run_idempotent(self._engine, IDEMPOTENCY, "CreatePost", request, pb.CreatePostResponse, work)
 
-    async def UpdatePost(self, request, context):
+    async def UpdatePost(self, request: pb.UpdatePostRequest, context: Context) -> pb.UpdatePostResponse:
         post = request.post
-        check_id("post.post_id", post.post_id)
+        if not post.post_id:  # the proto checks its form but must allow it empty: CreatePost may leave it out
+            raise InvalidArgument.field("post.post_id", "required")
         paths = set(request.update_mask.paths) or {"title", "url", "published"}
         unknown = paths - {"title", "url", "published"}
         if unknown:
@@ -137,12 +140,11 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
         return await run_idempotent(self._engine, IDEMPOTENCY, "UpdatePost", request, pb.UpdatePostResponse, work)
 
-    async def GetPost(self, request, context):
-        check_id("post_id", request.post_id)
+    async def GetPost(self, request: pb.GetPostRequest, context: Context) -> pb.GetPostResponse:
         async with self._engine.connect() as conn:
             return pb.GetPostResponse(post=post_message(await posts.get_post(conn, request.post_id)))
 
-    async def ListPosts(self, request, context):
+    async def ListPosts(self, request: pb.ListPostsRequest, context: Context) -> pb.ListPostsResponse:
         size = page_size(request.page_size)
         cursor = decode_token(request.page_token, scope="posts")
         after = (datetime.fromisoformat(cursor[0]), cursor[1]) if cursor else None
@@ -154,15 +156,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             token = encode_token([page[-1].create_time.isoformat(), page[-1].post_id], scope="posts")
         return pb.ListPostsResponse(posts=[post_message(p) for p in page], next_page_token=token)
 
-    async def TrackShare(self, request, context):
-        violations = Violations()
-        problem = domain.id_problem(request.post_id, required=True)
-        violations.check(problem is None, "post_id", problem or "")
-        violations.check(request.platform in domain.SHARE_PLATFORMS, "platform", f"one of {', '.join(domain.SHARE_PLATFORMS.values())}")
-        for field in ("session_id", "user_id"):
-            problem = domain.id_problem(getattr(request, field), required=False)
-            violations.check(problem is None, field, problem or "")
-        violations.raise_if_any()
+    async def TrackShare(self, request: pb.TrackShareRequest, context: Context) -> pb.TrackShareResponse:
         if request.request_id:
             validate_request_id(request.request_id)
         now = datetime.now(UTC)
@@ -206,19 +200,19 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             )
         return answer
 
-    async def GetShareStats(self, request, context):
-        check_id("post_id", request.post_id)
+    async def GetShareStats(self, request: pb.GetShareStatsRequest, context: Context) -> pb.GetShareStatsResponse:
         start, end = time_range(request)
         async with self._engine.connect() as conn:
             stats = await shares.share_stats(conn, request.post_id, start, end)
+        platform = pb.SharePlatform.ValueType
         return pb.GetShareStatsResponse(
             post_id=request.post_id,
             total=stats.total,
-            by_platform=[pb.PlatformCount(platform=c.platform, count=c.count) for c in stats.by_platform],
-            by_day=[pb.DailyShareCount(day=c.day, platform=c.platform, count=c.count) for c in stats.by_day],
+            by_platform=[pb.PlatformCount(platform=platform(c.platform), count=c.count) for c in stats.by_platform],
+            by_day=[pb.DailyShareCount(day=c.day, platform=platform(c.platform), count=c.count) for c in stats.by_day],
         )
 
-    async def GetRateLimitStats(self, request, context):
+    async def GetRateLimitStats(self, request: pb.GetRateLimitStatsRequest, context: Context) -> pb.GetRateLimitStatsResponse:
         start, end = time_range(request)
         async with self._engine.connect() as conn:
             days = await shares.rate_limit_stats(conn, start, end)
@@ -229,23 +223,23 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
 
     # ------------------------------------------------------------------ analytics
 
-    async def GetEngagementSummary(self, request, context):
+    async def GetEngagementSummary(
+        self, request: pb.GetEngagementSummaryRequest, context: Context
+    ) -> pb.GetEngagementSummaryResponse:
         start, end = time_range(request)
         async with self._engine.connect() as conn:
             summary = await analytics.engagement_summary(conn, start, end)
         total = sum(summary.by_type.values())
         return pb.GetEngagementSummaryResponse(
             total=total,
-            by_type=[pb.TypeCount(type=t, count=n) for t, n in summary.by_type.items()],
+            by_type=[pb.TypeCount(type=pb.InteractionType.ValueType(t), count=n) for t, n in summary.by_type.items()],
             unique_sessions=summary.unique_sessions,
             authenticated=summary.authenticated,
             authenticated_ratio=summary.authenticated / total if total else 0.0,
         )
 
-    async def GetEngagementTrend(self, request, context):
+    async def GetEngagementTrend(self, request: pb.GetEngagementTrendRequest, context: Context) -> pb.GetEngagementTrendResponse:
         start, end = time_range(request)
-        if request.type and request.type not in domain.INTERACTION_TYPES:
-            raise InvalidArgument.field("type", "unknown interaction type")
         unit = "week" if request.granularity == pb.GRANULARITY_WEEK else "day"
         async with self._engine.connect() as conn:
             counts = await analytics.engagement_trend(conn, start, end, unit, request.type or None)
@@ -254,13 +248,12 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             point = points.setdefault(c.period_start, pb.TrendPoint(period_start=timestamp(c.period_start)))
             point.count += c.events
             point.authenticated += c.authenticated
-            point.by_type.append(pb.TypeCount(type=c.type, count=c.events))
+            point.by_type.append(pb.TypeCount(type=pb.InteractionType.ValueType(c.type), count=c.events))
         for point in points.values():
             point.authenticated_ratio = point.authenticated / point.count if point.count else 0.0
         return pb.GetEngagementTrendResponse(points=list(points.values()))
 
-    async def GetFunnel(self, request, context):
-        check_id("product_id", request.product_id)
+    async def GetFunnel(self, request: pb.GetFunnelRequest, context: Context) -> pb.GetFunnelResponse:
         start, end = time_range(request)
         async with self._engine.connect() as conn:
             reached = await analytics.funnel(conn, request.product_id, start, end)
@@ -268,20 +261,20 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         for n, (step, sessions) in enumerate(zip(domain.FUNNEL, reached, strict=True)):
             previous = reached[n - 1] if n else sessions
             conversion = 1.0 if n == 0 else (sessions / previous if previous else 0.0)
-            steps.append(pb.FunnelStep(type=step, sessions=sessions, conversion=conversion))
+            steps.append(pb.FunnelStep(type=pb.InteractionType.ValueType(step), sessions=sessions, conversion=conversion))
         return pb.GetFunnelResponse(product_id=request.product_id, steps=steps)
 
-    async def ListTopProducts(self, request, context):
+    async def ListTopProducts(self, request: pb.ListTopProductsRequest, context: Context) -> pb.ListTopProductsResponse:
         check_id("user_id", request.user_id, required=False)
         start, end = time_range(request)
-        if request.limit < 0:
-            raise InvalidArgument.field("limit", "must not be negative")
         limit = min(request.limit or 10, MAX_TOP_PRODUCTS)
         async with self._engine.connect() as conn:
             top = await analytics.top_products(conn, request.user_id or None, limit, start, end)
         return pb.ListTopProductsResponse(products=[pb.ProductCount(product_id=p.product_id, count=p.count) for p in top])
 
-    async def AggregatePopularity(self, request, context):
+    async def AggregatePopularity(
+        self, request: pb.AggregatePopularityRequest, context: Context
+    ) -> pb.AggregatePopularityResponse:
         as_of = time_or_none(request.as_of_time, request.HasField("as_of_time")) or datetime.now(UTC)
         recompute = timedelta(seconds=self._settings.max_event_age_seconds)
 
@@ -300,31 +293,26 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             self._engine, IDEMPOTENCY, "AggregatePopularity", request, pb.AggregatePopularityResponse, work
         )
 
-    async def GetPopularity(self, request, context):
-        check_id("product_id", request.product_id)
-        if request.paired_limit < 0:
-            raise InvalidArgument.field("paired_limit", "must not be negative")
+    async def GetPopularity(self, request: pb.GetPopularityRequest, context: Context) -> pb.GetPopularityResponse:
         async with self._engine.connect() as conn:
             scored = await popularity.popularity(conn, request.product_id, min(request.paired_limit or 10, 100))
         if scored is None:
             raise NotFound("product popularity", request.product_id)
         return pb.GetPopularityResponse(popularity=popularity_message(scored))
 
-    async def GetRecommendations(self, request, context):
+    async def GetRecommendations(self, request: pb.GetRecommendationsRequest, context: Context) -> pb.GetRecommendationsResponse:
         if bool(request.user_id) == bool(request.session_id):
             raise InvalidArgument.field("user_id", "give exactly one of user_id and session_id")
         check_id("user_id", request.user_id, required=False)
         check_id("session_id", request.session_id, required=False)
         if request.user_id:
             require_self_or(current_caller(), request.user_id, *PRIVILEGED)
-        if request.limit < 0:
-            raise InvalidArgument.field("limit", "must not be negative")
         limit = min(request.limit or 10, MAX_RECOMMENDATIONS)
         async with self._engine.connect() as conn:
             picked = await popularity.recommendations(conn, request.user_id or None, request.session_id or None, limit)
         return pb.GetRecommendationsResponse(recommendations=[recommendation_message(r) for r in picked])
 
-    async def PurgeOldData(self, request, context):
+    async def PurgeOldData(self, request: pb.PurgeOldDataRequest, context: Context) -> pb.PurgeOldDataResponse:
         days = retention_days(request.retention_days, self._settings.retention_days)
         now = datetime.now(UTC)
 

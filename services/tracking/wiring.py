@@ -11,6 +11,7 @@ from services.tracking.settings import TrackingSettings
 async def setup(context: ServiceContext) -> None:
     """Registers the servicer; its group-commit writers stop (and close their connections) after the server has drained."""
     assert context.engine is not None
+    assert isinstance(context.settings, TrackingSettings)  # the bootstrap loads the service's own settings class
     servicer = TrackingServicer(context.engine, context.settings, Enricher())
     context.exit_stack.push_async_callback(servicer.close)
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, context.server)

@@ -1,4 +1,5 @@
-"""Group commit of PlaceOrders: one transaction per group, its orders placed together where they can be, answers after the commit."""
+"""Group commit of PlaceOrders: one transaction per group, its orders placed together where they can be,
+answers after the commit."""
 
 from __future__ import annotations
 

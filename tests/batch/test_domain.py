@@ -9,6 +9,7 @@ from libs.errors import InvalidArgument, Violations
 from services.batch import domain
 from services.batch.domain import Action, BatchStatus, OrderStatus
 
+
 def fields_of(violations: Violations) -> set[str]:
     with pytest.raises(InvalidArgument) as raised:
         violations.raise_if_any()

@@ -167,7 +167,8 @@ async def test_the_filling_set_follows_every_way_out_of_filling(stub, sql):
     filling = {str(row[0]) for row in sql.execute("SELECT id FROM batch.filling_batches")}
     by_status = {str(row[0]) for row in sql.execute("SELECT id FROM batch.batches WHERE status = 'filling'")}
     assert filling == by_status
-    assert not {small.batch.batch_id, confirmed_now.batch.batch_id, cancelled_later.batch.batch_id, reviewed.batch.batch_id} & filling
+    ended = {small.batch.batch_id, confirmed_now.batch.batch_id, cancelled_later.batch.batch_id, reviewed.batch.batch_id}
+    assert not ended & filling
     fresh = await batch_at(stub, sql, 100)
     assert fresh.batch.batch_id in {str(row[0]) for row in sql.execute("SELECT id FROM batch.filling_batches")}
 

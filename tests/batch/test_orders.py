@@ -40,7 +40,9 @@ def outbox_types(sql, entity_id: str) -> list[str]:
 async def test_first_order_opens_a_batch_with_the_best_supplier_and_prices_it(stub, sql):
     category = unique_category()
     await create_supplier(stub, category, name="Dear", price_tiers=[pb.PriceTier(min_quantity=1, unit_price="7.00")])
-    cheap = await create_supplier(stub, category, name="Cheap", price_tiers=[pb.PriceTier(min_quantity=50, unit_price="4.20")], moq=50)
+    cheap = await create_supplier(
+        stub, category, name="Cheap", price_tiers=[pb.PriceTier(min_quantity=50, unit_price="4.20")], moq=50
+    )
     reply = await place(stub, category, 20)
     assert reply.batch_opened
     assert reply.batch.supplier_id == cheap.supplier_id
@@ -103,10 +105,10 @@ async def test_concurrent_orders_never_overfill_and_every_order_counts_once(stub
     rids = [request_id() for _ in range(32)]
     quantities = [7 + (i * 13) % 29 for i in range(32)]
     replies = await asyncio.gather(
-        *(place(stub, category, q, buyer=f"b{i}", rid=rid) for i, (q, rid) in enumerate(zip(quantities, rids)))
+        *(place(stub, category, q, buyer=f"b{i}", rid=rid) for i, (q, rid) in enumerate(zip(quantities, rids, strict=True)))
     )
     replays = await asyncio.gather(
-        *(place(stub, category, q, buyer=f"b{i}", rid=rid) for i, (q, rid) in enumerate(zip(quantities, rids)))
+        *(place(stub, category, q, buyer=f"b{i}", rid=rid) for i, (q, rid) in enumerate(zip(quantities, rids, strict=True)))
     )
     assert [r.order.order_id for r in replays] == [r.order.order_id for r in replies]
     assert len({r.order.order_id for r in replies}) == 32
@@ -321,7 +323,9 @@ async def test_supplier_crud_and_validation(stub):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.GetSupplier(pb.GetSupplierRequest(supplier_id=created.supplier_id), metadata=auth("supplier", "other"))
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    own = await stub.GetSupplier(pb.GetSupplierRequest(supplier_id=created.supplier_id), metadata=auth("supplier", created.supplier_id))
+    own = await stub.GetSupplier(
+        pb.GetSupplierRequest(supplier_id=created.supplier_id), metadata=auth("supplier", created.supplier_id)
+    )
     assert own.supplier.name == created.name
 
 

@@ -111,7 +111,9 @@ async def test_free_text_reaches_rules_exactly_as_written(stub, fake_rules):
                                  for e in fake_rules.received))
     opened = next(e for e in fake_rules.received if e.type == "batch.opened" and e.data["batch"]["id"] == placed.batch.batch_id)
     assert opened.data["supplier"]["name"] == awkward == supplier.name
-    order_event = next(e for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id)
+    order_event = next(
+        e for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id
+    )
     assert order_event.data["order"]["buyer_id"] == awkward
 
 
@@ -119,8 +121,11 @@ async def test_an_event_offered_again_keeps_its_event_id(stub, fake_rules, sql):
     category = unique_category()
     await create_supplier(stub, category)
     placed = await place(stub, category, 10)
-    mine = lambda: [e.event_id for e in fake_rules.received if e.type == "order.placed"  # noqa: E731
-                    and e.data["order"]["id"] == placed.order.order_id]
+    def mine() -> list[str]:
+        return [
+            e.event_id for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] == placed.order.order_id
+        ]
+
     await eventually(lambda: len(mine()) == 1)
     # As after a crash between delivering and marking delivered.
     sql.execute("UPDATE batch.outbox SET delivered_time = NULL WHERE type = 'order.placed' AND data->'order'->>'id' = %s",
@@ -140,7 +145,10 @@ async def test_while_rules_is_down_events_wait_and_then_arrive_once_each_in_orde
     assert sql.execute("SELECT count(*) FROM batch.outbox WHERE delivered_time IS NULL").fetchone()[0] >= 6
     fake_rules.down = False
     ids = [p.order.order_id for p in placed]
-    delivered = lambda: [e.data["order"]["id"] for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] in ids]  # noqa: E731
+
+    def delivered() -> list[str]:
+        return [e.data["order"]["id"] for e in fake_rules.received if e.type == "order.placed" and e.data["order"]["id"] in ids]
+
     await eventually(lambda: len(delivered()) == 5)
     assert delivered() == ids
     event_ids = [e.event_id for e in fake_rules.received[received_before:]]

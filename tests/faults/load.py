@@ -43,7 +43,9 @@ ADMIN = auth("admin")
 class MixedLoad:
     twin: Twin
     category: str = field(default_factory=lambda: f"fault_{uuid.uuid4().hex[:8]}")
-    acknowledged: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in ("order", "interaction", "share", "job_run")})
+    acknowledged: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {k: {} for k in ("order", "interaction", "share", "job_run")}
+    )
     retried: Counter = field(default_factory=Counter)  # (service, status) -> attempts answered so, then retried
     failures: list[str] = field(default_factory=list)
     post_id: str = ""
@@ -99,9 +101,13 @@ class MixedLoad:
             price_tiers=[batch_pb2.PriceTier(min_quantity=1, unit_price="5.00")], lead_time_days=7, rating=4.0,
             active=True, max_styles_per_batch=1000, contact_email="ops@ftt.example",
         )
-        await self.call("batch", "CreateSupplier", batch_pb2.CreateSupplierRequest(request_id=uuid.uuid4().hex, supplier=supplier))
+        await self.call(
+            "batch", "CreateSupplier", batch_pb2.CreateSupplierRequest(request_id=uuid.uuid4().hex, supplier=supplier)
+        )
         post = await self.call("tracking", "CreatePost", tracking_pb2.CreatePostRequest(
-            request_id=uuid.uuid4().hex, post=tracking_pb2.Post(title="Fault drill", url="https://loom.example/p", published=True)))
+            request_id=uuid.uuid4().hex,
+            post=tracking_pb2.Post(title="Fault drill", url="https://loom.example/p", published=True),
+        ))
         self.post_id = post.post.post_id
         rule = rules_pb2.Rule(
             name="note every order", type=rules_pb2.RULE_TYPE_NOTIFICATION, active=True, event_types=["order.placed"],

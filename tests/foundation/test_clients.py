@@ -9,8 +9,8 @@ import structlog
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
 from libs.auth import current_caller
-from libs.clients import ServiceToken, open_channel
 from libs.bootstrap import ServiceSpec, start
+from libs.clients import ServiceToken, open_channel
 from services.batch.settings import BatchSettings
 from tests.support import TEST_JWT_SECRET, settings_for
 

@@ -5,19 +5,19 @@ answers in one way the interceptor must handle.
 """
 
 import asyncio
-import uuid
 import io
 import json
+import uuid
 
 import grpc
 import psycopg
-import sqlalchemy.exc
 import pytest
+import sqlalchemy.exc
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
 from libs import logs
-from libs.errors import InvalidArgument, FieldViolation, field_violations, status_details
 from libs.bootstrap import ServiceSpec, start
+from libs.errors import FieldViolation, InvalidArgument, field_violations, status_details
 from services.batch.settings import BatchSettings
 from tests.support import TEST_JWT_SECRET, auth, settings_for
 

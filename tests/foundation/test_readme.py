@@ -13,10 +13,11 @@ def test_configuration_table_lists_every_setting_as_the_code_declares_it():
     assert with_table(README) == README, "run: .venv/bin/python -m libs.settings --write README.md"
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    assert "make test" in README and "make up" in README
-    commands = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    assert commands == ["make test"]
+def test_ci_runs_the_lint_then_exactly_the_readme_test_command():
+    assert "make test" in README and "make up" in README and "make lint" in README
+    lines = (ROOT / ".ci/run").read_text().splitlines()
+    commands = [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
+    assert commands == ["make lint", "make test"]
 
 
 def test_every_relative_link_points_at_a_file_in_the_repository():

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
 from libs.bootstrap import ServiceSpec, start
-from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 from services.batch.settings import BatchSettings
 from tests.support import ServiceProcess, auth, free_port, process_env, serve, settings_for, wait_serving
 

@@ -66,9 +66,7 @@ def invoke(channel: grpc.Channel, method: d.MethodDescriptor, request: Message, 
         if method.server_streaming:
             stream = channel.unary_stream(path, request_serializer=type(request).SerializeToString,
                                           response_deserializer=response_class.FromString)
-            first = None
-            for first in stream(request, metadata=metadata, timeout=STREAM_PEEK_SECONDS):
-                break
+            first = next(iter(stream(request, metadata=metadata, timeout=STREAM_PEEK_SECONDS)), None)
             return Outcome(grpc.StatusCode.OK, "", first)
         call = channel.unary_unary(path, request_serializer=type(request).SerializeToString,
                                    response_deserializer=response_class.FromString)

@@ -18,8 +18,8 @@ from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.settings import Settings
-from tests.support import auth
 from tests.fuzz.fleet import BACKGROUND, SERVICE_DESCRIPTORS, fingerprint, invoke
+from tests.support import auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -98,7 +98,9 @@ def test_through_the_gateway_hostile_text_is_json_data_returned_verbatim(fleet, 
 
 
 OVERSIZED = {
-    "batch": ("CreateSupplier", lambda big: batch_pb2.CreateSupplierRequest(request_id="big", supplier=batch_pb2.Supplier(name=big))),
+    "batch": (
+        "CreateSupplier", lambda big: batch_pb2.CreateSupplierRequest(request_id="big", supplier=batch_pb2.Supplier(name=big))
+    ),
     "rules": ("CreateRule", lambda big: rules_pb2.CreateRuleRequest(request_id="big", rule=rules_pb2.Rule(name=big))),
     "tracking": ("TrackInteraction", lambda big: tracking_pb2.TrackInteractionRequest(
         interaction=tracking_pb2.Interaction(page=big, product_id="p", session_id="s",

@@ -195,7 +195,9 @@ async def test_concurrent_calls_share_commits(stub, tracking_db, unique):
         await asyncio.sleep(0.5)
     replies = await calls
     ids = [r.interaction_id for r in replies]
-    [(transactions,)] = rows(tracking_db, "SELECT count(DISTINCT xmin::text) FROM tracking.interactions WHERE id = ANY(%s::uuid[])", ids)
+    [(transactions,)] = rows(
+        tracking_db, "SELECT count(DISTINCT xmin::text) FROM tracking.interactions WHERE id = ANY(%s::uuid[])", ids
+    )
     assert transactions < len(ids), "concurrent calls should have shared commits"
 
 

@@ -14,7 +14,7 @@ from services.batch.records import Batch
 from services.batch.store.schema import after_key, fetch_all, fetch_by_id, parse_uuid
 
 
-def batch_record(row: Mapping[str, Any]) -> Batch:
+def batch_record(row: Mapping[Any, Any]) -> Batch:
     return Batch(
         id=str(row["id"]),
         category=row["category"],

@@ -199,7 +199,8 @@ async def would_orchestrate(conn: AsyncConnection, params: dict) -> Orchestratio
                count(*) FILTER (WHERE {p[domain.Action.NEARING_TARGET]}) AS nearing,
                count(*) FILTER (WHERE {p[domain.Action.CLOSING_SOON]}) AS closing,
                (SELECT count(*) FROM batch.orders o JOIN batch.filling_batches f ON f.id = o.batch_id
-                JOIN batch.batches b ON b.id = f.id WHERE {p[domain.Action.CANCEL]} AND o.status IN ('placed', 'awaiting_supplier')) AS refunded
+                JOIN batch.batches b ON b.id = f.id
+                WHERE {p[domain.Action.CANCEL]} AND o.status IN ('placed', 'awaiting_supplier')) AS refunded
         FROM batch.batches b JOIN batch.filling_batches f ON f.id = b.id WHERE b.status = 'filling'
         """,
         **params,

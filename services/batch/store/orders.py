@@ -15,7 +15,7 @@ from services.batch.records import Order, Style
 from services.batch.store.schema import after_key, fetch_all, fetch_by_id, fetch_one, parse_uuid
 
 
-def order_record(row: Mapping[str, Any]) -> Order:
+def order_record(row: Mapping[Any, Any]) -> Order:
     style = row["style"]
     return Order(
         id=str(row["id"]),
@@ -61,7 +61,7 @@ async def list_orders(
         """,
         buyer_id=buyer_id,
         status=status,
-        batch_id=parse_uuid("batch_id", batch_id) if batch_id else None,
+        batch_id=batch_id or None,
         **after_key(after),
         limit=limit,
     )

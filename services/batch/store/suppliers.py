@@ -20,7 +20,7 @@ def tiers_json(tiers: Sequence[domain.PriceTier]) -> str:
     return json.dumps([{"min_quantity": t.min_quantity, "unit_price": str(t.unit_price)} for t in ordered])
 
 
-def supplier_record(row: Mapping[str, Any]) -> Supplier:
+def supplier_record(row: Mapping[Any, Any]) -> Supplier:
     return Supplier(
         id=str(row["id"]),
         name=row["name"],

@@ -49,7 +49,7 @@ def average_prices(snapshots: list[PriceSnapshot], market_change_percent: Decima
     averages, previous = [], None
     for captured in sorted(by_time):
         captured_prices = by_time[captured]
-        mean = (sum(captured_prices) / len(captured_prices)).quantize(domain.PRICE_QUANTUM)
+        mean = (sum(captured_prices, Decimal(0)) / len(captured_prices)).quantize(domain.PRICE_QUANTUM)
         change, market = domain.price_change(previous, mean, market_change_percent)
         averages.append(AveragePrice(captured, mean, change, market))
         previous = mean

@@ -109,7 +109,8 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
     for statement in (
         """INSERT INTO tracking.product_daily SELECT (hour AT TIME ZONE 'UTC')::date, product_id, sum(events)
         FROM recent GROUP BY 1, 2""",
-        "INSERT INTO tracking.actor_products_daily SELECT DISTINCT (hour AT TIME ZONE 'UTC')::date, actor, product_id FROM recent",
+        "INSERT INTO tracking.actor_products_daily"
+        " SELECT DISTINCT (hour AT TIME ZONE 'UTC')::date, actor, product_id FROM recent",
         """INSERT INTO tracking.user_products_daily SELECT (hour AT TIME ZONE 'UTC')::date, substr(actor, 3), product_id,
         sum(events) FROM recent WHERE actor LIKE 'u:%' GROUP BY 1, 2, 3""",
         "INSERT INTO tracking.session_hours SELECT DISTINCT hour, session_id FROM recent",
@@ -129,7 +130,8 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
                 FROM (
                     SELECT product_id,
                            COALESCE(sum(events) FILTER (WHERE day > CAST(:as_of_day AS date) - 7 AND day <= :as_of_day), 0) AS c7,
-                           COALESCE(sum(events) FILTER (WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day), 0) AS c30
+                           COALESCE(sum(events) FILTER (
+                               WHERE day > CAST(:as_of_day AS date) - 30 AND day <= :as_of_day), 0) AS c30
                     FROM tracking.product_daily GROUP BY product_id
                 ) counts"""
             ),

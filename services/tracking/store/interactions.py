@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -216,7 +216,9 @@ class InteractionWriter:
             await self._conn.close()
 
 
-def _answer(outcomes: dict[int, Outcome], events: list[Event], round_: dict[int, Sequence[int]], joined: dict[str, str]) -> None:
+def _answer(
+    outcomes: dict[int, Outcome], events: list[Event], round_: Mapping[int, Sequence[int]], joined: dict[str, str]
+) -> None:
     """Outcomes of a stored round: a representative keeps its id unless its window had
     another event; followers are duplicates of whatever the representative got."""
     for i, followers in round_.items():
@@ -256,7 +258,9 @@ async def _store_group(conn: psycopg.AsyncConnection, cursor, events: list[Event
     return [outcomes[i] for i in range(len(events))]
 
 
-async def _store_carefully(cursor, events: list[Event], candidates: list[int], outcomes: dict[int, Outcome], window: timedelta) -> None:
+async def _store_carefully(
+    cursor, events: list[Event], candidates: list[int], outcomes: dict[int, Outcome], window: timedelta
+) -> None:
     """Claims the client ids first: an event whose id is taken answers with the event that
     took it and leaves the de-duplication plan. The rest is stored round by round."""
     claimants = [i for i in candidates if events[i].client_event_id is not None]

@@ -34,7 +34,7 @@ async def recommendations(
     """Products paired with the actor's own products (a user's
     include their attributed sessions) that they have not used yet, best pairing first;
     popular products (because None) fill up the list."""
-    own = dict(
+    own: dict[str, int] = dict(
         (
             await conn.execute(
                 text(

@@ -13,7 +13,9 @@ from services.tracking.records import Post
 POST_COLUMNS = "post_id, title, url, published, share_count, publish_time, create_time, update_time"
 
 
-async def insert_post(conn: AsyncConnection, *, post_id: str, title: str, url: str, published: bool, now: datetime) -> Post | None:
+async def insert_post(
+    conn: AsyncConnection, *, post_id: str, title: str, url: str, published: bool, now: datetime
+) -> Post | None:
     """The new post, or None when the id is taken."""
     row = (
         await conn.execute(

@@ -44,6 +44,8 @@ class Ingestion:
             max_age=timedelta(seconds=settings.max_event_age_seconds),
             max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
         )
+        # The bootstrap resolves the database (embedded or configured) before any servicer exists.
+        assert settings.database_url is not None
         self._writers = [
             InteractionWriter(settings.database_url, self.limits.dedup_window) for _ in range(settings.ingest_writers)
         ]
@@ -93,7 +95,7 @@ class Ingestion:
         rejected: dict[int, list[FieldViolation]] = {}
         ids_to_check: list[str] = []
         for index, item in enumerate(items):
-            user_id = item.user_id
+            user_id: str | None = item.user_id
             if named_user_problem is not None and user_id and user_id != own_user:
                 rejected[index] = [FieldViolation("user_id", named_user_problem)]
                 continue
