@@ -152,8 +152,8 @@ async def gateway_overhead(ctx: BenchContext) -> list[Figure]:
 
             def grpc_track(run: str):
                 async def call(i: int):
-                    interaction = _as_message(interaction(i, run))
-                    return await stub.TrackInteraction(tracking_pb2.TrackInteractionRequest(interaction=interaction))
+                    message = _as_message(interaction(i, run))
+                    return await stub.TrackInteraction(tracking_pb2.TrackInteractionRequest(interaction=message))
 
                 return call
 

@@ -27,7 +27,9 @@ RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 
 
 def resolve_database_url(settings: Settings) -> str:
-    from libs.db import embedded_server_url  # imported here: `loom health` (every few seconds in a container) needs no database code
+    from libs.db import (
+        embedded_server_url,  # imported here: `loom health` (every few seconds in a container) needs no database code
+    )
 
     return settings.database_url or embedded_server_url(settings.data_dir)
 

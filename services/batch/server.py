@@ -27,6 +27,7 @@ from libs.pagination import decode_token, page_size
 from libs.retention import retention_days
 from services.batch import domain, metrics
 from services.batch.combiner import GroupCommitter
+from services.batch.facts import WindowedFacts  # CountRecentOrders, CountConfirmedBatches (rules' windowed facts)
 from services.batch.messages import (
     OrderItem,
     batch_message,
@@ -51,7 +52,6 @@ from services.batch.usecases import orchestration, prices
 from services.batch.usecases import orders as order_usecases
 from services.batch.usecases.suppliers import recommend_supplier
 from services.batch.watch import BatchWatcher
-from services.batch.facts import WindowedFacts  # CountRecentOrders, CountConfirmedBatches (rules' windowed facts)
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")

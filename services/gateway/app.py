@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl
 import grpc
 import orjson
 import structlog
-from prometheus_client import Counter, Histogram
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -36,7 +36,7 @@ from libs.settings import SERVICE_NAMES
 from services.gateway import forwarding
 from services.gateway.console import console_routes
 from services.gateway.openapi import openapi_document
-from services.gateway.routes import Binding, Rpc, RouteTable, build_table
+from services.gateway.routes import Binding, RouteTable, Rpc, build_table
 from services.gateway.settings import GatewaySettings
 from services.gateway.status import HttpError, bad_request, from_rpc_error, gateway_error, internal_error
 from services.gateway.transcode import FieldError, build_request, fill_user_agent, response_payload

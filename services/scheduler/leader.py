@@ -45,13 +45,13 @@ from services.scheduler import backfilling
 from services.scheduler.domain.schedules import build_trigger, same_trigger, zone
 from services.scheduler.firing import Firings
 from services.scheduler.runner import Runner
+from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import LEADER_LOCK_NAMESPACE, REPLICA_LOCK_NAMESPACE
 from services.scheduler.store import backfills as backfill_store
 from services.scheduler.store import jobs as job_store
 from services.scheduler.store import runs as run_store
 from services.scheduler.store.records import JobRecord, RunRecord
 from services.scheduler.store.records import Runner as Identity
-from services.scheduler.settings import SchedulerSettings
 
 log = structlog.get_logger("loom.scheduler.leader")
 

@@ -34,7 +34,8 @@ from services.scheduler.domain.runs import (
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import jobs as job_store
 from services.scheduler.store import runs as run_store
-from services.scheduler.store.records import JobRecord, Runner as Identity, RunRecord
+from services.scheduler.store.records import JobRecord, RunRecord
+from services.scheduler.store.records import Runner as Identity
 from services.scheduler.targets import TargetFailure, call_target, declared_targets
 
 log = structlog.get_logger("loom.scheduler.runner")

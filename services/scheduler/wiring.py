@@ -15,8 +15,8 @@ from services.scheduler.domain.catalogue import JOBS
 from services.scheduler.domain.schedules import parse_schedule_spec, validate_schedule, zone
 from services.scheduler.leader import Replica, replica_identity
 from services.scheduler.runner import Runner
-from services.scheduler.store import jobs as job_store
 from services.scheduler.settings import SchedulerSettings
+from services.scheduler.store import jobs as job_store
 from services.scheduler.watch import RunWatch
 
 

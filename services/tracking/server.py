@@ -27,6 +27,7 @@ from libs.pagination import decode_token, encode_token, page_size
 from libs.retention import retention_days
 from services.tracking import domain
 from services.tracking.enrichment import Enricher
+from services.tracking.facts import WindowedFacts  # CountProductInteractions (rules' windowed facts)
 from services.tracking.messages import (
     check_id,
     popularity_message,
@@ -43,7 +44,6 @@ from services.tracking.store.salts import SaltBook
 from services.tracking.store.schema import IDEMPOTENCY
 from services.tracking.usecases.ingestion import Ingestion
 from services.tracking.usecases.shares import share_post
-from services.tracking.facts import WindowedFacts  # CountProductInteractions (rules' windowed facts)
 
 # The servicer context every method receives (client address, metadata).
 Context: TypeAlias = grpc.aio.ServicerContext

@@ -11,6 +11,7 @@ from tests.console.pixels import decode, widest_run
 from tests.console.support import signed_in
 from tests.support import token
 
+
 @pytest.fixture(scope="module")
 def services():
     return ("tracking",)

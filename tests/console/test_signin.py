@@ -8,6 +8,7 @@ import pytest
 from tests.console.support import signed_in
 from tests.support import token
 
+
 @pytest.fixture(scope="module")
 def services():
     return ("tracking",)

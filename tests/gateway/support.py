@@ -26,6 +26,7 @@ from services.gateway.routes import Rpc, loom_services
 from services.gateway.settings import GatewaySettings
 from tests.support import TEST_JWT_SECRET, free_port
 
+
 @dataclass
 class Received:
     request: object

@@ -11,8 +11,8 @@ import asyncio
 import json
 import sys
 import uuid
-from pathlib import Path
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import grpc
 import pytest

@@ -9,10 +9,10 @@ import re
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
-from prometheus_client import REGISTRY
 from loom.batch.v1 import batch_pb2
 from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
+from prometheus_client import REGISTRY
 
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from services.gateway.routes import Binding, build_table, resolve_field_path

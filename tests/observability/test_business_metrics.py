@@ -10,7 +10,6 @@ from prometheus_client import REGISTRY
 
 from services.scheduler.domain.schedules import Schedule, build_trigger
 from services.scheduler.metrics import period_seconds
-
 from tests.batch.conftest import create_supplier, place
 from tests.support import serve, stub_for
 

@@ -1,8 +1,8 @@
 """The scheduler's API against a real PostgreSQL and real gRPC peers (in-process server)."""
 
 import asyncio
-from datetime import UTC, datetime
 import uuid
+from datetime import UTC, datetime
 
 import grpc
 import psycopg

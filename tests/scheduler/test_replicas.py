@@ -14,8 +14,8 @@ import pytest
 from loom.scheduler.v1 import scheduler_pb2 as pb
 
 from tests.scheduler.helpers import ADMIN, all_runs, eventually, status_name, trigger_name
-from tests.scheduler.test_backfills import stamp
 from tests.scheduler.peers import Behaviour, peers
+from tests.scheduler.test_backfills import stamp
 from tests.support import ServiceProcess, free_port, process_env, stub_for, wait_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -13,7 +13,7 @@ from libs import tls
 from libs.clients import ServiceClients, open_channel
 from libs.settings import Settings
 from tests.security.conftest import mtls
-from tests.support import auth, serve, settings_for
+from tests.support import serve, settings_for
 
 
 def client_credentials(directory, name: str | None) -> grpc.ChannelCredentials:

@@ -18,7 +18,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from services.scheduler.domain.errors import Problems
 
-
 # --- schedules -------------------------------------------------------------------------
 
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600
