@@ -91,6 +91,9 @@ def _measure(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-@benchmark("deploy.image", figures=("deploy.image.build.cold", "deploy.image.build.warm", "deploy.image.size", "deploy.up.healthy"))
+@benchmark(
+    "deploy.image",
+    figures=("deploy.image.build.cold", "deploy.image.build.warm", "deploy.image.size", "deploy.up.healthy"),
+)
 async def image(ctx: BenchContext) -> list[Figure]:
     return await asyncio.to_thread(_measure, ctx)

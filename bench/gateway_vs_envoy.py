@@ -125,12 +125,19 @@ def envoy_config(port: int, backend_port: int, descriptors: Path, services: list
         "codec_type": "AUTO",
         "route_config": {
             "virtual_hosts": [
-                {"name": "loom", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "10s"}}]}
+                {
+                    "name": "loom",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "10s"}}],
+                }
             ]
         },
         "http_filters": [
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
         ],
     }
     endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": backend_port}}}
@@ -140,7 +147,9 @@ def envoy_config(port: int, backend_port: int, descriptors: Path, services: list
                 {
                     "name": "http",
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+                    ],
                 }
             ],
             "clusters": [
@@ -270,7 +279,9 @@ async def gateway_vs_envoy(ctx: BenchContext) -> list[Figure]:
                         for name, (process, port) in order:
                             run_env = {**env, "BENCH_RUN": uuid.uuid4().hex}
                             duration = 1 if index == 0 else seconds
-                            run = await load(f"http://127.0.0.1:{port}{path}", duration, scratch_dir / "load.lua", run_env, process)
+                            run = await load(
+                                f"http://127.0.0.1:{port}{path}", duration, scratch_dir / "load.lua", run_env, process
+                            )
                             if index:
                                 results.setdefault((kind, name), []).append(run)
             finally:

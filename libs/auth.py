@@ -30,7 +30,7 @@ from loom.common.v1 import access_pb2
 
 from libs.errors import PermissionDenied, Unauthenticated
 
-ROLE_NAMES = {
+ROLE_NAMES: dict[int, str] = {
     access_pb2.ROLE_ADMIN: "admin",
     access_pb2.ROLE_BUYER: "buyer",
     access_pb2.ROLE_SUPPLIER: "supplier",

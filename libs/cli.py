@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"up": cmd_up, "certs": cmd_certs, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token, "health": cmd_health}
+COMMANDS = {
+    "up": cmd_up, "certs": cmd_certs, "serve": cmd_serve, "migrate": cmd_migrate, "token": cmd_token, "health": cmd_health,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     client_deadline_seconds: float = Field(default=10.0, description="Default deadline of service-to-service calls.")
     shutdown_grace_seconds: float = Field(default=10.0, description="How long SIGTERM lets in-flight calls finish.")
     metrics_sample_seconds: float = Field(
-        default=15.0, gt=0, description="How often business gauges (backlogs, statuses, last successes) are read from the database."
+        default=15.0,
+        gt=0,
+        description="How often business gauges (backlogs, statuses, last successes) are read from the database.",
     )
 
     def port_of(self, service: str) -> int:

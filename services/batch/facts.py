@@ -11,6 +11,7 @@ from datetime import UTC
 
 from loom.batch.v1 import batch_pb2 as pb
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.db import run_in_transaction
 from libs.errors import Violations
@@ -31,7 +32,7 @@ def _arguments(key_field: str, key: str, request) -> dict:
 
 
 class WindowedFacts:
-    _engine: object
+    _engine: AsyncEngine
 
     async def _count(self, query, arguments: dict) -> int:
         async def count(conn) -> int:

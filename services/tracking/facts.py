@@ -10,6 +10,7 @@ from datetime import UTC
 
 from loom.tracking.v1 import tracking_pb2 as pb
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.db import run_in_transaction
 from libs.errors import Violations
@@ -18,7 +19,7 @@ PRODUCT_INTERACTIONS = text("SELECT count(*) FROM tracking.interactions WHERE pr
 
 
 class WindowedFacts:
-    _engine: object
+    _engine: AsyncEngine
 
     async def CountProductInteractions(
         self, request: pb.CountProductInteractionsRequest, context

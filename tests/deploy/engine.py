@@ -26,7 +26,9 @@ LOOM_TEST_IMAGE = "loom:test"
 BUILD_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
 # Host ports compose publishes, each under its variable (docker-compose.yml).
 HOST_PORT_VARIABLES = tuple(
-    f"LOOM_HOST_PORT_{service.upper()}{suffix}" for service in ("batch", "rules", "tracking", "gateway") for suffix in ("", "_METRICS")
+    f"LOOM_HOST_PORT_{service.upper()}{suffix}"
+    for service in ("batch", "rules", "tracking", "gateway")
+    for suffix in ("", "_METRICS")
 )
 
 
@@ -34,7 +36,9 @@ class EngineUnavailable(RuntimeError):
     pass
 
 
-def run(argv: list[str], timeout: float = 600, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], timeout: float = 600, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -72,7 +76,11 @@ def wheelhouse() -> None:
 def build_loom_image(python_image: str, tag: str = LOOM_TEST_IMAGE) -> float:
     """Builds the Dockerfile with the classic builder; seconds taken."""
     started = time.monotonic()
-    run(["docker", "build", "--quiet", "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", tag, "."], timeout=1200, env=BUILD_ENV)
+    run(
+        ["docker", "build", "--quiet", "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", tag, "."],
+        timeout=1200,
+        env=BUILD_ENV,
+    )
     return time.monotonic() - started
 
 
@@ -144,7 +152,8 @@ class Project:
 
     def token(self, role: str = "admin") -> str:
         """A bearer token, minted the documented way: `compose run --rm migrate token`."""
-        return self.compose("run", "--rm", "--no-deps", "migrate", "token", "--role", role, timeout=180).stdout.strip().splitlines()[-1]
+        done = self.compose("run", "--rm", "--no-deps", "migrate", "token", "--role", role, timeout=180)
+        return done.stdout.strip().splitlines()[-1]
 
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "30", check=False).stdout[-12000:]

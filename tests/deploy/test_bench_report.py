@@ -34,7 +34,11 @@ def test_report_notes_the_machine_lists_every_figure_and_failures(tmp_path):
 
 def test_a_partial_run_merged_into_a_report_keeps_the_figures_it_did_not_measure(tmp_path):
     path = tmp_path / "RESULTS.md"
-    earlier = [Figure("a.10k", 1.0, "s", 2.0, "raw"), Figure("a.100k", 10.0, "s", 2.0, "raw"), Figure("b", 5.0, "ops/s", None, "")]
+    earlier = [
+        Figure("a.10k", 1.0, "s", 2.0, "raw"),
+        Figure("a.100k", 10.0, "s", 2.0, "raw"),
+        Figure("b", 5.0, "ops/s", None, ""),
+    ]
     write_markdown(str(path), earlier, "2 cores (Intel Xeon), 24 GiB", runs=3)
     write_markdown(str(path), [Figure("b", 7.0, "ops/s", 0.5, "bare")], "2 cores (AMD EPYC), 24 GiB", runs=3, merge=True)
     figures, measured = read_report(str(path))

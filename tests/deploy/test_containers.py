@@ -103,7 +103,9 @@ def test_the_image_runs_unprivileged_and_stays_within_the_size_goal(images):
 
 def test_every_long_running_service_is_healthy_and_published_on_loopback_only(project):
     assert set(long_running_services()) == {"postgres", *LOOM_SERVICES}
-    assert {service: project.health(service) for service in long_running_services()} == dict.fromkeys(long_running_services(), "healthy")
+    assert {service: project.health(service) for service in long_running_services()} == dict.fromkeys(
+        long_running_services(), "healthy"
+    )
     published = {
         binding["HostIp"]
         for service in long_running_services()
@@ -138,8 +140,13 @@ def test_orders_past_75_percent_orchestrate_into_a_supplier_order_and_a_rule_exe
     assert batch["supplierOrderNumber"], batch
 
     # The outbox carries the batch's events to the rules service, which runs the rule on them.
-    executions = eventually(lambda: [e for e in ok(http.get("/v1/executions", params={"ruleId": rule_id, "pageSize": 100})).get("executions", [])
-                                     if e["eventType"].startswith("batch.")])
+    executions = eventually(
+        lambda: [
+            e
+            for e in ok(http.get("/v1/executions", params={"ruleId": rule_id, "pageSize": 100})).get("executions", [])
+            if e["eventType"].startswith("batch.")
+        ]
+    )
     assert all(e["ruleId"] == rule_id for e in executions)
 
 
@@ -192,7 +199,7 @@ def test_every_service_heals_after_postgres_restarts_without_restarting(project,
     run(["docker", "restart", "--time", "10", project.container("postgres")])
     eventually(lambda: project.health("postgres") == "healthy", timeout=120)
     for path in ("/v1/suppliers", "/v1/rules", "/v1/posts", "/v1/jobs"):
-        eventually(lambda: ok(http.get(path)), timeout=120)
+        eventually(lambda: ok(http.get(path)), timeout=120)  # noqa: B023 - used within this iteration
     after = {s: inspect(project.container(s)) for s in LOOM_SERVICES}
     assert {s: (a["State"]["StartedAt"], a["RestartCount"]) for s, a in after.items()} == {
         s: (b["State"]["StartedAt"], b["RestartCount"]) for s, b in before.items()

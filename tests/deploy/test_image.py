@@ -66,11 +66,15 @@ def test_code_generation_runs_on_the_build_context_alone(image_tree):
 
 def test_every_process_and_the_cli_import_from_the_image_tree_alone(image_tree):
     modules = ["libs.cli", *(f"services.{p}.wiring" for p in PROCESSES if p != "gateway"), "services.gateway.app"]
-    code = "import importlib\n" + "".join(f"m = importlib.import_module({m!r}); assert m.__file__.startswith({str(image_tree)!r}), m.__file__\n" for m in modules)
+    code = "import importlib\n" + "".join(
+        f"m = importlib.import_module({m!r}); assert m.__file__.startswith({str(image_tree)!r}), m.__file__\n" for m in modules
+    )
     done = run_isolated(image_tree, code)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_the_entrypoint_answers(image_tree):
-    done = run_isolated(image_tree, "import sys, runpy; sys.argv = ['loom', '--help']; runpy.run_module('libs.cli', run_name='__main__')")
+    done = run_isolated(
+        image_tree, "import sys, runpy; sys.argv = ['loom', '--help']; runpy.run_module('libs.cli', run_name='__main__')"
+    )
     assert done.returncode == 0 and "health" in done.stdout, done.stderr[-2000:]

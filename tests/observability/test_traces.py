@@ -88,7 +88,9 @@ async def sql(database_url: str, statement: str) -> list[tuple]:
     return await asyncio.to_thread(run)
 
 
-async def test_an_order_placed_through_the_gateway_is_traced_to_its_sql_and_to_the_email_its_rule_sends(traced_suite, database_url):
+async def test_an_order_placed_through_the_gateway_is_traced_to_its_sql_and_to_the_email_its_rule_sends(
+    traced_suite, database_url
+):
     collector, url, _ = traced_suite
     trace_id, web_span_id = secrets.token_hex(16), secrets.token_hex(8)
     category = f"tees_{uuid.uuid4().hex[:8]}"
