@@ -140,7 +140,6 @@ async def run_in_transaction(
             token = _after_commit.set(callbacks)
             try:
                 async with engine.begin() as conn:
-                    await carry_trace(conn)
                     result = await work(conn)
             finally:
                 _after_commit.reset(token)
@@ -152,7 +151,9 @@ async def run_in_transaction(
 
 async def carry_trace(conn: AsyncConnection) -> None:
     """Makes the current span's traceparent visible to SQL for the rest of the transaction
-    (outbox rows default to it, so the work their events cause later links back here)."""
+    (outbox rows default to it, so the work their events cause later links back here).
+    One more statement per transaction while tracing: only transactions that may write
+    events call it, not reads."""
     traceparent = tracing.current_traceparent()
     if traceparent:
         await conn.execute(text("SELECT set_config('loom.traceparent', :traceparent, true)"), {"traceparent": traceparent})

@@ -20,7 +20,7 @@ from loom.common.v1 import access_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.auth import current_caller, require_self_or
-from libs.db import after_commit, run_in_transaction
+from libs.db import after_commit, carry_trace, run_in_transaction
 from libs.domain_errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from libs.idempotency import run_idempotent
 from libs.pagination import decode_token, page_size
@@ -94,8 +94,13 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
         self, method: str, request: Message, response_type: type[M], work: Callable[[AsyncConnection], Awaitable[M]]
     ) -> M:
         """A mutation: once per request_id, in one transaction; then the dispatcher is nudged."""
+
+        async def traced(conn: AsyncConnection) -> M:
+            await carry_trace(conn)  # the events it writes link back to this call
+            return await work(conn)
+
         response = await run_idempotent(
-            self._engine, IDEMPOTENCY, method, request, response_type, work,
+            self._engine, IDEMPOTENCY, method, request, response_type, traced,
             attempts=self._settings.db_retry_attempts,
         )
         self._wake_dispatcher()
