@@ -107,7 +107,7 @@ def expanded(node: dict) -> dict:
     table = node["table"]
     return {
         "any": [
-            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"]) if cell is not None]}
+            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"], strict=True) if cell is not None]}
             for row in table["rules"]
         ]
     }

@@ -63,7 +63,7 @@ class Replayer:
             chunk = await run_in_transaction(
                 self._engine,
                 lambda conn: store.replay_events(
-                    conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after, limit=REPLAY_CHUNK
+                    conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after, limit=REPLAY_CHUNK  # noqa: B023 - called within this iteration
                 ),
             )
             items = []

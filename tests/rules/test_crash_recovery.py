@@ -46,7 +46,7 @@ async def test_every_event_is_evaluated_exactly_once_per_rule_across_a_crash(dat
         LOOM_EXECUTION_LEASE_SECONDS="2",
         LOOM_EVENT_LEASE_SECONDS="2",
         LOOM_WORKER_POLL_SECONDS="0.2",
-        LOOM_DATA_DIR=f"/tmp/loom-rules-crash-{uuid.uuid4()}",
+        LOOM_DATA_DIR=f"/tmp/loom-rules-crash-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
     )
     target = f"127.0.0.1:{port}"
     process = ServiceProcess("rules", env).start()

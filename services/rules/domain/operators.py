@@ -42,6 +42,10 @@ class RegexLimits:
     timeout_seconds: float = 0.05
 
 
+# The default bounds, shared as the default argument (the dataclass is frozen, so sharing is safe).
+DEFAULT_LIMITS = RegexLimits()
+
+
 def as_number(value: Any) -> int | float | Decimal | None:
     """The value as a number, or None: ints, floats and finite decimal strings; never bools."""
     kind = type(value)

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.rules.domain.conditions import Violation, normalise, table_findings
 from services.rules.domain.nodes import from_tree, tables
-from services.rules.domain.operators import RegexLimits
+from services.rules.domain.operators import DEFAULT_LIMITS, RegexLimits
 from services.rules.domain.tables import shown
 from services.rules.domain.templates import template_problems, variables
 from services.rules.domain.vocabulary import DECISION_ROOT
@@ -104,7 +104,7 @@ class RuleDefinition:
 DEFINITION_FIELDS = tuple(f.name for f in fields(RuleDefinition))
 
 
-def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: str = "rule") -> RuleDefinition:
+def validated(rule: RuleDefinition, limits: RegexLimits = DEFAULT_LIMITS, where: str = "rule") -> RuleDefinition:
     """The rule with its conditions normalised to the tree; InvalidRule listing every problem."""
     found: list[Violation] = []
     if not rule.name.strip():
@@ -175,7 +175,7 @@ def _table_problems(tree: dict, where: str, limits: RegexLimits) -> list[Violati
     return problems
 
 
-def table_warnings(definition: RuleDefinition, limits: RegexLimits = RegexLimits()) -> list[str]:
+def table_warnings(definition: RuleDefinition, limits: RegexLimits = DEFAULT_LIMITS) -> list[str]:
     """What a valid rule's decision table leaves open: input combinations no row covers."""
     findings = table_findings(definition.conditions, limits) if definition.conditions else None
     if findings is None:

@@ -138,7 +138,7 @@ class Findings:
 def check(table: Table, hits_of: Callable[[dict], list[int]], limit_examples: int = 3) -> Findings:
     """Overlapping rows and gaps, found by trying every sample combination against every row."""
     columns = []
-    for column, fact in enumerate(table.inputs):
+    for column in range(len(table.inputs)):
         cells = [row.cells[column] for row in table.rows]
         if any(cell is not None and cell.operator not in _CHECKABLE for cell in cells):
             return Findings([], [], checked=False)
