@@ -68,7 +68,9 @@ def action(kind: str, **params) -> rules_pb2.Action:
     )
 
 
-def rule_message(name: str = "rule", *, conditions=None, actions=(), priority: int = 0, event_types=(), **fields) -> rules_pb2.Rule:
+def rule_message(
+    name: str = "rule", *, conditions=None, actions=(), priority: int = 0, event_types=(), **fields
+) -> rules_pb2.Rule:
     return rules_pb2.Rule(
         name=name,
         type=fields.pop("type", rules_pb2.RULE_TYPE_NOTIFICATION),

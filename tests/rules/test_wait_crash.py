@@ -34,7 +34,9 @@ async def test_a_wait_survives_kill_9_and_fires_once(database_url):
     try:
         await wait_serving(target)
         async with stub_for("rules", target) as stub:
-            rule = await create(stub, rule_message("waits", actions=[action("wait", seconds=3), action("trigger_workflow", job="after-crash")]))
+            rule = await create(
+                stub, rule_message("waits", actions=[action("wait", seconds=3), action("trigger_workflow", job="after-crash")])
+            )
             sample = event("order.placed", order={"id": "crash-wait"})
             (started,) = (await stub.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=sample), metadata=ADMIN)).executions
             assert started.status == rules_pb2.EXECUTION_STATUS_WAITING

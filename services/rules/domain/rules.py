@@ -170,7 +170,9 @@ def _table_problems(tree: dict, where: str, limits: RegexLimits) -> list[Violati
     for a, b, example in findings.overlaps:
         if table.hit_policy == "UNIQUE" or (table.hit_policy == "ANY" and table.rows[a].outputs != table.rows[b].outputs):
             problems.append(
-                Violation(f"{where}.table.rules[{b}]", f"overlaps rules[{a}] under {table.hit_policy}: both match {shown(example)}")
+                Violation(
+                    f"{where}.table.rules[{b}]", f"overlaps rules[{a}] under {table.hit_policy}: both match {shown(example)}"
+                )
             )
     return problems
 
@@ -208,7 +210,9 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
         allowed = ORDER_STATUSES if entity == "order" else BATCH_STATUSES
         if literal["status"] not in allowed:
             found.append(Violation(f"{where}.params.status", f"a {entity} status: {', '.join(sorted(allowed))}"))
-    if "priority" in literal and (not isinstance(literal["priority"], int | float) or literal["priority"] != int(literal["priority"])):
+    if "priority" in literal and (
+        not isinstance(literal["priority"], int | float) or literal["priority"] != int(literal["priority"])
+    ):
         found.append(Violation(f"{where}.params.priority", "a whole number"))
     if "recipient" in literal and (not isinstance(literal["recipient"], str) or "@" not in literal["recipient"]):
         found.append(Violation(f"{where}.params.recipient", "an e-mail address or a template"))

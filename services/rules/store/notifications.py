@@ -99,7 +99,14 @@ def _read_by(user: str):
 
 
 async def inbox(
-    conn: AsyncConnection, *, user: str, role: str, unread_only: bool, limit: int, after: list | None, newer_than: datetime | None = None
+    conn: AsyncConnection,
+    *,
+    user: str,
+    role: str,
+    unread_only: bool,
+    limit: int,
+    after: list | None,
+    newer_than: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The caller's notifications, newest first, each with its `read_time` for this caller."""
     read_time = _read_by(user)
@@ -123,7 +130,10 @@ async def mark_read(conn: AsyncConnection, *, user: str, role: str, notification
     """Marks one notification (or, with None, every one) the caller can see as read by them; how many changed."""
     visible = select(notifications.c.notification_id, literal(user)).where(_visible_to(user, role))
     if notification_id is not None:
-        if not is_uuid(notification_id) or not (await conn.execute(visible.where(notifications.c.notification_id == notification_id))).first():
+        if (
+            not is_uuid(notification_id)
+            or not (await conn.execute(visible.where(notifications.c.notification_id == notification_id))).first()
+        ):
             raise NotFound("notification", str(notification_id))
         visible = visible.where(notifications.c.notification_id == notification_id)
     marked = await conn.execute(
