@@ -248,15 +248,15 @@ class RuleEvaluator:
         quantity = order.get("quantity") or batch.get("target_quantity")
         try:
             if roots & {"best_supplier", "best_supplier_id"} and category and quantity:
-                key = ("best_supplier", str(category), int(quantity))
-                if key not in cache:
+                supplier_key = ("best_supplier", str(category), int(quantity))
+                if supplier_key not in cache:
                     reply = await self._clients.batch.RecommendSupplier(
-                        batch_pb2.RecommendSupplierRequest(category=key[1], quantity=key[2])
+                        batch_pb2.RecommendSupplierRequest(category=supplier_key[1], quantity=supplier_key[2])
                     )
-                    cache[key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
-                if cache[key] is not None:
-                    fetched["best_supplier"] = cache[key]
-                    fetched["best_supplier_id"] = cache[key]["id"]
+                    cache[supplier_key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
+                if cache[supplier_key] is not None:
+                    fetched["best_supplier"] = cache[supplier_key]
+                    fetched["best_supplier_id"] = cache[supplier_key]["id"]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("best_supplier", error, unavailable)
         windows = await self._windows(

@@ -58,7 +58,8 @@ class Replayer:
     ) -> AsyncIterator[tuple[list[ReplayItem], ReplayTally, float]]:
         """Chunks of results (events where either side fired), the running tally and the elapsed seconds."""
         started = time.perf_counter()
-        tally, after, cache = ReplayTally(), 0, {}
+        tally, after = ReplayTally(), 0
+        cache: dict[Any, Any] = {}
         while True:
             chunk = await run_in_transaction(
                 self._engine,

@@ -112,8 +112,8 @@ def _rank(table: Table, row: int) -> tuple[int, ...]:
 def _aggregate(aggregation: str, values: list[Any]) -> Any:
     if aggregation == "COUNT":
         return len(values)
-    numbers = [as_number(v) for v in values]
-    numbers = [float(n) if type(n) is not int else n for n in numbers if n is not None]
+    present = [as_number(v) for v in values]
+    numbers: list[int | float] = [float(n) if type(n) is not int else n for n in present if n is not None]
     if aggregation == "SUM":
         return sum(numbers)
     return (min if aggregation == "MIN" else max)(numbers) if numbers else None

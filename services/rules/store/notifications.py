@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    false,
     func,
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -86,7 +88,10 @@ async def list_notifications(
 def _visible_to(user: str, role: str) -> ColumnElement[bool]:
     return and_(
         notifications.c.channel == "inbox",
-        or_(notifications.c.recipient_user == user, and_(notifications.c.recipient_role == role, role != "")),
+        or_(
+            notifications.c.recipient_user == user,
+            and_(notifications.c.recipient_role == role, true() if role != "" else false()),
+        ),
     )
 
 
