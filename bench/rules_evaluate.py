@@ -91,7 +91,12 @@ def random_table(rng: random.Random) -> dict:
         }
         for i, (a, b) in enumerate(itertools.pairwise(edges))
     ]
-    table = {"hit_policy": policy, "inputs": [number, text], "outputs": [{"name": "discount", "priorities": [10, 5, 0]}], "rules": rows}
+    table = {
+        "hit_policy": policy,
+        "inputs": [number, text],
+        "outputs": [{"name": "discount", "priorities": [10, 5, 0]}],
+        "rules": rows,
+    }
     if policy == "COLLECT":
         table["aggregation"] = "SUM"
     return {"table": table}
@@ -107,7 +112,7 @@ def expanded(node: dict) -> dict:
     table = node["table"]
     return {
         "any": [
-            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"]) if cell is not None]}
+            {"all": [{"fact": fact, **cell} for fact, cell in zip(table["inputs"], row["when"], strict=True) if cell is not None]}
             for row in table["rules"]
         ]
     }
@@ -236,7 +241,9 @@ def zen_engine(conditions: list[dict]):
                 "id": "rules",
                 "type": "expressionNode",
                 "name": "rules",
-                "content": {"expressions": [{"id": f"e{i}", "key": f"r{i}", "value": zen_source(c)} for i, c in enumerate(conditions)]},
+                "content": {
+                    "expressions": [{"id": f"e{i}", "key": f"r{i}", "value": zen_source(c)} for i, c in enumerate(conditions)]
+                },
             },
             {"id": "out", "type": "outputNode", "name": "response"},
         ],

@@ -66,7 +66,10 @@ async def replay(ctx: BenchContext) -> list[Figure]:
     url = plain_url(ctx.database_url)
     n = ctx.size("BENCH_RULES_REPLAY_EVENTS", full=100_000, quick=10_000)
     admin = auth("admin")
-    async with serve("rules", ctx.database_url, client_deadline_seconds=600) as running, stub_for("rules", running.target) as stub:
+    async with (
+        serve("rules", ctx.database_url, client_deadline_seconds=600) as running,
+        stub_for("rules", running.target) as stub,
+    ):
         rule = rules_pb2.Rule(
             name="bench replay",
             type=rules_pb2.RULE_TYPE_WORKFLOW,
@@ -79,7 +82,9 @@ async def replay(ctx: BenchContext) -> list[Figure]:
                 )
             ],
         )
-        created = (await stub.CreateRule(rules_pb2.CreateRuleRequest(request_id=str(uuid.uuid4()), rule=rule), metadata=admin)).rule
+        created = (
+            await stub.CreateRule(rules_pb2.CreateRuleRequest(request_id=str(uuid.uuid4()), rule=rule), metadata=admin)
+        ).rule
         _load(url, n, created.rule_id)
         request = rules_pb2.ReplayRuleRequest(rule_id=created.rule_id)
         request.start_time.FromDatetime(START)

@@ -48,11 +48,11 @@ class ActionFailed(Exception):
         self.transient = transient
 
 
-def _order_status(name: str) -> int:
+def _order_status(name: str) -> batch_pb2.OrderStatus.ValueType:
     return batch_pb2.OrderStatus.Value(f"ORDER_STATUS_{str(name).upper()}")
 
 
-def _batch_status(name: str) -> int:
+def _batch_status(name: str) -> batch_pb2.BatchStatus.ValueType:
     return batch_pb2.BatchStatus.Value(f"BATCH_STATUS_{str(name).upper()}")
 
 
@@ -257,6 +257,7 @@ class ActionRunner:
         message["Message-ID"] = f"<{notification['notification_id']}@loom.rules>"
         message.set_content(notification["body"])
         with smtplib.SMTP(
-            self._settings.smtp_host, self._settings.smtp_port, timeout=self._settings.smtp_timeout_seconds
+            # "" (no host) connects nowhere, as None did: sending then fails as disconnected.
+            self._settings.smtp_host or "", self._settings.smtp_port, timeout=self._settings.smtp_timeout_seconds
         ) as smtp:
             smtp.send_message(message)

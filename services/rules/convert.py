@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from loom.common.v1 import event_pb2
@@ -23,16 +23,23 @@ from services.rules.domain.rules import (
 )
 from services.rules.replay import ReplayItem
 
+if TYPE_CHECKING:
+    # The generic metaclass of mypy-protobuf's enums (stubs only): ties each enum to its ValueType.
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
 UPDATABLE = DEFINITION_FIELDS
 MAX_EVENT_ID_LENGTH = 128
 
+_V = TypeVar("_V", bound=int)
 
-def enum_name(enum, value: int, prefix: str) -> str:
+
+def enum_name(enum: _EnumTypeWrapper[_V], value: _V, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
-def enum_value(enum, name: str | None, prefix: str) -> int:
-    return enum.Value(f"{prefix}{name.upper()}") if name else 0
+def enum_value(enum: _EnumTypeWrapper[_V], name: str | None, prefix: str) -> _V:
+    # 0 is every proto3 enum's UNSPECIFIED value.
+    return enum.Value(f"{prefix}{name.upper()}") if name else cast(_V, 0)
 
 
 def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:

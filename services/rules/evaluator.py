@@ -157,7 +157,9 @@ class RuleEvaluator:
         fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts, {})
         facts = {**facts, **fetched}
         caused = bool(causation_of(event["data"]))
-        return Evaluation(evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable)
+        return Evaluation(
+            evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable
+        )
 
     async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
         """Evaluates a stored event and runs what matched, at most once per (rule, event).
@@ -246,23 +248,27 @@ class RuleEvaluator:
         quantity = order.get("quantity") or batch.get("target_quantity")
         try:
             if roots & {"best_supplier", "best_supplier_id"} and category and quantity:
-                key = ("best_supplier", str(category), int(quantity))
-                if key not in cache:
+                supplier_key = ("best_supplier", str(category), int(quantity))
+                if supplier_key not in cache:
                     reply = await self._clients.batch.RecommendSupplier(
-                        batch_pb2.RecommendSupplierRequest(category=key[1], quantity=key[2])
+                        batch_pb2.RecommendSupplierRequest(category=supplier_key[1], quantity=supplier_key[2])
                     )
-                    cache[key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
-                if cache[key] is not None:
-                    fetched["best_supplier"] = cache[key]
-                    fetched["best_supplier_id"] = cache[key]["id"]
+                    cache[supplier_key] = supplier_facts(reply.supplier) if reply.HasField("supplier") else None
+                if cache[supplier_key] is not None:
+                    fetched["best_supplier"] = cache[supplier_key]
+                    fetched["best_supplier_id"] = cache[supplier_key]["id"]
         except grpc.aio.AioRpcError as error:
             self._note_fetch_failure("best_supplier", error, unavailable)
-        windows = await self._windows({p.partition(".")[2] for p in roots if p.startswith(WINDOW_ROOT + ".")}, facts, cache, unavailable)
+        windows = await self._windows(
+            {p.partition(".")[2] for p in roots if p.startswith(WINDOW_ROOT + ".")}, facts, cache, unavailable
+        )
         if windows:
             fetched[WINDOW_ROOT] = windows
         return fetched, unavailable
 
-    async def _windows(self, names: set[str], facts: dict[str, Any], cache: dict[Any, Any], unavailable: list[str]) -> dict[str, int]:
+    async def _windows(
+        self, names: set[str], facts: dict[str, Any], cache: dict[Any, Any], unavailable: list[str]
+    ) -> dict[str, int]:
         """Windowed facts from their owning services, each asked once per evaluation (or per replay)."""
         found: dict[str, int] = {}
         now = datetime.now(UTC)
@@ -284,9 +290,13 @@ class RuleEvaluator:
         start = timestamp_pb2.Timestamp()
         start.FromDatetime(since)
         if source == "batch.recent_orders":
-            reply = await self._clients.batch.CountRecentOrders(batch_pb2.CountRecentOrdersRequest(buyer_id=key, start_time=start))
+            reply = await self._clients.batch.CountRecentOrders(
+                batch_pb2.CountRecentOrdersRequest(buyer_id=key, start_time=start)
+            )
         elif source == "batch.confirmed_batches":
-            reply = await self._clients.batch.CountConfirmedBatches(batch_pb2.CountConfirmedBatchesRequest(category=key, start_time=start))
+            reply = await self._clients.batch.CountConfirmedBatches(
+                batch_pb2.CountConfirmedBatchesRequest(category=key, start_time=start)
+            )
         else:
             reply = await self._clients.tracking.CountProductInteractions(
                 tracking_pb2.CountProductInteractionsRequest(product_id=key, start_time=start)
@@ -305,7 +315,11 @@ class Worker:
     """Evaluates stored events in arrival order and resumes stalled executions, until cancelled."""
 
     def __init__(
-        self, engine: AsyncEngine, evaluator: RuleEvaluator, settings: RulesSettings, resume_due_waits: Callable[[], Awaitable[int]]
+        self,
+        engine: AsyncEngine,
+        evaluator: RuleEvaluator,
+        settings: RulesSettings,
+        resume_due_waits: Callable[[], Awaitable[int]],
     ) -> None:
         self._db, self._evaluator, self._settings = engine, evaluator, settings
         self._resume_due_waits = resume_due_waits

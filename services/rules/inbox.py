@@ -45,7 +45,10 @@ async def watch(engine: AsyncEngine, caller: Caller, poll_seconds: float) -> Asy
         since = cursor - LOOK_BACK
 
         async def poll(conn):
-            rows = await store.inbox(conn, user=user, role=role, unread_only=False, limit=WATCH_BATCH, after=None, newer_than=since)
+            rows = await store.inbox(
+                conn, user=user, role=role, unread_only=False, limit=WATCH_BATCH, after=None,
+                newer_than=since,  # noqa: B023 - called within this iteration
+            )
             return rows, await store.unread_count(conn, user=user, role=role)
 
         rows, unread = await run_in_transaction(engine, poll)

@@ -58,12 +58,13 @@ class Replayer:
     ) -> AsyncIterator[tuple[list[ReplayItem], ReplayTally, float]]:
         """Chunks of results (events where either side fired), the running tally and the elapsed seconds."""
         started = time.perf_counter()
-        tally, after, cache = ReplayTally(), 0, {}
+        tally, after = ReplayTally(), 0
+        cache: dict[Any, Any] = {}
         while True:
             chunk = await run_in_transaction(
                 self._engine,
                 lambda conn: store.replay_events(
-                    conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after, limit=REPLAY_CHUNK
+                    conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after, limit=REPLAY_CHUNK  # noqa: B023 - called within this iteration
                 ),
             )
             items = []

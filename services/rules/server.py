@@ -77,7 +77,11 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         rows = await run_in_transaction(
             self._db, lambda conn: store.list_rules(conn, rule_type=rule_type, active=active, limit=limit + 1, after=after)
         )
-        token = pagination.encode_token([rows[limit - 1]["priority"], str(rows[limit - 1]["rule_id"])], scope=scope) if len(rows) > limit else ""
+        token = (
+            pagination.encode_token([rows[limit - 1]["priority"], str(rows[limit - 1]["rule_id"])], scope=scope)
+            if len(rows) > limit
+            else ""
+        )
         return rules_pb2.ListRulesResponse(rules=[rule_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def UpdateRule(self, request, context):

@@ -35,7 +35,9 @@ class Waits:
         settings = self._settings
         due = await run_in_transaction(
             self._engine,
-            lambda conn: store.lease_due_waits(conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds),
+            lambda conn: store.lease_due_waits(
+                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds
+            ),
         )
         for wait in due:
             await self._resume(wait)

@@ -5,6 +5,8 @@ from google.protobuf import json_format, struct_pb2
 from loom.common.v1 import event_pb2
 from loom.rules.v1 import rules_pb2
 
+# `own_database` (the end-to-end test's own database, as the batch tests have) is a fixture, offered here.
+from tests.batch.conftest import own_database  # noqa: F401
 from tests.rules.peers import Peers, SmtpServer
 from tests.support import auth, serve, stub_for
 
@@ -66,7 +68,9 @@ def action(kind: str, **params) -> rules_pb2.Action:
     )
 
 
-def rule_message(name: str = "rule", *, conditions=None, actions=(), priority: int = 0, event_types=(), **fields) -> rules_pb2.Rule:
+def rule_message(
+    name: str = "rule", *, conditions=None, actions=(), priority: int = 0, event_types=(), **fields
+) -> rules_pb2.Rule:
     return rules_pb2.Rule(
         name=name,
         type=fields.pop("type", rules_pb2.RULE_TYPE_NOTIFICATION),

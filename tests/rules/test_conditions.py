@@ -125,15 +125,17 @@ def test_a_regex_timeout_is_traced_as_an_error_and_does_not_pass():
 
 # --- properties ----------------------------------------------------------------------
 
-json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=8)
-)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=8))
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
 )
 facts_strategy = st.dictionaries(
     st.sampled_from(["order", "batch", "supplier", "best_supplier_id", "x"]),
-    st.one_of(json_values, st.dictionaries(st.sampled_from(["id", "status", "quantity", "fill_percentage", "rating"]), json_values)),
+    st.one_of(
+        json_values, st.dictionaries(st.sampled_from(["id", "status", "quantity", "fill_percentage", "rating"]), json_values)
+    ),
     max_size=4,
 )
 leaf_values = {

@@ -46,15 +46,29 @@ async def test_every_event_is_evaluated_exactly_once_per_rule_across_a_crash(dat
         LOOM_EXECUTION_LEASE_SECONDS="2",
         LOOM_EVENT_LEASE_SECONDS="2",
         LOOM_WORKER_POLL_SECONDS="0.2",
-        LOOM_DATA_DIR=f"/tmp/loom-rules-crash-{uuid.uuid4()}",
+        LOOM_DATA_DIR=f"/tmp/loom-rules-crash-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
     )
     target = f"127.0.0.1:{port}"
     process = ServiceProcess("rules", env).start()
     try:
         await wait_serving(target)
         async with stub_for("rules", target) as stub:
-            update = await create(stub, rule_message("confirm", event_types=["order.placed"], actions=[action("update_status", entity="order", id="{{order.id}}", status="confirmed")]))
-            notify = await create(stub, rule_message("notify", event_types=["order.placed"], actions=[action("send_email", recipient="ops@example.com", subject="{{order.id}}", body="placed")]))
+            update = await create(
+                stub,
+                rule_message(
+                    "confirm",
+                    event_types=["order.placed"],
+                    actions=[action("update_status", entity="order", id="{{order.id}}", status="confirmed")],
+                ),
+            )
+            notify = await create(
+                stub,
+                rule_message(
+                    "notify",
+                    event_types=["order.placed"],
+                    actions=[action("send_email", recipient="ops@example.com", subject="{{order.id}}", body="placed")],
+                ),
+            )
             events = [event("order.placed", order={"id": f"crash-{i}"}) for i in range(EVENTS)]
             for start in range(0, EVENTS // 2, 5):
                 await deliver_at_least_once(stub, events[start : start + 5])
@@ -72,8 +86,12 @@ async def test_every_event_is_evaluated_exactly_once_per_rule_across_a_crash(dat
                 return mine if len(done) == 2 * EVENTS else None
 
             executions = await eventually(finished_executions, timeout=60)
-            await stub.DeleteRule(rules_pb2.DeleteRuleRequest(request_id=str(uuid.uuid4()), rule_id=update.rule_id), metadata=ADMIN)
-            await stub.DeleteRule(rules_pb2.DeleteRuleRequest(request_id=str(uuid.uuid4()), rule_id=notify.rule_id), metadata=ADMIN)
+            await stub.DeleteRule(
+                rules_pb2.DeleteRuleRequest(request_id=str(uuid.uuid4()), rule_id=update.rule_id), metadata=ADMIN
+            )
+            await stub.DeleteRule(
+                rules_pb2.DeleteRuleRequest(request_id=str(uuid.uuid4()), rule_id=notify.rule_id), metadata=ADMIN
+            )
     finally:
         process.terminate()
         await peers.server.stop(0)

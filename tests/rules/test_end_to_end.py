@@ -19,7 +19,7 @@ from loom.rules.v1 import rules_pb2
 
 from libs.bootstrap import start
 from libs.scratch_db import plain_url
-from tests.batch.conftest import create_supplier, own_database, place  # noqa: F401 - own_database is a fixture
+from tests.batch.conftest import create_supplier, place
 from tests.rules.conftest import ADMIN, action, create, rule_message
 from tests.rules.peers import eventually
 from tests.support import free_port, settings_for, stub_for

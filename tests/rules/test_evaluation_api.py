@@ -11,7 +11,9 @@ from loom.rules.v1 import rules_pb2
 from tests.rules.conftest import ADMIN, SERVICE, action, create, event, rule_message
 from tests.rules.peers import eventually
 
-CONFIRMED = {"batch": {"id": "b-1", "status": "confirmed", "fill_percentage": 80.0, "category": "t_shirts", "target_quantity": 100}}
+CONFIRMED = {
+    "batch": {"id": "b-1", "status": "confirmed", "fill_percentage": 80.0, "category": "t_shirts", "target_quantity": 100}
+}
 CONFIRM_ORDER = action("update_status", entity="order", id="{{order.id}}", status="confirmed")
 
 
@@ -23,7 +25,12 @@ async def executions_of(rules, event_id: str, *, finished: bool = True) -> list[
 
 
 async def test_a_dry_run_traces_every_leaf_and_executes_nothing(rules, peers):
-    matching = await create(rules, rule_message("fills", conditions={"batch_fill_percentage": ">= 75", "batch_status": "confirmed"}, actions=[CONFIRM_ORDER]))
+    matching = await create(
+        rules,
+        rule_message(
+            "fills", conditions={"batch_fill_percentage": ">= 75", "batch_status": "confirmed"}, actions=[CONFIRM_ORDER]
+        ),
+    )
     missing = await create(rules, rule_message("needs order", conditions={"order_quantity": "> 10"}, actions=[CONFIRM_ORDER]))
     sample = event(**CONFIRMED)
     reply = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=sample, dry_run=True), metadata=ADMIN)
@@ -70,14 +77,36 @@ async def test_concurrent_redelivery_and_replays_run_a_rule_once(rules, peers):
 
 
 async def test_send_email_reaches_the_smtp_server_and_is_recorded(rules, smtp):
-    await create(rules, rule_message(actions=[action("send_email", recipient="ops@example.com", subject="Batch {{batch.id}} confirmed", body="At {{batch.fill_percentage}}%")]))
+    await create(
+        rules,
+        rule_message(
+            actions=[
+                action(
+                    "send_email",
+                    recipient="ops@example.com",
+                    subject="Batch {{batch.id}} confirmed",
+                    body="At {{batch.fill_percentage}}%",
+                )
+            ]
+        ),
+    )
     sample = event(**CONFIRMED)
     (execution,) = (await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=sample), metadata=ADMIN)).executions
     assert execution.status == rules_pb2.EXECUTION_STATUS_SUCCESS
     (message,) = smtp.sink.messages
-    assert message.rcpt_tos == ["ops@example.com"] and b"Subject: Batch b-1 confirmed" in message.content and b"At 80%" in message.content
-    (notification,) = (await rules.ListNotifications(rules_pb2.ListNotificationsRequest(rule_id=execution.rule_id), metadata=ADMIN)).notifications
-    assert (notification.status, notification.attempts, notification.event_id) == (rules_pb2.NOTIFICATION_STATUS_SENT, 1, sample.event_id)
+    assert (
+        message.rcpt_tos == ["ops@example.com"]
+        and b"Subject: Batch b-1 confirmed" in message.content
+        and b"At 80%" in message.content
+    )
+    (notification,) = (
+        await rules.ListNotifications(rules_pb2.ListNotificationsRequest(rule_id=execution.rule_id), metadata=ADMIN)
+    ).notifications
+    assert (notification.status, notification.attempts, notification.event_id) == (
+        rules_pb2.NOTIFICATION_STATUS_SENT,
+        1,
+        sample.event_id,
+    )
 
 
 async def test_transient_failures_are_retried_and_a_failed_action_does_not_stop_the_others(rules, peers):
@@ -112,13 +141,22 @@ async def test_transient_failures_are_retried_and_a_failed_action_does_not_stop_
 async def test_an_unreachable_smtp_server_is_retried_then_recorded_as_failed(rules_service, rules):
     from tests.support import free_port, serve
 
-    async with serve("rules", rules_service.context.settings.database_url, smtp_host="127.0.0.1", smtp_port=free_port(),
-                     action_backoff_seconds=0.01, action_max_attempts=2, worker_poll_seconds=30) as lonely:
+    async with serve(
+        "rules",
+        rules_service.context.settings.database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),
+        action_backoff_seconds=0.01,
+        action_max_attempts=2,
+        worker_poll_seconds=30,
+    ) as lonely:
         from tests.support import stub_for
 
         async with stub_for("rules", lonely.target) as stub:
             await create(stub, rule_message(actions=[action("send_email", recipient="ops@example.com", subject="s", body="b")]))
-            (execution,) = (await stub.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event(**CONFIRMED)), metadata=ADMIN)).executions
+            (execution,) = (
+                await stub.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event(**CONFIRMED)), metadata=ADMIN)
+            ).executions
     (sent,) = execution.actions
     assert (sent.status, sent.attempts) == (rules_pb2.ACTION_STATUS_FAILED, 2)
     assert "SMTP unreachable" in sent.error and execution.status == rules_pb2.EXECUTION_STATUS_FAILED
@@ -147,18 +185,28 @@ async def test_an_event_waits_while_a_needed_fact_is_unreachable(rules, peers):
 async def test_stop_processing_skips_lower_priority_rules(rules):
     high = await create(rules, rule_message("high", priority=10, stop_processing=True, actions=[CONFIRM_ORDER]))
     await create(rules, rule_message("low", priority=1, actions=[CONFIRM_ORDER]))
-    reply = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-5"})), metadata=ADMIN)
+    reply = await rules.EvaluateEvent(
+        rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-5"})), metadata=ADMIN
+    )
     assert [e.rule_id for e in reply.executions] == [high.rule_id]
     assert reply.rules[1].skipped_reason.startswith("stopped by rule 'high'")
 
 
 async def test_toggling_a_rule_applies_to_the_next_event(rules):
     rule = await create(rules, rule_message(actions=[CONFIRM_ORDER]))
-    await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=False), metadata=ADMIN)
-    off = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-6"})), metadata=ADMIN)
+    await rules.SetRuleActive(
+        rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=False), metadata=ADMIN
+    )
+    off = await rules.EvaluateEvent(
+        rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-6"})), metadata=ADMIN
+    )
     assert list(off.executions) == []
-    await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=True), metadata=ADMIN)
-    on = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-7"})), metadata=ADMIN)
+    await rules.SetRuleActive(
+        rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=True), metadata=ADMIN
+    )
+    on = await rules.EvaluateEvent(
+        rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": "o-7"})), metadata=ADMIN
+    )
     assert [e.rule_version for e in on.executions] == [3]
 
 
@@ -182,12 +230,16 @@ async def test_execute_rules_over_a_time_window_runs_only_what_has_not_run(rules
     await eventually(lambda: evaluated(database_url, sample.event_id))  # by the worker, before the rule existed
     rule = await create(rules, rule_message(actions=[CONFIRM_ORDER]))
     request = rules_pb2.ExecuteRulesRequest(
-        request_id=str(uuid.uuid4()), start_time=timestamp_pb2.Timestamp(seconds=999_999), end_time=timestamp_pb2.Timestamp(seconds=1_000_001)
+        request_id=str(uuid.uuid4()),
+        start_time=timestamp_pb2.Timestamp(seconds=999_999),
+        end_time=timestamp_pb2.Timestamp(seconds=1_000_001),
     )
     first = await rules.ExecuteRules(request, metadata=ADMIN)
     assert (first.events_evaluated, first.executions_created, first.executions[0].rule_id) == (1, 1, rule.rule_id)
     assert await rules.ExecuteRules(request, metadata=ADMIN) == first
-    second = await rules.ExecuteRules(request.__class__(request_id=str(uuid.uuid4()), start_time=request.start_time, end_time=request.end_time), metadata=ADMIN)
+    second = await rules.ExecuteRules(
+        request.__class__(request_id=str(uuid.uuid4()), start_time=request.start_time, end_time=request.end_time), metadata=ADMIN
+    )
     assert (second.executions_created, second.executions_already_done) == (0, 1)
 
 

@@ -30,9 +30,12 @@ async def test_a_self_triggering_rule_stops_at_the_depth_limit_with_the_chain_re
 
     peers.batch.on_update = emit
     rule = await create(
-        rules, rule_message(event_types=["order.placed", "order.status_changed"], actions=[CONFIRM_ORDER], triggered_by_rules=True)
+        rules,
+        rule_message(event_types=["order.placed", "order.status_changed"], actions=[CONFIRM_ORDER], triggered_by_rules=True),
     )
-    await rules.DeliverEvents(rules_pb2.DeliverEventsRequest(events=[event("order.placed", order={"id": "loop-1"})]), metadata=SERVICE)
+    await rules.DeliverEvents(
+        rules_pb2.DeliverEventsRequest(events=[event("order.placed", order={"id": "loop-1"})]), metadata=SERVICE
+    )
 
     async def refused():
         return [e for e in await executions_of_rule(rules, rule.rule_id) if e.status == rules_pb2.EXECUTION_STATUS_REFUSED]
@@ -50,7 +53,11 @@ async def test_a_self_triggering_rule_stops_at_the_depth_limit_with_the_chain_re
 async def test_a_rule_ignores_events_caused_by_rules_unless_it_opts_in(rules):
     plain = await create(rules, rule_message("plain", actions=[CONFIRM_ORDER]))
     opted = await create(rules, rule_message("opted", actions=[CONFIRM_ORDER], triggered_by_rules=True))
-    caused = event("order.status_changed", order={"id": "o-c"}, causation=[{"rule_id": str(uuid.uuid4()), "execution_id": "x", "event_id": "e"}])
+    caused = event(
+        "order.status_changed",
+        order={"id": "o-c"},
+        causation=[{"rule_id": str(uuid.uuid4()), "execution_id": "x", "event_id": "e"}],
+    )
     reply = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=caused), metadata=ADMIN)
     assert {e.rule_id for e in reply.executions} == {opted.rule_id}
     (skipped,) = [t for t in reply.rules if t.rule_id == plain.rule_id]
@@ -71,11 +78,15 @@ async def test_a_rule_that_keeps_failing_is_deactivated_and_says_why(rules, peer
     rule = await create(rules, rule_message(actions=[CONFIRM_ORDER]))
     peers.batch.fail_next["UpdateOrderStatus"] = [grpc.StatusCode.FAILED_PRECONDITION] * 5
     for i in range(5):
-        await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": f"f-{i}"})), metadata=ADMIN)
+        await rules.EvaluateEvent(
+            rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": f"f-{i}"})), metadata=ADMIN
+        )
     current = (await rules.GetRule(rules_pb2.GetRuleRequest(rule_id=rule.rule_id), metadata=ADMIN)).rule
     assert not current.active and current.deactivated_reason == "circuit breaker: the last 5 executions failed"
     assert current.updated_by == "system:circuit-breaker"
-    again = await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=True), metadata=ADMIN)
+    again = await rules.SetRuleActive(
+        rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, active=True), metadata=ADMIN
+    )
     assert again.rule.active and again.rule.deactivated_reason == ""
 
 
@@ -83,6 +94,8 @@ async def test_four_failures_do_not_trip_the_breaker(rules, peers):
     rule = await create(rules, rule_message(actions=[CONFIRM_ORDER]))
     peers.batch.fail_next["UpdateOrderStatus"] = [grpc.StatusCode.FAILED_PRECONDITION] * 4
     for i in range(5):
-        await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": f"g-{i}"})), metadata=ADMIN)
+        await rules.EvaluateEvent(
+            rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"id": f"g-{i}"})), metadata=ADMIN
+        )
     current = (await rules.GetRule(rules_pb2.GetRuleRequest(rule_id=rule.rule_id), metadata=ADMIN)).rule
     assert current.active and json_format.MessageToDict(current).get("deactivatedReason") is None

@@ -67,7 +67,10 @@ async def test_executions_filter_by_rule_event_and_status(rules, peers):
     await execute(rules, [first, second])
 
     by_event = await all_pages(rules, 10, event_id=first.event_id)
-    assert {(e.rule_id, e.event_id) for e in by_event[0]} == {(succeeding.rule_id, first.event_id), (failing.rule_id, first.event_id)}
+    assert {(e.rule_id, e.event_id) for e in by_event[0]} == {
+        (succeeding.rule_id, first.event_id),
+        (failing.rule_id, first.event_id),
+    }
     failed = await all_pages(rules, 10, rule_id=failing.rule_id, status=rules_pb2.EXECUTION_STATUS_FAILED)
     assert [(e.rule_id, e.event_id) for e in failed[0]] == [(failing.rule_id, first.event_id)]
     succeeded = await all_pages(rules, 1, rule_id=failing.rule_id, status=rules_pb2.EXECUTION_STATUS_SUCCESS)
@@ -102,12 +105,19 @@ async def test_purge_deletes_only_what_is_older_than_the_retention(rules, smtp, 
     await sql(f"UPDATE rules.executions SET finish_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
     await sql(f"UPDATE rules.notifications SET create_time = {forty_days_ago} WHERE event_id = %s", (old.event_id,))
     old_key = str(uuid.uuid4())
-    await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=old_key, rule_id=rule.rule_id, active=True), metadata=ADMIN)
+    await rules.SetRuleActive(
+        rules_pb2.SetRuleActiveRequest(request_id=old_key, rule_id=rule.rule_id, active=True), metadata=ADMIN
+    )
     await sql(f"UPDATE rules.idempotency_keys SET create_time = {forty_days_ago} WHERE request_id = %s", (old_key,))
 
     purge = rules_pb2.PurgeOldDataRequest(request_id=str(uuid.uuid4()), retention_days=30)
     purged = await rules.PurgeOldData(purge, metadata=ADMIN)
-    assert (purged.events_deleted, purged.executions_deleted, purged.notifications_deleted, purged.idempotency_rows_deleted) == (1, 1, 1, 1)
+    assert (purged.events_deleted, purged.executions_deleted, purged.notifications_deleted, purged.idempotency_rows_deleted) == (
+        1,
+        1,
+        1,
+        1,
+    )
     assert await rules.PurgeOldData(purge, metadata=ADMIN) == purged  # a replay answers the same, deletes nothing more
 
     with pytest.raises(grpc.aio.AioRpcError) as gone:

@@ -56,7 +56,9 @@ async def test_read_state_is_per_reader_and_mark_all_read_clears_the_count(rules
     )
     assert read.notification.HasField("read_time") and read.unread_count == (await inbox(rules, ANA)).unread_count
     ben_before = (await inbox(rules, BEN)).unread_count
-    everything = await rules.MarkAllNotificationsRead(rules_pb2.MarkAllNotificationsReadRequest(request_id=str(uuid.uuid4())), metadata=ANA)
+    everything = await rules.MarkAllNotificationsRead(
+        rules_pb2.MarkAllNotificationsReadRequest(request_id=str(uuid.uuid4())), metadata=ANA
+    )
     assert everything.unread_count == 0 and (await inbox(rules, ANA, unread_only=True)).notifications == []
     assert (await inbox(rules, BEN)).unread_count == ben_before  # Ana's reading is hers
 
@@ -66,7 +68,8 @@ async def test_a_notification_the_caller_may_not_see_cannot_be_marked(rules):
     mine = [n for n in (await inbox(rules, ANA)).notifications if n.recipient_user][0]
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await rules.MarkNotificationRead(
-            rules_pb2.MarkNotificationReadRequest(request_id=str(uuid.uuid4()), notification_id=mine.notification_id), metadata=BEN
+            rules_pb2.MarkNotificationReadRequest(request_id=str(uuid.uuid4()), notification_id=mine.notification_id),
+            metadata=BEN,
         )
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
 
@@ -80,7 +83,9 @@ async def test_watch_streams_the_count_then_each_new_notification_for_the_caller
     await notify(rules, user=subject(watcher))
     update = await asyncio.wait_for(stream.read(), 10)
     assert update.notification.recipient_user == subject(watcher) and update.unread_count == first.unread_count + 1
-    await rules.MarkAllNotificationsRead(rules_pb2.MarkAllNotificationsReadRequest(request_id=str(uuid.uuid4())), metadata=watcher)
+    await rules.MarkAllNotificationsRead(
+        rules_pb2.MarkAllNotificationsReadRequest(request_id=str(uuid.uuid4())), metadata=watcher
+    )
     cleared = await asyncio.wait_for(stream.read(), 10)
     assert not cleared.HasField("notification") and cleared.unread_count == 0
     stream.cancel()

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from services.rules.domain.operators import (
+    DEFAULT_LIMITS,
     MISSING,
     OPERATORS,
     OperatorError,
@@ -14,7 +15,7 @@ from services.rules.domain.operators import (
 )
 
 
-def check(operator: str, expected, actual, limits: RegexLimits = RegexLimits()) -> bool:
+def check(operator: str, expected, actual, limits: RegexLimits = DEFAULT_LIMITS) -> bool:
     return OPERATORS[operator].build(expected, limits)(actual)
 
 

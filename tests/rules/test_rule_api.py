@@ -15,7 +15,9 @@ EMAIL = action("send_email", recipient="ops@example.com", subject="Batch {{batch
 
 
 async def test_create_normalises_the_compact_form_and_records_who(rules):
-    created = await create(rules, rule_message(conditions={"batch_status": "confirmed", "completion_percentage": "> 75%"}, actions=[EMAIL]))
+    created = await create(
+        rules, rule_message(conditions={"batch_status": "confirmed", "completion_percentage": "> 75%"}, actions=[EMAIL])
+    )
     assert json_format.MessageToDict(created.conditions) == {
         "all": [
             {"fact": "batch.status", "operator": "equal", "value": "confirmed"},
@@ -29,7 +31,12 @@ async def test_create_normalises_the_compact_form_and_records_who(rules):
 
 async def test_an_invalid_rule_is_rejected_with_field_violations_and_nothing_saved(rules):
     bad = rule_message(
-        conditions={"all": [{"fact": "order.status", "operator": "resembles", "value": "x"}, {"fact": "order.id", "operator": "matches", "value": "(("}]},
+        conditions={
+            "all": [
+                {"fact": "order.status", "operator": "resembles", "value": "x"},
+                {"fact": "order.id", "operator": "matches", "value": "(("},
+            ]
+        },
         actions=[action("send_email", recipient="{{buyer.email}}", subject="s", body="b"), rules_pb2.Action()],
     )
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -81,7 +88,9 @@ async def test_an_update_that_fails_validation_changes_nothing(rules):
 async def test_set_active_and_list_filters(rules):
     first = await create(rules, rule_message("a", actions=[EMAIL], priority=1))
     second = await create(rules, rule_message("b", actions=[EMAIL], priority=5))
-    off = await rules.SetRuleActive(rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=first.rule_id, active=False), metadata=ADMIN)
+    off = await rules.SetRuleActive(
+        rules_pb2.SetRuleActiveRequest(request_id=str(uuid.uuid4()), rule_id=first.rule_id, active=False), metadata=ADMIN
+    )
     assert (off.rule.active, off.rule.version) == (False, 2)
     active = await rules.ListRules(rules_pb2.ListRulesRequest(active=rules_pb2.ACTIVE_FILTER_ACTIVE), metadata=ADMIN)
     assert [r.rule_id for r in active.rules] == [second.rule_id]
@@ -109,7 +118,9 @@ async def test_a_replayed_create_returns_the_first_answer(rules):
 
 async def test_only_admins_manage_rules(rules):
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await rules.CreateRule(rules_pb2.CreateRuleRequest(request_id="x", rule=rule_message(actions=[EMAIL])), metadata=auth("buyer"))
+        await rules.CreateRule(
+            rules_pb2.CreateRuleRequest(request_id="x", rule=rule_message(actions=[EMAIL])), metadata=auth("buyer")
+        )
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

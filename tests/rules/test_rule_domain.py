@@ -77,7 +77,9 @@ def test_a_rule_needs_a_name_a_type_and_an_action():
 
 def test_templates_render_typed_values_alone_and_text_inside_strings():
     facts = {"order": {"id": "o-1", "quantity": 40.0}, "best_supplier_id": "s-9"}
-    assert render({"id": "{{order.id}}", "n": "{{ order.quantity }}", "t": "{{order.quantity}} units from {{best_supplier_id}}"}, facts) == {
+    assert render(
+        {"id": "{{order.id}}", "n": "{{ order.quantity }}", "t": "{{order.quantity}} units from {{best_supplier_id}}"}, facts
+    ) == {
         "id": "o-1",
         "n": 40.0,
         "t": "40 units from s-9",

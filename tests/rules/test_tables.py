@@ -58,7 +58,9 @@ def test_no_matching_row_means_no_decision_and_no_match():
 
 def test_unique_with_two_matching_rows_at_run_time_is_an_error_not_a_match():
     # Different facts per row cannot be checked for overlap on save; the run-time check catches it.
-    raw = table("UNIQUE", [row("> 10", "-", discount=5), row("-", "caps", discount=7)], inputs=("order.quantity", "order.category"))
+    raw = table(
+        "UNIQUE", [row("> 10", "-", discount=5), row("-", "caps", discount=7)], inputs=("order.quantity", "order.category")
+    )
     made = decision(raw, 20, "caps")
     assert made.outputs is None and made.error == "UNIQUE table: rows 1, 2 all match"
 
@@ -93,7 +95,14 @@ COLLECTED = [row("> 0", discount=2), row("> 10", discount=3), row("> 20", discou
 
 
 @pytest.mark.parametrize(
-    ("aggregation", "expected"), [(None, {"discount": [2, 3, 5]}), ("SUM", {"discount": 10}), ("MIN", {"discount": 2}), ("MAX", {"discount": 5}), ("COUNT", {"discount": 3})]
+    ("aggregation", "expected"),
+    [
+        (None, {"discount": [2, 3, 5]}),
+        ("SUM", {"discount": 10}),
+        ("MIN", {"discount": 2}),
+        ("MAX", {"discount": 5}),
+        ("COUNT", {"discount": 3}),
+    ],
 )
 def test_collect_returns_every_match_or_its_aggregate(aggregation, expected):
     assert decision(table("COLLECT", COLLECTED, aggregation=aggregation), 25).outputs == expected
@@ -124,7 +133,11 @@ def test_overlapping_rows_of_an_any_table_are_refused_only_when_their_outputs_di
 
 
 def test_overlaps_across_two_string_and_number_columns_are_found():
-    raw = table("UNIQUE", [row("> 5", ["caps", "hoodies"], discount=1), row("< 50", "-", discount=2)], inputs=("order.quantity", "order.category"))
+    raw = table(
+        "UNIQUE",
+        [row("> 5", ["caps", "hoodies"], discount=1), row("< 50", "-", discount=2)],
+        inputs=("order.quantity", "order.category"),
+    )
     assert "rule.conditions.table.rules[1]" in violations(rule(raw))
 
 
@@ -174,7 +187,16 @@ def test_templates_may_name_only_the_tables_outputs():
 
 def test_a_dry_run_traces_the_table_row_by_row_and_renders_its_outputs():
     definition = validated(rule(table("FIRST", [row("> 50", discount=10), row("> 10", discount=5), row("-", discount=0)])))
-    active = ActiveRule.compile(rule_id="r", name="t", version=1, priority=0, event_types=[], stop_processing=False, conditions=definition.conditions, actions=definition.actions)
+    active = ActiveRule.compile(
+        rule_id="r",
+        name="t",
+        version=1,
+        priority=0,
+        event_types=[],
+        stop_processing=False,
+        conditions=definition.conditions,
+        actions=definition.actions,
+    )
     (outcome,) = evaluate([active], "order.placed", {"order": {"quantity": 20}}, traced=True)
     trace = outcome.trace
     assert (trace.operator, trace.passed, trace.outputs) == ("table:FIRST", True, {"discount": 5})

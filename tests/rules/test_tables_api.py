@@ -29,7 +29,8 @@ async def test_a_unique_table_with_overlapping_rows_is_refused(rules):
 async def test_a_table_with_a_gap_is_saved_with_a_warning(rules):
     gappy = bands({"when": ["< 10"], "then": {"discount": 0}}, {"when": ["> 20"], "then": {"discount": 5}})
     reply = await rules.CreateRule(
-        rules_pb2.CreateRuleRequest(request_id=str(uuid.uuid4()), rule=rule_message(conditions=gappy, actions=[RUN_JOB])), metadata=ADMIN
+        rules_pb2.CreateRuleRequest(request_id=str(uuid.uuid4()), rule=rule_message(conditions=gappy, actions=[RUN_JOB])),
+        metadata=ADMIN,
     )
     assert reply.warnings[0] == "no table rule matches order.quantity=10: the rule does not fire there"
 

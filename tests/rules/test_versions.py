@@ -17,10 +17,15 @@ async def update(rules, rule: rules_pb2.Rule) -> rules_pb2.Rule:
 
 
 async def diff(rules, rule_id: str, low: int, high: int) -> dict[str, tuple]:
-    reply = await rules.DiffRuleVersions(rules_pb2.DiffRuleVersionsRequest(rule_id=rule_id, from_version=low, to_version=high), metadata=ADMIN)
+    reply = await rules.DiffRuleVersions(
+        rules_pb2.DiffRuleVersionsRequest(rule_id=rule_id, from_version=low, to_version=high), metadata=ADMIN
+    )
     return {
-        c.path: (rules_pb2.ChangeKind.Name(c.kind), json_format.MessageToDict(c.before) if c.HasField("before") else None,
-                 json_format.MessageToDict(c.after) if c.HasField("after") else None)
+        c.path: (
+            rules_pb2.ChangeKind.Name(c.kind),
+            json_format.MessageToDict(c.before) if c.HasField("before") else None,
+            json_format.MessageToDict(c.after) if c.HasField("after") else None,
+        )
         for c in reply.changes
     }
 
@@ -47,10 +52,16 @@ async def test_the_diff_names_each_changed_value_with_its_path(rules):
 
 async def test_rollback_makes_a_new_version_that_behaves_as_the_old_one(rules, peers):
     rule = await edited(rules)
-    rolled = (await rules.RollbackRule(rules_pb2.RollbackRuleRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, version=1), metadata=ADMIN)).rule
+    rolled = (
+        await rules.RollbackRule(
+            rules_pb2.RollbackRuleRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, version=1), metadata=ADMIN
+        )
+    ).rule
     assert rolled.version == 3
     assert await diff(rules, rule.rule_id, 1, 3) == {}
-    reply = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"quantity": 20})), metadata=ADMIN)
+    reply = await rules.EvaluateEvent(
+        rules_pb2.EvaluateEventRequest(event=event("order.placed", order={"quantity": 20})), metadata=ADMIN
+    )
     (execution,) = [e for e in reply.executions if e.rule_id == rule.rule_id]
     assert execution.rule_version == 3
     assert [run.job_name for run in peers.scheduler.runs] == ["a"]  # v1: "> 10" fires at 20, one action, job a
@@ -62,5 +73,7 @@ async def test_rollback_makes_a_new_version_that_behaves_as_the_old_one(rules, p
 async def test_rollback_needs_an_existing_version(rules, version, code):
     rule = await create(rules, rule_message(actions=[action("trigger_workflow", job="a")]))
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await rules.RollbackRule(rules_pb2.RollbackRuleRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, version=version), metadata=ADMIN)
+        await rules.RollbackRule(
+            rules_pb2.RollbackRuleRequest(request_id=str(uuid.uuid4()), rule_id=rule.rule_id, version=version), metadata=ADMIN
+        )
     assert failure.value.code() == code

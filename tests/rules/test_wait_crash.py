@@ -27,14 +27,16 @@ async def test_a_wait_survives_kill_9_and_fires_once(database_url):
         LOOM_SCHEDULER_TARGET=peers.target,
         LOOM_EXECUTION_LEASE_SECONDS="2",
         LOOM_WORKER_POLL_SECONDS="0.2",
-        LOOM_DATA_DIR=f"/tmp/loom-rules-wait-crash-{uuid.uuid4()}",
+        LOOM_DATA_DIR=f"/tmp/loom-rules-wait-crash-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
     )
     target = f"127.0.0.1:{port}"
     process = ServiceProcess("rules", env).start()
     try:
         await wait_serving(target)
         async with stub_for("rules", target) as stub:
-            rule = await create(stub, rule_message("waits", actions=[action("wait", seconds=3), action("trigger_workflow", job="after-crash")]))
+            rule = await create(
+                stub, rule_message("waits", actions=[action("wait", seconds=3), action("trigger_workflow", job="after-crash")])
+            )
             sample = event("order.placed", order={"id": "crash-wait"})
             (started,) = (await stub.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=sample), metadata=ADMIN)).executions
             assert started.status == rules_pb2.EXECUTION_STATUS_WAITING

@@ -65,7 +65,9 @@ async def test_a_cancelled_wait_skips_the_rest_and_cannot_be_cancelled_twice(rul
     sample = event("order.placed", order={"id": "w-3"})
     await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=sample), metadata=ADMIN)
     (waiting,) = await waits_of(rules, rule.rule_id)
-    reply = await rules.CancelWait(rules_pb2.CancelWaitRequest(request_id=str(uuid.uuid4()), wait_id=waiting.wait_id), metadata=ADMIN)
+    reply = await rules.CancelWait(
+        rules_pb2.CancelWaitRequest(request_id=str(uuid.uuid4()), wait_id=waiting.wait_id), metadata=ADMIN
+    )
     assert reply.wait.status == rules_pb2.WAIT_STATUS_CANCELLED
     execution = await the_execution(rules, sample.event_id)
     assert [a.status for a in execution.actions] == [rules_pb2.ACTION_STATUS_SKIPPED] * 2

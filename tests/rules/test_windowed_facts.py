@@ -48,7 +48,9 @@ async def test_a_tracking_window_is_asked_of_tracking_from_midnight(rules, peers
 
 async def test_an_event_without_the_key_fetches_nothing_and_does_not_match(rules, peers):
     await create(rules, rule_message(conditions={"window.buyer_orders_24h": ">= 0"}, actions=[RUN_JOB]))
-    reply = await rules.EvaluateEvent(rules_pb2.EvaluateEventRequest(event=event("batch.confirmed"), dry_run=True), metadata=ADMIN)
+    reply = await rules.EvaluateEvent(
+        rules_pb2.EvaluateEventRequest(event=event("batch.confirmed"), dry_run=True), metadata=ADMIN
+    )
     assert not any(t.matched for t in reply.rules) and peers.batch.requests("CountRecentOrders") == []
 
 
@@ -95,7 +97,9 @@ async def test_tracking_counts_a_products_interactions_since_a_time(database_url
     product = f"p-{uuid.uuid4().hex[:8]}"
     async with serve("tracking", database_url) as running, stub_for("tracking", running.target) as stub:
         for i in range(3):
-            item = tracking_pb2.Interaction(type=tracking_pb2.INTERACTION_TYPE_VIEW_DETAILS, product_id=product, session_id=f"s-{i}")
+            item = tracking_pb2.Interaction(
+                type=tracking_pb2.INTERACTION_TYPE_VIEW_DETAILS, product_id=product, session_id=f"s-{i}"
+            )
             await stub.TrackInteraction(tracking_pb2.TrackInteractionRequest(interaction=item))
         request = tracking_pb2.CountProductInteractionsRequest(product_id=product)
         request.start_time.FromDatetime(datetime.now(UTC) - timedelta(hours=1))

@@ -33,6 +33,7 @@ from services.rules.domain.nodes import (
     tables,
 )
 from services.rules.domain.operators import (
+    DEFAULT_LIMITS,
     MISSING,
     OPERATORS,
     OperatorError,
@@ -88,7 +89,7 @@ class ConditionTrace:
 # --- parsing ------------------------------------------------------------------------
 
 
-def normalise(raw: Any, where: str, violations: list[Violation], limits: RegexLimits = RegexLimits()) -> dict:
+def normalise(raw: Any, where: str, violations: list[Violation], limits: RegexLimits = DEFAULT_LIMITS) -> dict:
     """The tree form of raw conditions (tree or compact); problems go to `violations`."""
     if raw is None or raw == {}:
         return {"all": []}
@@ -274,7 +275,7 @@ class CompiledCondition:
     decide: Callable[[Facts], Decision] | None = None
 
 
-def compile_condition(tree: dict, limits: RegexLimits = RegexLimits()) -> CompiledCondition:
+def compile_condition(tree: dict, limits: RegexLimits = DEFAULT_LIMITS) -> CompiledCondition:
     node = from_tree(tree)
     (table,) = tables(node) or (None,)
     decide, proven = None, False
@@ -297,7 +298,7 @@ def _single_hit(table: Table, findings: Findings) -> bool:
     )
 
 
-def table_findings(tree: dict, limits: RegexLimits = RegexLimits()) -> Findings | None:
+def table_findings(tree: dict, limits: RegexLimits = DEFAULT_LIMITS) -> Findings | None:
     """Overlaps and gaps of the tree's decision table, or None when it has none."""
     (table,) = tables(from_tree(tree)) or (None,)
     if table is None:

@@ -17,7 +17,7 @@ from services.rules.domain.conditions import (
     compile_condition,
     fact_paths,
 )
-from services.rules.domain.operators import RegexLimits
+from services.rules.domain.operators import DEFAULT_LIMITS, RegexLimits
 from services.rules.domain.templates import RenderError, render, variables
 from services.rules.domain.vocabulary import DECISION_ROOT, FETCHED_ROOTS, WINDOW_ROOT
 
@@ -57,7 +57,7 @@ class ActiveRule:
         stop_processing: bool,
         conditions: dict,
         actions: list[dict[str, Any]],
-        limits: RegexLimits = RegexLimits(),
+        limits: RegexLimits = DEFAULT_LIMITS,
         triggered_by_rules: bool = False,
         max_executions_per_minute: int = 0,
     ) -> ActiveRule:

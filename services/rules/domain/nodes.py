@@ -86,7 +86,10 @@ def from_tree(tree: dict) -> Node:
         outputs=tuple(Output(o["name"], tuple(o.get("priorities") or ())) for o in table["outputs"]),
         rows=tuple(
             Row(
-                tuple(None if cell is None else Leaf(fact, cell["operator"], cell["value"]) for fact, cell in zip(inputs, row["when"], strict=True)),
+                tuple(
+                    None if cell is None else Leaf(fact, cell["operator"], cell["value"])
+                    for fact, cell in zip(inputs, row["when"], strict=True)
+                ),
                 dict(row["then"]),
             )
             for row in table["rules"]

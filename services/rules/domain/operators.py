@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import regex
+import regex  # type: ignore[import-untyped]  # no stubs installed (types-regex is not a dependency)
 
 
 class _Missing:
@@ -40,6 +40,10 @@ class RegexLimits:
     max_pattern_length: int = 256
     max_input_length: int = 4096
     timeout_seconds: float = 0.05
+
+
+# The default bounds, shared as the default argument (the dataclass is frozen, so sharing is safe).
+DEFAULT_LIMITS = RegexLimits()
 
 
 def as_number(value: Any) -> int | float | Decimal | None:
@@ -153,6 +157,7 @@ def _comparison(compare: Callable[[Any, Any], bool]) -> Callable[[Any, RegexLimi
 
 def _between(expected: list, _: RegexLimits) -> Predicate:
     low, high = as_number(expected[0]), as_number(expected[1])
+    assert low is not None and high is not None, "validated by _need_range"
 
     def test(actual: Any) -> bool:
         number = as_number(actual)
@@ -228,7 +233,9 @@ def _need_number(value: Any, _: RegexLimits) -> str | None:
 def _need_range(value: Any, _: RegexLimits) -> str | None:
     if not isinstance(value, list) or len(value) != 2 or not all(_is_number_constant(v) for v in value):
         return "a list of two numbers [low, high]"
-    if as_number(value[0]) > as_number(value[1]):
+    low, high = as_number(value[0]), as_number(value[1])
+    assert low is not None and high is not None  # both are number constants, checked just above
+    if low > high:
         return "low must not exceed high"
     return None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.rules.domain.conditions import Violation, normalise, table_findings
 from services.rules.domain.nodes import from_tree, tables
-from services.rules.domain.operators import RegexLimits
+from services.rules.domain.operators import DEFAULT_LIMITS, RegexLimits
 from services.rules.domain.tables import shown
 from services.rules.domain.templates import template_problems, variables
 from services.rules.domain.vocabulary import DECISION_ROOT
@@ -104,7 +104,7 @@ class RuleDefinition:
 DEFINITION_FIELDS = tuple(f.name for f in fields(RuleDefinition))
 
 
-def validated(rule: RuleDefinition, limits: RegexLimits = RegexLimits(), where: str = "rule") -> RuleDefinition:
+def validated(rule: RuleDefinition, limits: RegexLimits = DEFAULT_LIMITS, where: str = "rule") -> RuleDefinition:
     """The rule with its conditions normalised to the tree; InvalidRule listing every problem."""
     found: list[Violation] = []
     if not rule.name.strip():
@@ -170,12 +170,14 @@ def _table_problems(tree: dict, where: str, limits: RegexLimits) -> list[Violati
     for a, b, example in findings.overlaps:
         if table.hit_policy == "UNIQUE" or (table.hit_policy == "ANY" and table.rows[a].outputs != table.rows[b].outputs):
             problems.append(
-                Violation(f"{where}.table.rules[{b}]", f"overlaps rules[{a}] under {table.hit_policy}: both match {shown(example)}")
+                Violation(
+                    f"{where}.table.rules[{b}]", f"overlaps rules[{a}] under {table.hit_policy}: both match {shown(example)}"
+                )
             )
     return problems
 
 
-def table_warnings(definition: RuleDefinition, limits: RegexLimits = RegexLimits()) -> list[str]:
+def table_warnings(definition: RuleDefinition, limits: RegexLimits = DEFAULT_LIMITS) -> list[str]:
     """What a valid rule's decision table leaves open: input combinations no row covers."""
     findings = table_findings(definition.conditions, limits) if definition.conditions else None
     if findings is None:
@@ -208,7 +210,9 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
         allowed = ORDER_STATUSES if entity == "order" else BATCH_STATUSES
         if literal["status"] not in allowed:
             found.append(Violation(f"{where}.params.status", f"a {entity} status: {', '.join(sorted(allowed))}"))
-    if "priority" in literal and (not isinstance(literal["priority"], int | float) or literal["priority"] != int(literal["priority"])):
+    if "priority" in literal and (
+        not isinstance(literal["priority"], int | float) or literal["priority"] != int(literal["priority"])
+    ):
         found.append(Violation(f"{where}.params.priority", "a whole number"))
     if "recipient" in literal and (not isinstance(literal["recipient"], str) or "@" not in literal["recipient"]):
         found.append(Violation(f"{where}.params.recipient", "an e-mail address or a template"))

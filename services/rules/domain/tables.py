@@ -112,8 +112,8 @@ def _rank(table: Table, row: int) -> tuple[int, ...]:
 def _aggregate(aggregation: str, values: list[Any]) -> Any:
     if aggregation == "COUNT":
         return len(values)
-    numbers = [as_number(v) for v in values]
-    numbers = [float(n) if type(n) is not int else n for n in numbers if n is not None]
+    present = [as_number(v) for v in values]
+    numbers: list[int | float] = [float(n) if type(n) is not int else n for n in present if n is not None]
     if aggregation == "SUM":
         return sum(numbers)
     return (min if aggregation == "MIN" else max)(numbers) if numbers else None
@@ -138,7 +138,7 @@ class Findings:
 def check(table: Table, hits_of: Callable[[dict], list[int]], limit_examples: int = 3) -> Findings:
     """Overlapping rows and gaps, found by trying every sample combination against every row."""
     columns = []
-    for column, fact in enumerate(table.inputs):
+    for column in range(len(table.inputs)):
         cells = [row.cells[column] for row in table.rows]
         if any(cell is not None and cell.operator not in _CHECKABLE for cell in cells):
             return Findings([], [], checked=False)
@@ -224,7 +224,10 @@ def normalise_table(
     aggregation = raw.get("aggregation")
     aggregation = str(aggregation).upper() if aggregation else None
     inputs = [i.get("fact") if isinstance(i, dict) else i for i in _list(raw.get("inputs"), f"{where}.inputs", problems)]
-    outputs = [_output(o, f"{where}.outputs[{i}]", problems) for i, o in enumerate(_list(raw.get("outputs"), f"{where}.outputs", problems))]
+    outputs = [
+        _output(o, f"{where}.outputs[{i}]", problems)
+        for i, o in enumerate(_list(raw.get("outputs"), f"{where}.outputs", problems))
+    ]
     names = [o["name"] for o in outputs]
     if len(set(names)) != len(names):
         problems.append((f"{where}.outputs", "output names must differ"))
@@ -234,7 +237,9 @@ def normalise_table(
         elif len(outputs) != 1:
             problems.append((f"{where}.aggregation", "an aggregated table has exactly one output"))
     if policy == "PRIORITY" and not any(o["priorities"] for o in outputs):
-        problems.append((f"{where}.outputs", "a PRIORITY table lists its outputs' values, highest priority first, in `priorities`"))
+        problems.append(
+            (f"{where}.outputs", "a PRIORITY table lists its outputs' values, highest priority first, in `priorities`")
+        )
     rows_raw = _list(raw.get("rules"), f"{where}.rules", problems)
     if len(rows_raw) > MAX_ROWS:
         problems.append((f"{where}.rules", f"at most {MAX_ROWS} rules"))
@@ -277,13 +282,16 @@ def _row(
     cell: Callable[[str, Any, str], dict | None],
 ) -> dict:
     if not isinstance(raw, dict) or set(raw) != {"when", "then"}:
-        problems.append((where, "a rule is {\"when\": [a cell per input], \"then\": {output: value}}"))
+        problems.append((where, 'a rule is {"when": [a cell per input], "then": {output: value}}'))
         return {"when": [None] * len(inputs), "then": {}}
     when = raw["when"] if isinstance(raw["when"], list) else []
     if len(when) != len(inputs):
         problems.append((f"{where}.when", f"one cell per input: {len(inputs)}"))
         when = (when + [None] * len(inputs))[: len(inputs)]
-    cells = [None if value in ANY_VALUE else cell(str(fact), value, f"{where}.when[{i}]") for i, (fact, value) in enumerate(zip(inputs, when, strict=True))]
+    cells = [
+        None if value in ANY_VALUE else cell(str(fact), value, f"{where}.when[{i}]")
+        for i, (fact, value) in enumerate(zip(inputs, when, strict=True))
+    ]
     then = raw["then"]
     if isinstance(then, list) and len(then) == len(outputs):
         then = {o["name"]: value for o, value in zip(outputs, then, strict=True)}

@@ -18,7 +18,9 @@ MAX_WAIT_SECONDS = 30 * 24 * 3600
 def after_wait(actions: list[dict[str, Any]], index: int, *, still_holds: bool) -> tuple[list[dict[str, Any]], str]:
     """The execution's actions and status once the wait at `index` is due."""
     if still_holds:
-        return _ended(actions, index, "succeeded", ""), "running" if _pending_after(actions, index) else _final(actions, index, "succeeded")
+        return _ended(actions, index, "succeeded", ""), "running" if _pending_after(actions, index) else _final(
+            actions, index, "succeeded"
+        )
     why = "the conditions no longer hold after the wait"
     updated = _ended(actions, index, "succeeded", "", skip_rest=why)
     return updated, execution_status([a["status"] for a in updated])

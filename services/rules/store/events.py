@@ -33,7 +33,10 @@ async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]], *, l
         return 0
     lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds)} if lease_seconds else {}
     inserted = await conn.execute(
-        insert(events).values([{**event, **lease} for event in batch]).on_conflict_do_nothing(index_elements=["event_id"]).returning(events.c.event_id)
+        insert(events)
+        .values([{**event, **lease} for event in batch])
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(events.c.event_id)
     )
     return len(inserted.all())
 

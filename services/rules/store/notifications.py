@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    false,
     func,
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -86,7 +88,10 @@ async def list_notifications(
 def _visible_to(user: str, role: str) -> ColumnElement[bool]:
     return and_(
         notifications.c.channel == "inbox",
-        or_(notifications.c.recipient_user == user, and_(notifications.c.recipient_role == role, role != "")),
+        or_(
+            notifications.c.recipient_user == user,
+            and_(notifications.c.recipient_role == role, true() if role != "" else false()),
+        ),
     )
 
 
@@ -99,7 +104,14 @@ def _read_by(user: str):
 
 
 async def inbox(
-    conn: AsyncConnection, *, user: str, role: str, unread_only: bool, limit: int, after: list | None, newer_than: datetime | None = None
+    conn: AsyncConnection,
+    *,
+    user: str,
+    role: str,
+    unread_only: bool,
+    limit: int,
+    after: list | None,
+    newer_than: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The caller's notifications, newest first, each with its `read_time` for this caller."""
     read_time = _read_by(user)
@@ -123,7 +135,10 @@ async def mark_read(conn: AsyncConnection, *, user: str, role: str, notification
     """Marks one notification (or, with None, every one) the caller can see as read by them; how many changed."""
     visible = select(notifications.c.notification_id, literal(user)).where(_visible_to(user, role))
     if notification_id is not None:
-        if not is_uuid(notification_id) or not (await conn.execute(visible.where(notifications.c.notification_id == notification_id))).first():
+        if (
+            not is_uuid(notification_id)
+            or not (await conn.execute(visible.where(notifications.c.notification_id == notification_id))).first()
+        ):
             raise NotFound("notification", str(notification_id))
         visible = visible.where(notifications.c.notification_id == notification_id)
     marked = await conn.execute(

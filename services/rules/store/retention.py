@@ -28,15 +28,15 @@ async def purge_older_than(conn: AsyncConnection, days: int) -> dict[str, int]:
     counts = {}
     await conn.execute(
         delete(notification_reads).where(
-            notification_reads.c.notification_id.in_(select(notifications.c.notification_id).where(notifications.c.create_time < cutoff))
+            notification_reads.c.notification_id.in_(
+                select(notifications.c.notification_id).where(notifications.c.create_time < cutoff)
+            )
         )
     )
     counts["notifications_deleted"] = (
         await conn.execute(delete(notifications).where(notifications.c.create_time < cutoff))
     ).rowcount
-    counts["executions_deleted"] = (
-        await conn.execute(delete(executions).where(executions.c.finish_time < cutoff))
-    ).rowcount
+    counts["executions_deleted"] = (await conn.execute(delete(executions).where(executions.c.finish_time < cutoff))).rowcount
     counts["events_deleted"] = (await conn.execute(delete(events).where(events.c.evaluated_time < cutoff))).rowcount
     counts["idempotency_rows_deleted"] = (
         await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.create_time < cutoff))

@@ -29,9 +29,17 @@ from services.rules.store.schema import (
 
 async def create_rule(conn: AsyncConnection, definition: dict[str, Any], actor: str) -> dict[str, Any]:
     rule_id = str(uuid.uuid4())
-    values = {**{k: definition[k] for k in DEFINITION_FIELDS}, "rule_id": rule_id, "version": 1, "created_by": actor, "updated_by": actor}
+    values = {
+        **{k: definition[k] for k in DEFINITION_FIELDS},
+        "rule_id": rule_id,
+        "version": 1,
+        "created_by": actor,
+        "updated_by": actor,
+    }
     await conn.execute(rules.insert().values(**values))
-    await conn.execute(rule_versions.insert().values(rule_id=rule_id, version=1, snapshot=definition_snapshot(values), changed_by=actor))
+    await conn.execute(
+        rule_versions.insert().values(rule_id=rule_id, version=1, snapshot=definition_snapshot(values), changed_by=actor)
+    )
     return await get_rule(conn, rule_id)
 
 

@@ -139,7 +139,11 @@ notifications = Table(
     UniqueConstraint("execution_id", "action_index", name="notifications_one_per_action"),
     Index("notifications_recent", text("create_time DESC"), "notification_id"),
     Index(
-        "notifications_inbox", "recipient_user", "recipient_role", text("create_time DESC"), postgresql_where=text("channel = 'inbox'")
+        "notifications_inbox",
+        "recipient_user",
+        "recipient_role",
+        text("create_time DESC"),
+        postgresql_where=text("channel = 'inbox'"),
     ),
 )
 

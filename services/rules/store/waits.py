@@ -22,7 +22,12 @@ from services.rules.store.schema import before, executions, is_uuid, waits
 
 
 async def start_wait(
-    conn: AsyncConnection, execution: dict[str, Any], action_index: int, seconds: float, conditions: dict, actions: list[dict[str, Any]]
+    conn: AsyncConnection,
+    execution: dict[str, Any],
+    action_index: int,
+    seconds: float,
+    conditions: dict,
+    actions: list[dict[str, Any]],
 ) -> None:
     """Pauses a running execution at a wait action: the wait row and the paused execution, together."""
     await conn.execute(
@@ -70,7 +75,13 @@ async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: f
 
 
 async def end_wait(
-    conn: AsyncConnection, wait_id: str, status: str, actions: list[dict[str, Any]], *, execution_status: str, lease_seconds: float
+    conn: AsyncConnection,
+    wait_id: str,
+    status: str,
+    actions: list[dict[str, Any]],
+    *,
+    execution_status: str,
+    lease_seconds: float,
 ) -> dict[str, Any] | None:
     """Ends a wait still waiting (resumed or cancelled) and moves its execution on; None when it already ended.
 
@@ -110,7 +121,9 @@ async def get_wait(conn: AsyncConnection, wait_id: str, *, for_update: bool = Fa
     return dict(row)
 
 
-async def list_waits(conn: AsyncConnection, *, rule_id: str, status: str | None, limit: int, after: list | None) -> list[dict[str, Any]]:
+async def list_waits(
+    conn: AsyncConnection, *, rule_id: str, status: str | None, limit: int, after: list | None
+) -> list[dict[str, Any]]:
     query = select(waits)
     if rule_id:
         if not is_uuid(rule_id):
