@@ -207,7 +207,7 @@ def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
     return Binding(rpc, http_method, parsed, rule.body, rule.response_body)
 
 
-def resolve_field_path(message: Descriptor, path: str):
+def resolve_field_path(message: Descriptor | None, path: str):
     """The field descriptors along a dotted path of proto names; TemplateError if one is missing."""
     fields = []
     for name in path.split("."):
