@@ -88,7 +88,7 @@ def build_request(
     for key, value in query:
         grouped.setdefault(key, []).append(value)
     for key, values in grouped.items():
-        proto_path = _proto_path(request.DESCRIPTOR, key)
+        proto_path = _proto_path(cast(Descriptor, request.DESCRIPTOR), key)  # pure-Python or upb: the same API
         if proto_path is None:
             raise FieldError(key, "unknown query parameter")
         if any(proto_path == b or proto_path.startswith(b + ".") for b in bound):
