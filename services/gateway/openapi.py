@@ -22,7 +22,7 @@ _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescript
 _UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64}
 _UINT64 = {FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
-_WRAPPED = {
+_WRAPPED: dict[str, dict[str, object]] = {
     "google.protobuf.DoubleValue": {"type": "number"},
     "google.protobuf.FloatValue": {"type": "number"},
     "google.protobuf.Int64Value": {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"},
@@ -33,7 +33,7 @@ _WRAPPED = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, object]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
     "google.protobuf.FieldMask": {"type": "string"},
@@ -198,7 +198,7 @@ def _message_ref(descriptor: Descriptor, schemas: dict[str, dict]) -> dict:
     return _ref(name)
 
 
-def _message_schema(descriptor: Descriptor, schemas: dict[str, dict], exclude: set[str] = frozenset()) -> dict:
+def _message_schema(descriptor: Descriptor, schemas: dict[str, dict], exclude: frozenset[str] | set[str] = frozenset()) -> dict:
     fields = [field for field in descriptor.fields if field.name not in exclude]
     properties = {field.json_name: _field_schema(field, schemas) for field in fields}
     schema = {"type": "object", "title": descriptor.name, "properties": properties, "additionalProperties": False}

@@ -115,6 +115,7 @@ def _int64_keywords(rules, may_be_zero: bool) -> dict:
 
 
 def _enum_keywords(rules: validate_pb2.EnumRules, field: FieldDescriptor, names: list[str]) -> dict:
+    assert field.enum_type is not None  # only called for enum fields
     numbers = {value.name: value.number for value in field.enum_type.values}
     only = set(getattr(rules, "in"))  # `in` is a Python keyword
     allowed = [n for n in names if numbers[n] not in rules.not_in and (not only or numbers[n] in only)]

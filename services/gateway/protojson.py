@@ -109,7 +109,7 @@ class _MessagePrinter:
 @functools.cache
 def printer_for(descriptor: Descriptor) -> Callable[[Message], Any]:
     if descriptor.full_name in STRING_MESSAGES:
-        return lambda message: message.ToJsonString()
+        return lambda message: message.ToJsonString()  # type: ignore[attr-defined]  # well-known types in STRING_MESSAGES have it
     if _custom_enum_names() or not is_plain(descriptor) or any(_is_map(f) for f in descriptor.fields):
         return _json_format_dict
     return _MessagePrinter(descriptor)
@@ -133,9 +133,11 @@ def _single_printer(field: FieldDescriptor) -> Callable[[Any], Any]:
     if kind == FieldDescriptor.CPPTYPE_MESSAGE:
         return printer_for(field.message_type)
     if kind == FieldDescriptor.CPPTYPE_ENUM:
-        if field.enum_type.full_name == "google.protobuf.NullValue":
+        enum = field.enum_type
+        assert enum is not None  # an enum field always has its enum type
+        if enum.full_name == "google.protobuf.NullValue":
             return lambda value: None
-        names = {value.number: value.name for value in field.enum_type.values}
+        names = {value.number: value.name for value in enum.values}
         return lambda value: names.get(value, value)
     if kind in _INT64:
         return str
@@ -252,10 +254,12 @@ def _scalar_converter(field: FieldDescriptor) -> Callable[[Any], Any] | None:
     if kind == FieldDescriptor.CPPTYPE_DOUBLE:
         return lambda value: value if type(value) is float else _MISSING
     if kind == FieldDescriptor.CPPTYPE_ENUM:
-        if field.enum_type.full_name == "google.protobuf.NullValue":
+        enum = field.enum_type
+        assert enum is not None  # an enum field always has its enum type
+        if enum.full_name == "google.protobuf.NullValue":
             return None
-        by_name = {value.name: value.number for value in field.enum_type.values}
-        numbers = frozenset(field.enum_type.values_by_number)
+        by_name = {value.name: value.number for value in enum.values}
+        numbers = frozenset(enum.values_by_number)
         return lambda value: by_name.get(value, _MISSING) if type(value) is str else (
             value if type(value) is int and value in numbers else _MISSING
         )

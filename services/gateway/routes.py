@@ -16,6 +16,7 @@ from urllib.parse import unquote
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from loom.batch.v1 import batch_pb2  # noqa: F401 - registers the descriptors in the default pool
 from loom.common.v1 import access_pb2
 from loom.rules.v1 import rules_pb2  # noqa: F401
@@ -47,11 +48,11 @@ class Rpc:
         return self.descriptor.server_streaming
 
     @cached_property
-    def request_class(self) -> type:
+    def request_class(self) -> type[Message]:
         return message_factory.GetMessageClass(self.descriptor.input_type)
 
     @cached_property
-    def response_class(self) -> type:
+    def response_class(self) -> type[Message]:
         return message_factory.GetMessageClass(self.descriptor.output_type)
 
     @cached_property
@@ -207,7 +208,7 @@ def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
     return Binding(rpc, http_method, parsed, rule.body, rule.response_body)
 
 
-def resolve_field_path(message: Descriptor, path: str):
+def resolve_field_path(message: Descriptor | None, path: str):
     """The field descriptors along a dotted path of proto names; TemplateError if one is missing."""
     fields = []
     for name in path.split("."):

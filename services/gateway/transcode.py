@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import orjson
 from google.protobuf import json_format, message_factory
@@ -87,12 +88,12 @@ def build_request(
     for key, value in query:
         grouped.setdefault(key, []).append(value)
     for key, values in grouped.items():
-        path = _proto_path(request.DESCRIPTOR, key)
-        if path is None:
+        proto_path = _proto_path(cast(Descriptor, request.DESCRIPTOR), key)  # pure-Python or upb: the same API
+        if proto_path is None:
             raise FieldError(key, "unknown query parameter")
-        if any(path == b or path.startswith(b + ".") for b in bound):
+        if any(proto_path == b or proto_path.startswith(b + ".") for b in bound):
             raise FieldError(key, "already bound by the path or the body")
-        _assign(request, path, values, what="query parameter", shown_as=key)
+        _assign(request, proto_path, values, what="query parameter", shown_as=key)
     return request
 
 
@@ -106,12 +107,14 @@ def _parse_body(body: bytes, target: Message, prefix: str) -> None:
         return
     # What the compiled parser leaves (or a mistake): protobuf's own parser, from a clean message.
     target.Clear()
+    # The stubs type DESCRIPTOR as the pure-Python or the upb class; both are a Descriptor.
+    descriptor = cast(Descriptor, target.DESCRIPTOR)
     try:
         json_format.ParseDict(document, target)
     except (json_format.ParseError, ValueError, TypeError):
-        raise locate_error(document, target.DESCRIPTOR, prefix) from None
+        raise locate_error(document, descriptor, prefix) from None
     # json_format takes 3.5 for an enum and true for a double: those must be 400s too.
-    error = find_error(document, target.DESCRIPTOR, prefix, parsed=True)
+    error = find_error(document, descriptor, prefix, parsed=True)
     if error is not None:
         raise error
 
@@ -240,7 +243,7 @@ def _expected_single(field: FieldDescriptor) -> str:
     return "a string"
 
 
-def _proto_path(descriptor: Descriptor, key: str) -> str | None:
+def _proto_path(descriptor: Descriptor | None, key: str) -> str | None:
     """The proto-name path a (JSON or proto named) dotted query key refers to."""
     names = []
     for part in key.split("."):
@@ -264,7 +267,7 @@ def _assign(request: Message, path: str, values: list[str], *, what: str, shown_
     """Sets the field at a proto-name path from path/query strings; errors name it `shown_as`."""
     parent_path, _, name = path.rpartition(".")
     parent = _submessage(request, parent_path) if parent_path else request
-    field = parent.DESCRIPTOR.fields_by_name[name]
+    field = cast(FieldDescriptor, parent.DESCRIPTOR.fields_by_name[name])  # pure-Python or upb: the same API
     message_type = field.message_type
     if message_type is not None and message_type.full_name not in SCALAR_LIKE_MESSAGES:
         raise FieldError(shown_as, f"a {what} cannot set the object {message_type.name}; send it in the body")

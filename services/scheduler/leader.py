@@ -94,10 +94,11 @@ class FiringExecutor(BaseExecutor):
         task.add_done_callback(lambda done: self._settle(job.id, done))
 
     def _settle(self, job_id: str, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is None:
+        error = None if task.cancelled() else task.exception()
+        if error is None:
             self._run_job_success(job_id, [])
         else:
-            self._run_job_error(job_id, task.exception(), task.exception().__traceback__)
+            self._run_job_error(job_id, error, error.__traceback__)
 
 
 class Replica:
@@ -107,6 +108,7 @@ class Replica:
         self._engine, self._runner, self._settings = engine, runner, settings
         self._firings = Firings(engine, runner, settings)
         self._identity = runner.identity
+        assert settings.database_url is not None  # the scheduler's settings require one
         self._conninfo = plain_url(db.async_url(settings.database_url))
         # APScheduler's job store is synchronous; a small pool of its own.
         self._store_engine = create_engine(
@@ -146,7 +148,9 @@ class Replica:
     async def _hold(self, conn: psycopg.AsyncConnection, poll: float) -> None:
         async def query(sql: str, *args: int) -> object:
             cursor = await asyncio.wait_for(conn.execute(sql, args), timeout=max(5.0, 5 * poll))
-            return (await cursor.fetchone())[0]
+            row = await cursor.fetchone()
+            assert row is not None  # a SELECT of a function always returns one row
+            return row[0]
 
         await query("SELECT pg_advisory_lock(%s, %s)", REPLICA_LOCK_NAMESPACE, self._identity.key)
         await self._recover()

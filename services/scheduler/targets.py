@@ -146,7 +146,7 @@ def build_request(target: Target, request_id: str, payload: dict[str, Any], logi
     request.request_id = request_id  # type: ignore[attr-defined]  # every schedulable request has one
     fields = request.DESCRIPTOR.fields_by_name
     if logical_time is not None and "logical_time" in fields and fields["logical_time"].message_type is not None:
-        request.logical_time.FromDatetime(logical_time)
+        request.logical_time.FromDatetime(logical_time)  # type: ignore[attr-defined]  # checked in DESCRIPTOR above
     return request
 
 

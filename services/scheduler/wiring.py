@@ -37,6 +37,7 @@ def configured_schedules(settings: SchedulerSettings) -> dict:
 async def setup(context: ServiceContext) -> None:
     settings: SchedulerSettings = context.settings  # type: ignore[assignment]
     engine = context.engine
+    assert engine is not None and settings.database_url is not None  # the scheduler declares a database
     schedules = configured_schedules(settings)
     await db.run_in_transaction(engine, lambda conn: job_store.seed_builtin(conn, JOBS, schedules))
 

@@ -58,7 +58,9 @@ def axe_source() -> str:
     """axe-core's built axe.min.js, vendored from npm on first use (kept under .loom/, not in git)."""
     script = VENDOR_DIR / "node_modules" / "axe-core" / "axe.min.js"
     if not script.exists():
-        command = ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(VENDOR_DIR), f"axe-core@{AXE_VERSION}"]
+        command = [
+            "npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(VENDOR_DIR), f"axe-core@{AXE_VERSION}",
+        ]
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as error:

@@ -30,7 +30,8 @@ async def content(suite) -> dict:
         })
         assert reply.status_code == 200, reply.text
         rule = (await admin.post("/v1/rules", json={"requestId": str(uuid.uuid4()), "rule": {
-            "name": "Tell ops about confirmed batches", "type": "RULE_TYPE_NOTIFICATION", "active": True, "eventTypes": ["batch.confirmed"],
+            "name": "Tell ops about confirmed batches", "type": "RULE_TYPE_NOTIFICATION", "active": True,
+            "eventTypes": ["batch.confirmed"],
             "conditions": {"any": [{"fact": "batch.fill_percentage", "operator": "greater_than_inclusive", "value": 75},
                                    {"not": {"fact": "batch.category", "operator": "starts_with", "value": "test_"}}]},
             "actions": [{"type": "ACTION_TYPE_SEND_EMAIL", "params": {

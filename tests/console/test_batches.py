@@ -171,10 +171,13 @@ async def test_threshold_labels_never_overlap_when_capacity_dwarfs_the_target(br
         shown = await bar.evaluate(
             """bar => [...bar.querySelectorAll('.threshold .mark-label')]
                 .filter((l) => getComputedStyle(l).visibility === 'visible')
-                .map((l) => { const r = l.getBoundingClientRect(); return {text: l.textContent, left: r.left, right: r.right}; })"""
+                .map((l) => {
+                    const r = l.getBoundingClientRect();
+                    return {text: l.textContent, left: r.left, right: r.right};
+                })"""
         )
         assert "75" in [label["text"] for label in shown]
         ordered = sorted(shown, key=lambda label: label["left"])
-        assert all(a["right"] <= b["left"] for a, b in zip(ordered, ordered[1:])), ordered
+        assert all(a["right"] <= b["left"] for a, b in zip(ordered, ordered[1:], strict=False)), ordered
         await bar.screenshot(path=screenshots / view)
     await page.context.close()

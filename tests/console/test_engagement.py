@@ -40,7 +40,9 @@ async def engagement(suite):
         assert reply.status_code == 200 and reply.json()["accepted"] == 3, reply.text
     async with suite.http("admin") as admin:
         reply = await admin.post(
-            "/v1/posts", params={"requestId": str(uuid.uuid4())}, json={"title": "Autumn drop", "url": "https://loom.example/p/1", "published": True}
+            "/v1/posts",
+            params={"requestId": str(uuid.uuid4())},
+            json={"title": "Autumn drop", "url": "https://loom.example/p/1", "published": True},
         )
         assert reply.status_code == 200, reply.text
         post = reply.json()["post"]
@@ -62,7 +64,10 @@ async def test_engagement_page_draws_counts_trend_products_shares_and_rejections
     assert await page.locator('[data-stat="authenticated-ratio"]').inner_text() == "25.0%"
 
     by_type = page.get_by_role("img", name="Interactions by type")
-    bars = {await g.get_attribute("data-label"): int(await g.get_attribute("data-value")) for g in await by_type.locator("g.bar").all()}
+    bars = {
+        await g.get_attribute("data-label"): int(await g.get_attribute("data-value"))
+        for g in await by_type.locator("g.bar").all()
+    }
     assert bars == {"view details": 6, "add to cart": 3, "hover": 3}
 
     trend = page.get_by_role("img", name="Interactions per day")
@@ -82,7 +87,10 @@ async def test_engagement_page_draws_counts_trend_products_shares_and_rejections
 
     shares = page.get_by_role("img", name="Shares by platform")
     await shares.locator("g.bar").first.wait_for()
-    by_platform = {await g.get_attribute("data-label"): int(await g.get_attribute("data-value")) for g in await shares.locator("g.bar").all()}
+    by_platform = {
+        await g.get_attribute("data-label"): int(await g.get_attribute("data-value"))
+        for g in await shares.locator("g.bar").all()
+    }
     assert by_platform == {"linkedin": 6, "facebook": 0, "twitter": 0, "whatsapp": 4}
     assert await page.locator('[data-stat="rejected"]').inner_text() == "1"
     assert page.errors == []
@@ -94,7 +102,9 @@ async def test_engagement_page_draws_counts_trend_products_shares_and_rejections
     lengths = {}
     for g in await by_type.locator("g.bar").all():
         box = await g.locator("rect").bounding_box()
-        lengths[await g.get_attribute("data-label")] = widest_run(chart, BAR_BLUE, round(box["y"] - chart_box["y"] + box["height"] / 2))
+        lengths[await g.get_attribute("data-label")] = widest_run(
+            chart, BAR_BLUE, round(box["y"] - chart_box["y"] + box["height"] / 2)
+        )
     assert lengths["view details"] == pytest.approx(2 * lengths["add to cart"], rel=0.08)
     assert lengths["hover"] == pytest.approx(lengths["add to cart"], abs=2)
     # ... and the trend chart shows both lines.

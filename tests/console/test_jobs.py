@@ -28,7 +28,9 @@ async def test_run_now_shows_the_run_in_the_live_feed_and_the_history_chart(brow
     columns_before = await card.locator("rect.column").count()
 
     await card.get_by_role("button", name="Run now").click()
-    feed_item = page.locator('.feed li[data-status="JOB_RUN_STATUS_SUCCEEDED"]', has_text="orchestrate-batches").filter(has_text="manual")
+    feed_item = page.locator(
+        '.feed li[data-status="JOB_RUN_STATUS_SUCCEEDED"]', has_text="orchestrate-batches"
+    ).filter(has_text="manual")
     await feed_item.first.wait_for(timeout=15000)
     await card.locator("rect.column").nth(columns_before).wait_for()
     assert await card.locator(".facts").get_by_text("succeeded").count() == 1

@@ -122,7 +122,11 @@ async def test_the_compact_form_typed_in_the_advanced_view_reads_as_the_service_
     name = f"Compact {uuid.uuid4().hex[:6]}"
     await page.get_by_label("Name").fill(name)
     await advanced_json(page)
-    compact = {"order_status": "awaiting_supplier", "completion_percentage": "> 75%", "supplier_capacity": {"min": 100, "max": 1000}}
+    compact = {
+        "order_status": "awaiting_supplier",
+        "completion_percentage": "> 75%",
+        "supplier_capacity": {"min": 100, "max": 1000},
+    }
     await page.get_by_label("Conditions (compact form)").fill(json.dumps(compact))
     shown = json.loads(await page.get_by_label("Conditions (JSON)").input_value())
     # The builder shows the rows the compact form means.

@@ -30,7 +30,10 @@ async def create_rule(suite, name: str, **fields) -> dict:
         "priority": 50,
         "eventTypes": ["batch.confirmed"],
         "conditions": {"all": [{"fact": "batch.fill_percentage", "operator": "greater_than_inclusive", "value": 75}]},
-        "actions": [{"type": "ACTION_TYPE_SEND_EMAIL", "params": {"recipient": "ops@loom.example", "subject": "Batch {{batch.id}}", "body": "confirmed"}}],
+        "actions": [{
+            "type": "ACTION_TYPE_SEND_EMAIL",
+            "params": {"recipient": "ops@loom.example", "subject": "Batch {{batch.id}}", "body": "confirmed"},
+        }],
         **fields,
     }
     async with suite.http("admin") as admin:

@@ -162,7 +162,8 @@ async def test_missing_or_invalid_token_is_401_and_wrong_role_is_403(http):
 
 
 async def test_rate_limited_share_is_429_with_retry_after(http):
-    created = await http.post(f"/v1/posts?requestId={uuid.uuid4()}", json={"title": "Shared", "url": "https://example.com/s", "published": True},
+    created = await http.post(f"/v1/posts?requestId={uuid.uuid4()}",
+                              json={"title": "Shared", "url": "https://example.com/s", "published": True},
                               headers=admin_headers())
     assert created.status_code == 200, created.text
     post_id = created.json()["post"]["postId"]

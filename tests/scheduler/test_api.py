@@ -181,9 +181,9 @@ async def test_a_failing_target_retries_with_growing_delays_then_is_dead_lettere
     assert [status_name(r) for r in runs] == ["failed", "failed", "dead_lettered"]
     assert "RESOURCE_EXHAUSTED" in runs[-1].error and not runs[-1].HasField("next_attempt_time")
     planned = [r.next_attempt_time.ToDatetime() - r.finish_time.ToDatetime() for r in runs[:2]]
-    waited = [b.start_time.ToDatetime() - a.finish_time.ToDatetime() for a, b in zip(runs, runs[1:])]
+    waited = [b.start_time.ToDatetime() - a.finish_time.ToDatetime() for a, b in zip(runs, runs[1:], strict=False)]
     assert planned[1] > planned[0]
-    assert all(w >= p for w, p in zip(waited, planned))
+    assert all(w >= p for w, p in zip(waited, planned, strict=True))
 
 
 async def test_a_target_service_that_is_not_running_is_a_clear_failure_never_a_success(scheduler_db, peer):
@@ -251,7 +251,7 @@ async def test_each_scheduled_firing_is_one_run_with_its_scheduled_time(schedule
     async with scheduler(scheduler_db, peer, scheduler_job_schedules={"orchestrate-batches": "@every 1s"}) as stub:
         runs = await eventually(lambda: _at_least(stub, 3))
     times = [r.scheduled_time.ToDatetime() for r in runs]
-    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [1.0] * (len(times) - 1)
+    assert [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)] == [1.0] * (len(times) - 1)
     assert len(set(behaviour.request_ids("Orchestrate"))) == len(behaviour.calls)
 
 

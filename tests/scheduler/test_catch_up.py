@@ -43,7 +43,7 @@ async def down_for(scheduler_db, peer, seconds: float, window: int, coalesce: bo
         runs = await eventually(caught_up, timeout=30)
         # Every period has exactly one row: run, missed or coalesced, never silence.
         times = [r.scheduled_time.ToDatetime() for r in runs]
-        assert [b - a for a, b in zip(times, times[1:])] == [timedelta(seconds=1)] * (len(times) - 1)
+        assert [b - a for a, b in zip(times, times[1:], strict=False)] == [timedelta(seconds=1)] * (len(times) - 1)
         # Due while none led: scheduled before the new leader's first decision.
         after_stop = [r for r in runs if r.scheduled_time.ToDatetime() > stopped]
         took_over = min(r.start_time.ToDatetime() for r in after_stop)

@@ -73,7 +73,7 @@ async def test_buffer_all_runs_every_firing_one_after_another(every_second, beha
     held, final = await four_firings_then_release(every_second, behaviour, "BUFFER_ALL")
     assert statuses(held) == ["running", "queued", "queued", "queued"]
     assert statuses(final) == ["succeeded"] * 4
-    for earlier, later in zip(final, final[1:]):
+    for earlier, later in zip(final, final[1:], strict=False):
         assert later.start_time.ToDatetime() >= earlier.finish_time.ToDatetime()
     assert len(behaviour.completed) == 4
 

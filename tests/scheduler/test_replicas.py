@@ -53,7 +53,7 @@ def scheduled(runs: list[pb.JobRun]) -> list[pb.JobRun]:
 
 def assert_one_run_per_period(runs: list[pb.JobRun], period: float) -> None:
     times = [r.scheduled_time.ToDatetime() for r in runs]
-    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [period] * (len(times) - 1)
+    assert [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)] == [period] * (len(times) - 1)
 
 
 async def test_two_replicas_fire_each_period_once_and_the_standby_takes_over_after_kill_9(scheduler_db):

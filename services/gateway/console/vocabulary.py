@@ -61,7 +61,7 @@ def _options(root: str, field: str) -> list[str] | None:
 def _fact(root: str, field: str) -> dict:
     path = f"{root}.{field}" if field else root
     kind = FIELD_TYPES[field] if field else SCALAR_TYPES[root]
-    fact = {"path": path, "type": kind}
+    fact: dict[str, str | list[str]] = {"path": path, "type": kind}
     options = _options(root, field)
     if options:
         fact["options"] = options

@@ -6,11 +6,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from libs.errors import AlreadyExists, DomainError, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.scheduler.domain.errors import Duplicate, InvalidInput, Missing, WrongState
 
-TRANSLATIONS: dict[type[Exception], Callable[[Exception], DomainError]] = {
+# Each translator is given an instance of its key's type (so Any: mypy cannot tie the two).
+TRANSLATIONS: dict[type[Exception], Callable[[Any], DomainError]] = {
     InvalidInput: lambda e: InvalidArgument([FieldViolation(v.field, v.description) for v in e.violations]),
     Missing: lambda e: NotFound(e.kind, e.name),
     WrongState: lambda e: FailedPrecondition(str(e), reason="STATE", subject=e.subject),

@@ -59,8 +59,8 @@ def overlap_policy(value: int, field: str = "overlap_policy") -> OverlapPolicy |
     return None if value == 0 else OverlapPolicy(_enum_name(pb.OverlapPolicy, value, "OVERLAP_POLICY_", field))
 
 
-def overlap_message(policy: OverlapPolicy | None) -> int:
-    return 0 if policy is None else pb.OverlapPolicy.Value(f"OVERLAP_POLICY_{policy.name}")
+def overlap_message(policy: OverlapPolicy | None) -> pb.OverlapPolicy.ValueType:
+    return pb.OVERLAP_POLICY_UNSPECIFIED if policy is None else pb.OverlapPolicy.Value(f"OVERLAP_POLICY_{policy.name}")
 
 
 def schedule(message: pb.Schedule) -> Schedule:

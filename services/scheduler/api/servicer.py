@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -38,7 +38,7 @@ DEFAULT_SUMMARY_HOURS = 24 * 7
 MAX_SUMMARY_HOURS = 24 * 366
 
 R = TypeVar("R", bound=Message)
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def _required(value: str, field: str) -> str:

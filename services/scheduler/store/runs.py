@@ -89,12 +89,13 @@ def run_values(
 async def insert_run(conn: AsyncConnection, **values: Any) -> RunRecord | None:
     """Adds a run (see run_values); None when this schedule firing was already
     recorded (by another replica, or an earlier leader)."""
-    statement = insert(job_runs).values(run_values(**values)).returning(job_runs)
+    statement = insert(job_runs).values(run_values(**values))
     if values["trigger"] == TriggerKind.SCHEDULE:
         statement = statement.on_conflict_do_nothing(
             index_elements=["job_name", "scheduled_time"], index_where=text("trigger = 'schedule'")
         )
-    row = (await conn.execute(statement)).first()
+    returning = statement.returning(job_runs)
+    row = (await conn.execute(returning)).first()
     return run_record(row) if row else None
 
 
