@@ -29,6 +29,8 @@ FIELD_TYPES: dict[str, str] = {
     "target_quantity": "number", "capacity": "number", "fill_percentage": "number", "moq": "number",
     "rating": "number", "lead_time_days": "number",
     "window_closes_at": "date", "occurred_time": "date",
+    # windowed facts: counts the owning service computes over a recent window
+    "buyer_orders_24h": "number", "category_batches_confirmed_7d": "number", "product_interactions_today": "number",
 }
 SCALAR_TYPES = {"best_supplier_id": "text"}
 
