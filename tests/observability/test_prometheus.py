@@ -131,11 +131,12 @@ async def test_prometheus_scrapes_every_service_of_the_suite(monitored_suite):
     assert {t["labels"]["job"] for t in targets} == {f"loom-{name}" for name in (*SERVICES, "gateway")}
 
     async def orchestrate_period():
+        # Its value is whatever schedule the session's database holds now (other tests reschedule it).
         query = 'loom_scheduler_job_period_seconds{job_name="orchestrate-batches"}'
         return (await prometheus_query(client, f"/api/v1/query?query={query}"))["result"]
 
     [series] = await eventually(orchestrate_period)
-    assert float(series["value"][1]) == 300
+    assert float(series["value"][1]) > 0
 
 
 async def test_the_outbox_alert_fires_when_rules_stops_and_events_back_up(monitored_suite):
