@@ -3,10 +3,13 @@
 Actions run in order. A transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, an SMTP
 connection refused or a 4xx reply) is retried with exponential backoff up to the
 configured attempts; any failure is recorded on the action and the next action still
-runs. Progress is saved after every action (renewing the execution's lease), so an
-execution interrupted by a crash is resumed from its first unfinished action; each
-call carries a request_id derived from (execution, action index), so a resumed or
-retried call is idempotent at the receiving service.
+runs. While it runs, the execution's lease is renewed by the process's heartbeat
+(services/rules/leases.py), however long an action takes; progress is saved after
+every action, only while the lease is still this process's, so an execution
+interrupted by a crash is resumed elsewhere from its first unfinished action, and one
+whose lease was taken over (this replica stalled past it) is left to the replica
+that took it. Each call carries a request_id derived from (execution, action index),
+so a resumed or retried call is idempotent at the receiving service.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs import tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
+from libs.leases import LeaseKeeper, LeaseLost
 from services.rules import metrics, store
 from services.rules.domain.evaluation import action_request_id, execution_status
 from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
@@ -57,28 +61,52 @@ def _batch_status(name: str) -> batch_pb2.BatchStatus.ValueType:
 
 
 class ActionRunner:
-    def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings) -> None:
-        self._engine, self._clients, self._settings = engine, clients, settings
+    def __init__(
+        self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings, leases: LeaseKeeper
+    ) -> None:
+        self._engine, self._clients, self._settings, self._leases = engine, clients, settings, leases
 
     async def run(self, execution: dict[str, Any]) -> dict[str, Any]:
-        """Runs the unfinished actions of a claimed execution and records its outcome."""
+        """Runs the unfinished actions of an execution this process leased, and records its outcome.
+
+        Returns the execution as it stands: finished, waiting, or (its lease taken over by
+        another replica) as this process left it.
+        """
+        execution_id = str(execution["execution_id"])
+        async with self._leases.holding("executions", [execution_id]):
+            try:
+                return await self._run(execution)
+            except LeaseLost:
+                log.warning("execution taken over by another replica; leaving it", execution_id=execution_id)
+                return execution
+
+    def _check_lease(self, execution_id: str, still_ours: bool = True) -> None:
+        if not still_ours or self._leases.lost("executions", execution_id):
+            raise LeaseLost("executions", execution_id)
+
+    async def _run(self, execution: dict[str, Any]) -> dict[str, Any]:
+        execution_id, owner = str(execution["execution_id"]), self._leases.owner
         actions = [dict(a) for a in execution["actions"]]
         for action in actions:
             if action["status"] != "pending":
                 continue
+            self._check_lease(execution_id)
             if action["type"] == "wait":
                 return await self._pause(execution, action, actions)
             await self._run_one(execution, action)
-            await run_in_transaction(
+            recorded = await run_in_transaction(
                 self._engine,
                 lambda conn: store.record_actions(
-                    conn, execution["execution_id"], actions, lease_seconds=self._settings.execution_lease_seconds
+                    conn, execution_id, actions, lease_seconds=self._settings.execution_lease_seconds, owner=owner
                 ),
             )
+            self._check_lease(execution_id, recorded)
         status = execution_status([a["status"] for a in actions])
         finished = await run_in_transaction(
-            self._engine, lambda conn: store.finish_execution(conn, execution["execution_id"], status, actions)
+            self._engine, lambda conn: store.finish_execution(conn, execution_id, status, actions, owner=owner)
         )
+        self._check_lease(execution_id, finished is not None)
+        assert finished is not None
         metrics.EXECUTIONS.labels(str(execution["rule_id"]), status).inc()
         if status == "failed":
             await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
@@ -92,7 +120,10 @@ class ActionRunner:
             conditions = action["params"].get("conditions")
             if conditions is None:  # the rule's own, as of the version this execution runs
                 conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"]))["conditions"]
-            await store.start_wait(conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions)
+            await store.start_wait(
+                conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions,
+                owner=self._leases.owner,
+            )
             return {**execution, "status": "waiting", "actions": actions}
 
         return await run_in_transaction(self._engine, pause)

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs import tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
+from libs.leases import LeaseKeeper
 from services.rules import metrics, store
 from services.rules.actions import TRANSIENT_CODES, ActionRunner
 from services.rules.domain.conditions import fact_getter
@@ -98,15 +99,16 @@ class Processed:
 
 
 class RuleEvaluator:
-    def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings) -> None:
+    def __init__(self, engine: AsyncEngine, clients: ServiceClients, settings: RulesSettings, leases: LeaseKeeper) -> None:
         self._engine, self._clients, self._settings = engine, clients, settings
+        self.leases = leases
         self._limits = RegexLimits(
             max_pattern_length=settings.regex_max_pattern_length,
             max_input_length=settings.regex_max_input_length,
             timeout_seconds=settings.regex_timeout_ms / 1000,
         )
         self._compiled: dict[tuple[str, int], ActiveRule] = {}
-        self.runner = ActionRunner(engine, clients, settings)
+        self.runner = ActionRunner(engine, clients, settings, leases)
 
     @property
     def limits(self) -> RegexLimits:
@@ -212,6 +214,7 @@ class RuleEvaluator:
                         for a in plan_actions(outcome.rule.actions, outcome.action_facts(evaluation.facts))
                     ],
                     lease_seconds=self._settings.execution_lease_seconds,
+                    owner=self.leases.owner,
                     causation=[link.as_dict() for link in chain],
                     refused_reason=refused,
                 )
@@ -343,25 +346,32 @@ class Worker:
                 self._wake.clear()
 
     async def step(self) -> bool:
-        """One round: stalled executions, due waits, then a batch of events. True when there was work."""
-        settings = self._settings
+        """One round: stalled executions, due waits, then a batch of events. True when there was work.
+
+        What it leases stays leased (the heartbeat renews it) until the round is done with it.
+        """
+        settings, leases = self._settings, self._evaluator.leases
         stalled = await run_in_transaction(
             self._db,
             lambda conn: store.lease_stalled_executions(
-                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds
+                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds, owner=leases.owner
             ),
         )
-        for execution in stalled:
-            log.info("resuming execution", execution_id=execution["execution_id"])
-            await self._evaluator.runner.run(execution)
+        async with leases.holding("executions", [e["execution_id"] for e in stalled]):
+            for execution in stalled:
+                log.info("resuming execution", execution_id=execution["execution_id"])
+                await self._evaluator.runner.run(execution)
         resumed = await self._resume_due_waits()
         events = await run_in_transaction(
             self._db,
-            lambda conn: store.lease_events(conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds),
+            lambda conn: store.lease_events(
+                conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds, owner=leases.owner
+            ),
         )
-        for event in events:
-            # Its own trace, linked to the call that wrote the event (which ended long ago elsewhere).
-            attributes = {"loom.event_id": event["event_id"], "loom.event_type": event["type"]}
-            with tracing.span("rules.evaluate_event", link_to=event.get("trace_parent", ""), attributes=attributes):
-                await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
+        async with leases.holding("events", [e["event_id"] for e in events]):
+            for event in events:
+                # Its own trace, linked to the call that wrote the event (which ended long ago elsewhere).
+                attributes = {"loom.event_id": event["event_id"], "loom.event_type": event["type"]}
+                with tracing.span("rules.evaluate_event", link_to=event.get("trace_parent", ""), attributes=attributes):
+                    await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
         return bool(stalled or resumed or events)

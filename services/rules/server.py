@@ -168,7 +168,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         records = [event_record(e, f"events[{i}]", violations) for i, e in enumerate(request.events)]
         violations.raise_if_any()
         unique = list({r["event_id"]: r for r in records}.values())
-        accepted = await run_in_transaction(self._db, lambda conn: store.insert_events(conn, unique))
+        accepted = len(await run_in_transaction(self._db, lambda conn: store.insert_events(conn, unique)))
         if accepted:
             self._worker.wake()
         return rules_pb2.DeliverEventsResponse(accepted=accepted, duplicates=len(records) - accepted)
@@ -191,9 +191,12 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
     async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
-        lease = self._settings.event_lease_seconds
-        await run_in_transaction(self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease))
-        return [await self._evaluator.process(record, traced=traced) for record in records]
+        lease, leases = self._settings.event_lease_seconds, self._evaluator.leases
+        new = await run_in_transaction(
+            self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease, owner=leases.owner)
+        )
+        async with leases.holding("events", new):
+            return [await self._evaluator.process(record, traced=traced) for record in records]
 
     async def ExecuteRules(self, request, context):
         """Idempotent by request_id; the key is kept outside the run's transactions, which call other services."""

@@ -21,13 +21,21 @@ class RulesSettings(Settings):
     regex_timeout_ms: float = Field(default=50.0, description="Time bound of one `matches` evaluation.")
     worker_batch_size: int = Field(default=50, description="Events the evaluation worker leases at a time.")
     worker_poll_seconds: float = Field(
-        default=1.0, description="How often the worker looks for events and stalled executions when not woken."
+        default=0.5,
+        description="How often the worker looks for events, due waits and stalled executions when not woken "
+        "(a dead replica's work is taken over within a lease plus this).",
     )
     event_lease_seconds: float = Field(
-        default=30.0, description="How long a worker holds an event it evaluates before another may take it over."
+        default=4.0,
+        gt=0,
+        description="Lease of an event a worker evaluates, renewed every third of it while the worker lives; "
+        "a dead replica's events are taken over this long after its last renewal.",
     )
     execution_lease_seconds: float = Field(
-        default=60.0, description="How long a running execution is held (renewed per action) before it is resumed elsewhere."
+        default=4.0,
+        gt=0,
+        description="Lease of a running execution (and of a due wait being resumed), renewed every third of it "
+        "while its replica lives, however long an action takes; a dead replica's are resumed elsewhere after it.",
     )
     fact_fetch_attempts: int = Field(
         default=5,

@@ -33,24 +33,28 @@ class Waits:
     async def resume_due(self) -> int:
         """Resumes the waits that are due; how many."""
         settings = self._settings
+        leases = self._evaluator.leases
         due = await run_in_transaction(
             self._engine,
             lambda conn: store.lease_due_waits(
-                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds
+                conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds, owner=leases.owner
             ),
         )
-        for wait in due:
-            await self._resume(wait)
+        async with leases.holding("waits", [w["wait_id"] for w in due]):
+            for wait in due:
+                await self._resume(wait)
         return len(due)
 
     async def _resume(self, wait: dict) -> None:
         holds = await self._still_holds(wait)
-        lease = self._settings.execution_lease_seconds
+        lease, owner = self._settings.execution_lease_seconds, self._evaluator.leases.owner
 
         async def end(conn):
             execution = await store.get_execution(conn, wait["execution_id"])
             actions, status = after_wait(execution["actions"], wait["action_index"], still_holds=holds)
-            return await store.end_wait(conn, wait["wait_id"], "resumed", actions, execution_status=status, lease_seconds=lease)
+            return await store.end_wait(
+                conn, wait["wait_id"], "resumed", actions, execution_status=status, lease_seconds=lease, owner=owner
+            )
 
         execution = await run_in_transaction(self._engine, end)
         log.info("wait resumed", wait_id=wait["wait_id"], conditions_hold=holds)

@@ -6,29 +6,36 @@ import contextlib
 from loom.rules.v1 import rules_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
+from libs.db import make_engine
 from services.rules.evaluator import RuleEvaluator, Worker
+from services.rules.leases import lease_keeper
 from services.rules.server import RulesServicer
 from services.rules.settings import RulesSettings
 from services.rules.waits import Waits
 
 
 async def setup(context: ServiceContext) -> None:
-    """Registers the servicer and starts the evaluation worker (stopped on shutdown)."""
+    """Registers the servicer and starts the evaluation worker and the lease heartbeat (stopped on shutdown)."""
     settings = context.settings
-    assert isinstance(settings, RulesSettings) and context.engine is not None
-    evaluator = RuleEvaluator(context.engine, context.clients, settings)
+    assert isinstance(settings, RulesSettings) and context.engine is not None and settings.database_url
+    # The heartbeat's own connection: a pool busy with slow work must not delay a renewal past the lease.
+    heartbeat_engine = make_engine(settings.database_url, application_name="loom-rules-leases", pool_size=1, max_overflow=0)
+    context.exit_stack.push_async_callback(heartbeat_engine.dispose)
+    leases = lease_keeper(heartbeat_engine, settings)
+    evaluator = RuleEvaluator(context.engine, context.clients, settings, leases)
     waits = Waits(context.engine, evaluator, settings)
     worker = Worker(context.engine, evaluator, settings, waits.resume_due)
     servicer = RulesServicer(context.engine, evaluator, worker, settings)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
-    task = asyncio.create_task(worker.run(), name="rules-worker")
+    tasks = [asyncio.create_task(leases.run(), name="rules-leases"), asyncio.create_task(worker.run(), name="rules-worker")]
 
-    async def stop_worker() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def stop_tasks() -> None:
+        for task in reversed(tasks):  # the worker first, then the heartbeat of what it held
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    context.exit_stack.push_async_callback(stop_worker)
+    context.exit_stack.push_async_callback(stop_tasks)
 
 
 SPEC = ServiceSpec(

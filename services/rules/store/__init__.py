@@ -11,6 +11,7 @@ queries so that the call sites read the same whatever module a query lives in.
 
 from services.rules.store.events import *  # noqa: F403
 from services.rules.store.executions import *  # noqa: F403
+from services.rules.store.leases import *  # noqa: F403
 from services.rules.store.notifications import *  # noqa: F403
 from services.rules.store.retention import *  # noqa: F403
 from services.rules.store.rules import *  # noqa: F403

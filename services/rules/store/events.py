@@ -24,25 +24,27 @@ from services.rules.store.schema import events, executions, is_uuid
 # --- events -----------------------------------------------------------------------------
 
 
-async def insert_events(conn: AsyncConnection, batch: list[dict[str, Any]], *, lease_seconds: float = 0) -> int:
-    """Stores events not seen before (by event_id); returns how many were new.
+async def insert_events(
+    conn: AsyncConnection, batch: list[dict[str, Any]], *, lease_seconds: float = 0, owner: str | None = None
+) -> list[str]:
+    """Stores events not seen before (by event_id); returns the ids of those that were new.
 
-    With a lease, the caller evaluates them itself and the worker leaves them alone meanwhile.
+    With a lease (held by `owner`), the caller evaluates them itself and the worker leaves them alone meanwhile.
     """
     if not batch:
-        return 0
-    lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds)} if lease_seconds else {}
+        return []
+    lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds), "lease_owner": owner} if lease_seconds else {}
     inserted = await conn.execute(
         insert(events)
         .values([{**event, **lease} for event in batch])
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(events.c.event_id)
     )
-    return len(inserted.all())
+    return list(inserted.scalars())
 
 
-async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Takes up to `limit` unevaluated events, oldest first, that no live worker holds."""
+async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[dict[str, Any]]:
+    """Takes up to `limit` unevaluated events, oldest first, that no live worker holds, for `owner`."""
     pending = (
         select(events.c.event_id)
         .where(events.c.evaluated_time.is_(None), or_(events.c.lease_until.is_(None), events.c.lease_until < func.now()))
@@ -53,7 +55,9 @@ async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: floa
     leased = await conn.execute(
         update(events)
         .where(events.c.event_id.in_(pending.scalar_subquery()))
-        .values(lease_until=func.now() + timedelta(seconds=lease_seconds), attempts=events.c.attempts + 1)
+        .values(
+            lease_until=func.now() + timedelta(seconds=lease_seconds), lease_owner=owner, attempts=events.c.attempts + 1
+        )
         .returning(*events.c)
     )
     return sorted((dict(r) for r in leased.mappings()), key=lambda r: r["seq"])
@@ -124,11 +128,16 @@ def stored_event(row: Any) -> StoredEvent:
 
 async def mark_evaluated(conn: AsyncConnection, event_id: str) -> None:
     await conn.execute(
-        update(events).where(events.c.event_id == event_id).values(evaluated_time=func.now(), lease_until=None)
+        update(events)
+        .where(events.c.event_id == event_id)
+        .values(evaluated_time=func.now(), lease_until=None, lease_owner=None)
     )
 
 
 async def postpone_event(conn: AsyncConnection, event_id: str, seconds: float) -> None:
+    """Leaves the event alone for `seconds` (a fact it needs is unreachable); held by nobody, so no heartbeat renews it."""
     await conn.execute(
-        update(events).where(events.c.event_id == event_id).values(lease_until=func.now() + timedelta(seconds=seconds))
+        update(events)
+        .where(events.c.event_id == event_id)
+        .values(lease_until=func.now() + timedelta(seconds=seconds), lease_owner=None)
     )

@@ -7,12 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    and_,
     func,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from libs.errors import NotFound
 from services.rules.store.schema import before, executions, is_uuid
@@ -29,6 +31,7 @@ async def claim_execution(
     event_type: str,
     actions: list[dict[str, Any]],
     lease_seconds: float,
+    owner: str,
     causation: list[dict[str, str]] | None = None,
     refused_reason: str = "",
 ) -> dict[str, Any] | None:
@@ -39,7 +42,7 @@ async def claim_execution(
     state = (
         {"status": "refused", "finish_time": func.now()}
         if refused_reason
-        else {"status": "running", "lease_until": func.now() + timedelta(seconds=lease_seconds)}
+        else {"status": "running", "lease_until": func.now() + timedelta(seconds=lease_seconds), "lease_owner": owner}
     )
     claimed = await conn.execute(
         insert(executions)
@@ -61,8 +64,10 @@ async def claim_execution(
     return dict(row) if row else None
 
 
-async def lease_stalled_executions(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Running executions whose worker stopped renewing them (it crashed): taken over to finish."""
+async def lease_stalled_executions(
+    conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str
+) -> list[dict[str, Any]]:
+    """Running executions whose worker stopped renewing them (it crashed): taken over by `owner` to finish."""
     stalled = (
         select(executions.c.execution_id)
         .where(executions.c.status == "running", executions.c.lease_until < func.now())
@@ -73,31 +78,44 @@ async def lease_stalled_executions(conn: AsyncConnection, *, limit: int, lease_s
     leased = await conn.execute(
         update(executions)
         .where(executions.c.execution_id.in_(stalled.scalar_subquery()))
-        .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+        .values(lease_until=func.now() + timedelta(seconds=lease_seconds), lease_owner=owner)
         .returning(*executions.c)
     )
     return [dict(r) for r in leased.mappings()]
 
 
-async def record_actions(
-    conn: AsyncConnection, execution_id: str, actions: list[dict[str, Any]], *, lease_seconds: float
-) -> None:
-    """Saves action progress and renews the lease of a running execution."""
-    await conn.execute(
-        update(executions)
-        .where(executions.c.execution_id == execution_id)
-        .values(actions=actions, lease_until=func.now() + timedelta(seconds=lease_seconds))
+def held_by(execution_id: str, owner: str) -> ColumnElement[bool]:
+    """The running execution, while `owner` still holds its lease (no other replica took it over)."""
+    return and_(
+        executions.c.execution_id == execution_id, executions.c.status == "running", executions.c.lease_owner == owner
     )
 
 
-async def finish_execution(conn: AsyncConnection, execution_id: str, status: str, actions: list[dict[str, Any]]) -> dict:
+async def record_actions(
+    conn: AsyncConnection, execution_id: str, actions: list[dict[str, Any]], *, lease_seconds: float, owner: str
+) -> bool:
+    """Saves action progress and renews the lease of a running execution `owner` holds; False when it lost it."""
+    recorded = await conn.execute(
+        update(executions)
+        .where(held_by(execution_id, owner))
+        .values(actions=actions, lease_until=func.now() + timedelta(seconds=lease_seconds))
+        .returning(executions.c.execution_id)
+    )
+    return recorded.first() is not None
+
+
+async def finish_execution(
+    conn: AsyncConnection, execution_id: str, status: str, actions: list[dict[str, Any]], *, owner: str
+) -> dict | None:
+    """Records the outcome of an execution `owner` still holds; None when another replica took it over."""
     finished = await conn.execute(
         update(executions)
-        .where(executions.c.execution_id == execution_id)
-        .values(status=status, actions=actions, finish_time=func.now(), lease_until=None)
+        .where(held_by(execution_id, owner))
+        .values(status=status, actions=actions, finish_time=func.now(), lease_until=None, lease_owner=None)
         .returning(*executions.c)
     )
-    return dict(finished.mappings().one())
+    row = finished.mappings().first()
+    return dict(row) if row else None
 
 
 async def executions_last_minute(conn: AsyncConnection, rule_id: str) -> int:

@@ -86,6 +86,8 @@ events = Table(
     Column("received_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("evaluated_time", DateTime(timezone=True)),
     Column("lease_until", DateTime(timezone=True)),
+    # The process holding the lease (its token): only it may renew the lease.
+    Column("lease_owner", UUID(as_uuid=False)),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("trace_parent", Text, nullable=False, server_default=""),
     Index("events_pending", "seq", postgresql_where=text("evaluated_time IS NULL")),
@@ -106,6 +108,7 @@ executions = Table(
     Column("start_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finish_time", DateTime(timezone=True)),
     Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", UUID(as_uuid=False)),
     # The event's causation chain (see domain/guards.py), and why a guard refused the run.
     Column("causation", JSONB, nullable=False, server_default="[]"),
     Column("refused_reason", Text, nullable=False, server_default=""),
@@ -171,6 +174,7 @@ waits = Table(
     # waiting -> resumed | cancelled
     Column("status", Text, nullable=False),
     Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", UUID(as_uuid=False)),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finish_time", DateTime(timezone=True)),
     UniqueConstraint("execution_id", "action_index", name="waits_one_per_action"),

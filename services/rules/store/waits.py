@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.errors import NotFound
+from libs.leases import LeaseLost
+from services.rules.store.executions import held_by
 from services.rules.store.schema import before, executions, is_uuid, waits
 
 # --- waits ---------------------------------------------------------------------------------
@@ -28,8 +30,12 @@ async def start_wait(
     seconds: float,
     conditions: dict,
     actions: list[dict[str, Any]],
+    *,
+    owner: str,
 ) -> None:
-    """Pauses a running execution at a wait action: the wait row and the paused execution, together."""
+    """Pauses a running execution at a wait action: the wait row and the paused execution, together.
+
+    Raises LeaseLost (rolling both back) when `owner` no longer holds the execution's lease."""
     await conn.execute(
         insert(waits)
         .values(
@@ -45,15 +51,18 @@ async def start_wait(
         )
         .on_conflict_do_nothing(constraint="waits_one_per_action")
     )
-    await conn.execute(
+    paused = await conn.execute(
         update(executions)
-        .where(executions.c.execution_id == execution["execution_id"])
-        .values(status="waiting", actions=actions, lease_until=None)
+        .where(held_by(execution["execution_id"], owner))
+        .values(status="waiting", actions=actions, lease_until=None, lease_owner=None)
+        .returning(executions.c.execution_id)
     )
+    if paused.first() is None:
+        raise LeaseLost("executions", str(execution["execution_id"]))
 
 
-async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Due waits no live replica holds, taken for `lease_seconds` (SKIP LOCKED: one runner each)."""
+async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[dict[str, Any]]:
+    """Due waits no live replica holds, taken by `owner` for `lease_seconds` (SKIP LOCKED: one runner each)."""
     due = (
         select(waits.c.wait_id)
         .where(
@@ -68,7 +77,7 @@ async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: f
     leased = await conn.execute(
         update(waits)
         .where(waits.c.wait_id.in_(due.scalar_subquery()))
-        .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+        .values(lease_until=func.now() + timedelta(seconds=lease_seconds), lease_owner=owner)
         .returning(*waits.c)
     )
     return [dict(r) for r in leased.mappings()]
@@ -82,25 +91,26 @@ async def end_wait(
     *,
     execution_status: str,
     lease_seconds: float,
+    owner: str | None = None,
 ) -> dict[str, Any] | None:
     """Ends a wait still waiting (resumed or cancelled) and moves its execution on; None when it already ended.
 
-    The execution goes back to running (leased, so a crash before it finishes is resumed
-    by the stalled-execution sweep) or, with nothing left to run, to its final status.
+    The execution goes back to running (leased by `owner`, so a crash before it finishes is
+    resumed by the stalled-execution sweep) or, with nothing left to run, to its final status.
     """
     ended = await conn.execute(
         update(waits)
         .where(waits.c.wait_id == wait_id, waits.c.status == "waiting")
-        .values(status=status, finish_time=func.now(), lease_until=None)
+        .values(status=status, finish_time=func.now(), lease_until=None, lease_owner=None)
         .returning(waits.c.execution_id)
     )
     execution_id = ended.scalar_one_or_none()
     if execution_id is None:
         return None
     state: dict[str, Any] = (
-        {"lease_until": func.now() + timedelta(seconds=lease_seconds)}
+        {"lease_until": func.now() + timedelta(seconds=lease_seconds), "lease_owner": owner}
         if execution_status == "running"
-        else {"finish_time": func.now(), "lease_until": None}
+        else {"finish_time": func.now(), "lease_until": None, "lease_owner": None}
     )
     moved = await conn.execute(
         update(executions)
