@@ -31,7 +31,7 @@ ROLE_NAMES = {access_pb2.ROLE_ADMIN: "admin", access_pb2.ROLE_BUYER: "buyer", ac
 # between two fingerprints whatever the request under test did, so it is left out
 # of the comparison — whole tables (empty tuple) or the columns named.
 BACKGROUND = {
-    "rules": {"executions": (), "notifications": (), "events": ("lease_until", "attempts", "evaluated_time")},
+    "rules": {"executions": (), "notifications": (), "events": ("lease_until", "lease_owner", "attempts", "evaluated_time")},
     "scheduler": {"job_runs": (), "apscheduler_jobs": (), "jobs": ("applied_version",)},
 }
 CALL_TIMEOUT_SECONDS = 10.0

@@ -39,8 +39,10 @@ class Replica:
     target: str
 
 
-async def start_replica(database_url: str, peers: Peers, *, lease_seconds: float | None, poll_seconds: float = 0.2) -> Replica:
-    """One rules process; `lease_seconds` sets both leases (None: the defaults)."""
+async def start_replica(
+    database_url: str, peers: Peers, *, lease_seconds: float | None, poll_seconds: float = 0.2, **env: str
+) -> Replica:
+    """One rules process; `lease_seconds` sets both leases (None: the defaults, or as `env` says)."""
     port = free_port()
     leases = {} if lease_seconds is None else {
         "LOOM_EVENT_LEASE_SECONDS": str(lease_seconds),
@@ -57,6 +59,7 @@ async def start_replica(database_url: str, peers: Peers, *, lease_seconds: float
         LOOM_CLIENT_DEADLINE_SECONDS="120",  # a hanging action hangs; it does not time out and retry
         LOOM_DATA_DIR=f"/tmp/loom-rules-takeover-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
         **leases,
+        **env,
     )
     replica = Replica(ServiceProcess("rules", env).start(), f"127.0.0.1:{port}")
     await wait_serving(replica.target, timeout=60)
