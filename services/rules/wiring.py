@@ -3,15 +3,19 @@
 import asyncio
 import contextlib
 
+import structlog
 from loom.rules.v1 import rules_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
-from libs.db import make_engine
+from libs.db import make_engine, run_in_transaction
+from services.rules import store
 from services.rules.evaluator import RuleEvaluator, Worker
 from services.rules.leases import lease_keeper
 from services.rules.server import RulesServicer
 from services.rules.settings import RulesSettings
 from services.rules.waits import Waits
+
+log = structlog.get_logger("loom.rules")
 
 
 async def setup(context: ServiceContext) -> None:
@@ -34,6 +38,11 @@ async def setup(context: ServiceContext) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # What the stopped worker held goes back now: the other replicas need not wait for a lease.
+        try:
+            await run_in_transaction(heartbeat_engine, lambda conn: store.release_leases(conn, owner=leases.owner), attempts=1)
+        except Exception as error:  # noqa: BLE001 - then the leases lapse on their own, seconds later
+            log.warning("leases not released at shutdown", error=type(error).__name__)
 
     context.exit_stack.push_async_callback(stop_tasks)
 

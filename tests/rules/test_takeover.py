@@ -27,16 +27,18 @@ TAKEOVER_LIMIT_SECONDS = 5.0
 
 
 @pytest.fixture
-async def held(database_url):
-    """Replica A stuck in the first action of EVENTS leased events; replica B started beside it."""
+async def held(database_url, request):
+    """Replica A stuck in the first action of EVENTS leased events; replica B started beside it.
+    The leases last LEASE_SECONDS, or the test's indirect parameter."""
+    lease = getattr(request, "param", LEASE_SECONDS)
     peers = Peers()
     await peers.server.start()
     hanging = HangingUpdates(peers)
-    replicas = [await start_replica(database_url, peers, lease_seconds=LEASE_SECONDS)]
+    replicas = [await start_replica(database_url, peers, lease_seconds=lease)]
     try:
         rule_id, event_ids = await confirm_rule_and_events(replicas[0].target, EVENTS)
         await eventually(lambda: asyncio.sleep(0, hanging.arrived), timeout=30)
-        replicas.append(await start_replica(database_url, peers, lease_seconds=LEASE_SECONDS))
+        replicas.append(await start_replica(database_url, peers, lease_seconds=lease))
         yield peers, hanging, replicas, rule_id, event_ids
         hanging.gate.set()
         await delete_rule(replicas[-1].target, rule_id)
@@ -82,3 +84,16 @@ async def test_an_action_longer_than_the_lease_is_not_taken_over_while_its_repli
     hanging.gate.set()
     await eventually(lambda: all_succeeded(database_url, rule_id), timeout=30)
     assert len(hanging.arrived) == EVENTS  # every action called once, all by the replica holding it
+
+
+@pytest.mark.parametrize("held", [30.0], indirect=True)
+async def test_a_replica_stopped_gracefully_hands_its_work_over_without_waiting_for_the_lease(held, database_url):
+    peers, hanging, (stopping, survivor), rule_id, event_ids = held
+    stopping.process.terminate()  # SIGTERM: drains, stops its worker, releases what it held
+    stopped = time.monotonic()
+    hanging.gate.set()
+    await eventually(lambda: all_succeeded(database_url, rule_id), timeout=60, interval=0.02)
+
+    assert time.monotonic() - stopped < 10.0, "waited for the 30 s lease"
+    calls = peers.batch.requests("UpdateOrderStatus")
+    assert len({c.request_id for c in calls}) == EVENTS

@@ -36,3 +36,19 @@ async def renew_leases(
         .returning(id_column)
     )
     return [str(i) for i in renewed.scalars()]
+
+
+async def release_leases(conn: AsyncConnection, *, owner: str) -> int:
+    """Hands back what `owner` still holds (it is shutting down): other replicas take it at their next poll.
+
+    Pending events and due waits become free; running executions lapse now, for the
+    stalled-execution sweep to resume from their first unfinished action.
+    """
+    released = 0
+    for kind, (table, _, active) in LEASED.items():
+        lapse = func.now() - timedelta(seconds=1) if kind == "executions" else None
+        done = await conn.execute(
+            update(table).where(and_(table.c.lease_owner == owner, active)).values(lease_until=lapse, lease_owner=None)
+        )
+        released += done.rowcount
+    return released
