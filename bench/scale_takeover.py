@@ -29,8 +29,7 @@ from bench.harness import BenchContext, Figure, benchmark, median
 from libs.scratch_db import plain_url
 from services.batch.settings import BatchSettings
 from services.rules.settings import RulesSettings
-from tests.rules.peers import Peers
-from tests.rules.replicas import HangingUpdates, confirm_rule_and_events, delete_rule, executions, start_replica
+from tests.rules.replicas import executions, held_work
 from tests.support import ServiceProcess, free_port, process_env, wait_serving
 
 EVENTS = 8
@@ -52,35 +51,20 @@ def _all_succeeded(database_url: str, rule_id: str) -> bool:
 
 
 async def _one_rules_takeover(database_url: str, *, old: bool) -> float:
-    peers = Peers()
-    await peers.server.start()
-    hanging = HangingUpdates(peers)
     if old:
-        env = {
+        options: dict = {
+            "poll_seconds": OLD_LEASES["poll"],
             "LOOM_EVENT_LEASE_SECONDS": str(OLD_LEASES["event"]),
             "LOOM_EXECUTION_LEASE_SECONDS": str(OLD_LEASES["execution"]),
         }
-        start = lambda: start_replica(database_url, peers, lease_seconds=None, poll_seconds=OLD_LEASES["poll"], **env)  # noqa: E731
     else:
-        start = lambda: start_replica(database_url, peers, lease_seconds=None, poll_seconds=RulesSettings().worker_poll_seconds)  # noqa: E731
-    replicas = [await start()]
-    try:
-        rule_id, _ = await confirm_rule_and_events(replicas[0].target, EVENTS)
-        await _until(lambda: hanging.arrived, timeout=60)
-        replicas.append(await start())
-        replicas[0].process.kill()
+        options = {"poll_seconds": RulesSettings.model_fields["worker_poll_seconds"].default}
+    async with held_work(database_url, EVENTS, lease_seconds=None, **options) as held:
+        held.holder.process.kill()
         killed = time.perf_counter()
-        hanging.gate.set()
-        await _until(lambda: _all_succeeded(database_url, rule_id))
-        took = time.perf_counter() - killed
-        await delete_rule(replicas[1].target, rule_id)
-        return took
-    finally:
-        hanging.gate.set()
-        for replica in replicas:
-            if replica.process.process.poll() is None:
-                replica.process.terminate()
-        await peers.server.stop(0)
+        held.hanging.gate.set()
+        await _until(lambda: _all_succeeded(database_url, held.rule_id))
+        return time.perf_counter() - killed
 
 
 @benchmark("scale.takeover", figures=("scale.takeover", "scale.takeover.outbox"))

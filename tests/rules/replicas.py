@@ -5,7 +5,10 @@ UpdateOrderStatus hangs until released: the replica running that action holds it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -100,3 +103,39 @@ def event_owners(database_url: str, event_ids: list[str]) -> set[str | None]:
     with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
         query = "SELECT lease_owner::text FROM rules.events WHERE event_id = ANY(%s) AND evaluated_time IS NULL"
         return {owner for (owner,) in conn.execute(query, (event_ids,)).fetchall()}
+
+
+@dataclass
+class HeldWork:
+    peers: Peers
+    hanging: HangingUpdates
+    holder: Replica  # stuck in the first action, holding the execution and the other events
+    survivor: Replica
+    rule_id: str
+    event_ids: list[str]
+
+
+@contextlib.asynccontextmanager
+async def held_work(database_url: str, events: int, **replica_options) -> AsyncIterator[HeldWork]:
+    """Replica A stuck in the first action of `events` events it leased; replica B started beside it."""
+    peers = Peers()
+    await peers.server.start()
+    hanging = HangingUpdates(peers)
+    replicas: list[Replica] = []
+    try:
+        replicas.append(await start_replica(database_url, peers, **replica_options))
+        rule_id, event_ids = await confirm_rule_and_events(replicas[0].target, events)
+        deadline = time.monotonic() + 60
+        while not hanging.arrived:
+            assert time.monotonic() < deadline, "the first action was never called"
+            await asyncio.sleep(0.01)
+        replicas.append(await start_replica(database_url, peers, **replica_options))
+        yield HeldWork(peers, hanging, replicas[0], replicas[1], rule_id, event_ids)
+        hanging.gate.set()
+        await delete_rule(replicas[1].target, rule_id)
+    finally:
+        hanging.gate.set()
+        for replica in replicas:
+            if replica.process.process.poll() is None:
+                replica.process.terminate()
+        await peers.server.stop(0)

@@ -8,15 +8,8 @@ import time
 
 import pytest
 
-from tests.rules.peers import Peers, eventually
-from tests.rules.replicas import (
-    HangingUpdates,
-    confirm_rule_and_events,
-    delete_rule,
-    event_owners,
-    executions,
-    start_replica,
-)
+from tests.rules.peers import eventually
+from tests.rules.replicas import event_owners, executions, held_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -28,26 +21,10 @@ TAKEOVER_LIMIT_SECONDS = 5.0
 
 @pytest.fixture
 async def held(database_url, request):
-    """Replica A stuck in the first action of EVENTS leased events; replica B started beside it.
+    """Replica A stuck in the first action of EVENTS leased events; replica B beside it.
     The leases last LEASE_SECONDS, or the test's indirect parameter."""
-    lease = getattr(request, "param", LEASE_SECONDS)
-    peers = Peers()
-    await peers.server.start()
-    hanging = HangingUpdates(peers)
-    replicas = [await start_replica(database_url, peers, lease_seconds=lease)]
-    try:
-        rule_id, event_ids = await confirm_rule_and_events(replicas[0].target, EVENTS)
-        await eventually(lambda: asyncio.sleep(0, hanging.arrived), timeout=30)
-        replicas.append(await start_replica(database_url, peers, lease_seconds=lease))
-        yield peers, hanging, replicas, rule_id, event_ids
-        hanging.gate.set()
-        await delete_rule(replicas[-1].target, rule_id)
-    finally:
-        hanging.gate.set()
-        for replica in replicas:
-            if replica.process.process.poll() is None:
-                replica.process.terminate()
-        await peers.server.stop(0)
+    async with held_work(database_url, EVENTS, lease_seconds=getattr(request, "param", LEASE_SECONDS)) as work:
+        yield work
 
 
 async def all_succeeded(database_url: str, rule_id: str):
@@ -56,44 +33,43 @@ async def all_succeeded(database_url: str, rule_id: str):
 
 
 async def test_a_killed_replicas_events_and_executions_finish_on_the_survivor_within_seconds_once_each(held, database_url):
-    peers, hanging, (doomed, survivor), rule_id, event_ids = held
+    rule_id, event_ids = held.rule_id, held.event_ids
     (running,) = executions(database_url, rule_id)
     assert running[1] == "running" and event_owners(database_url, event_ids) == {running[2]}, "A holds the work"
 
-    doomed.process.kill()
+    held.holder.process.kill()
     killed = time.monotonic()
-    hanging.gate.set()
+    held.hanging.gate.set()
     rows = await eventually(lambda: all_succeeded(database_url, rule_id), timeout=60, interval=0.02)
     took = time.monotonic() - killed
 
     assert took <= TAKEOVER_LIMIT_SECONDS, f"took over in {took:.1f}s"
     assert sorted(event_id for event_id, _, _ in rows) == sorted(event_ids)  # one execution per (rule, event)
-    calls = peers.batch.requests("UpdateOrderStatus")
+    calls = held.peers.batch.requests("UpdateOrderStatus")
     # The call the kill interrupted is made again, with the same request_id: its effect happens once.
     assert len({c.request_id for c in calls}) == EVENTS == len({c.order_id for c in calls})
 
 
 async def test_an_action_longer_than_the_lease_is_not_taken_over_while_its_replica_lives(held, database_url):
-    peers, hanging, _, rule_id, event_ids = held
+    rule_id, event_ids = held.rule_id, held.event_ids
     (running,) = executions(database_url, rule_id)
     await asyncio.sleep(3 * LEASE_SECONDS)  # the survivor polls every 0.2 s meanwhile
 
     assert executions(database_url, rule_id) == [running]
     assert event_owners(database_url, event_ids) == {running[2]}
-    assert len(hanging.arrived) == 1, "another replica ran the action again"
-    hanging.gate.set()
+    assert len(held.hanging.arrived) == 1, "another replica ran the action again"
+    held.hanging.gate.set()
     await eventually(lambda: all_succeeded(database_url, rule_id), timeout=30)
-    assert len(hanging.arrived) == EVENTS  # every action called once, all by the replica holding it
+    assert len(held.hanging.arrived) == EVENTS  # every action called once, all by the replica holding it
 
 
 @pytest.mark.parametrize("held", [30.0], indirect=True)
 async def test_a_replica_stopped_gracefully_hands_its_work_over_without_waiting_for_the_lease(held, database_url):
-    peers, hanging, (stopping, survivor), rule_id, event_ids = held
-    stopping.process.terminate()  # SIGTERM: drains, stops its worker, releases what it held
+    held.holder.process.terminate()  # SIGTERM: drains, stops its worker, releases what it held
     stopped = time.monotonic()
-    hanging.gate.set()
-    await eventually(lambda: all_succeeded(database_url, rule_id), timeout=60, interval=0.02)
+    held.hanging.gate.set()
+    await eventually(lambda: all_succeeded(database_url, held.rule_id), timeout=60, interval=0.02)
 
     assert time.monotonic() - stopped < 10.0, "waited for the 30 s lease"
-    calls = peers.batch.requests("UpdateOrderStatus")
+    calls = held.peers.batch.requests("UpdateOrderStatus")
     assert len({c.request_id for c in calls}) == EVENTS
