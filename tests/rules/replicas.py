@@ -60,7 +60,6 @@ async def start_replica(
         LOOM_TRACKING_TARGET=peers.target,
         LOOM_WORKER_POLL_SECONDS=str(poll_seconds),
         LOOM_CLIENT_DEADLINE_SECONDS="120",  # a hanging action hangs; it does not time out and retry
-        LOOM_DATA_DIR=f"/tmp/loom-rules-takeover-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
         **leases,
         **env,
     )

@@ -110,3 +110,31 @@ async def test_the_former_holder_cannot_record_progress_or_finish_an_execution_t
         engine, lambda conn: store.record_actions(conn, execution["execution_id"], [], lease_seconds=60, owner=A)
     )
     assert recorded is False
+
+
+async def test_a_due_wait_taken_over_is_not_renewed_by_its_former_holder(engine, taken_over):
+    _, execution = taken_over  # B holds the running execution: it pauses at a wait due now
+
+    async def wait_leased_by_a_then_taken_by_b(conn):
+        await store.start_wait(conn, execution, 0, 0, {}, [], owner=B)
+        (wait,) = [w for w in await store.lease_due_waits(conn, limit=1000, lease_seconds=60, owner=A)
+                   if w["execution_id"] == execution["execution_id"]]
+        await conn.execute(
+            text("UPDATE rules.waits SET lease_until = now() - interval '1 second' WHERE wait_id = :id"),
+            {"id": wait["wait_id"]},
+        )
+        taken = await store.lease_due_waits(conn, limit=1000, lease_seconds=60, owner=B)
+        assert wait["wait_id"] in {w["wait_id"] for w in taken}
+        return wait["wait_id"]
+
+    wait_id = await run_in_transaction(engine, wait_leased_by_a_then_taken_by_b)
+    try:
+        renewed = await run_in_transaction(
+            engine, lambda conn: store.renew_leases(conn, "waits", [wait_id], owner=A, lease_seconds=600)
+        )
+        async with engine.connect() as conn:
+            wait = await store.get_wait(conn, wait_id)
+        assert (renewed, wait["lease_owner"]) == ([], B)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(delete(store.waits).where(store.waits.c.wait_id == wait_id))
