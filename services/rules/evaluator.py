@@ -370,6 +370,8 @@ class Worker:
         )
         async with leases.holding("events", [e["event_id"] for e in events]):
             for event in events:
+                if leases.lost("events", event["event_id"]):
+                    continue  # this replica stalled past the lease: the one that took the event evaluates it
                 # Its own trace, linked to the call that wrote the event (which ended long ago elsewhere).
                 attributes = {"loom.event_id": event["event_id"], "loom.event_type": event["type"]}
                 with tracing.span("rules.evaluate_event", link_to=event.get("trace_parent", ""), attributes=attributes):
