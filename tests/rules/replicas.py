@@ -42,16 +42,16 @@ class Replica:
     target: str
 
 
-async def start_replica(
-    database_url: str, peers: Peers, *, lease_seconds: float | None, poll_seconds: float = 0.2, **env: str
-) -> Replica:
-    """One rules process; `lease_seconds` sets both leases (None: the defaults, or as `env` says)."""
-    port = free_port()
+def replica_env(
+    database_url: str, peers: Peers, port: int, *, lease_seconds: float | None, poll_seconds: float = 0.2, **env: str
+) -> dict[str, str]:
+    """A rules process's environment, its peers the fakes; `lease_seconds` sets both leases
+    (None: the defaults, or as `env` says)."""
     leases = {} if lease_seconds is None else {
         "LOOM_EVENT_LEASE_SECONDS": str(lease_seconds),
         "LOOM_EXECUTION_LEASE_SECONDS": str(lease_seconds),
     }
-    env = process_env(
+    return process_env(
         "rules",
         database_url,
         port,
@@ -63,7 +63,12 @@ async def start_replica(
         **leases,
         **env,
     )
-    replica = Replica(ServiceProcess("rules", env).start(), f"127.0.0.1:{port}")
+
+
+async def start_replica(database_url: str, peers: Peers, **options) -> Replica:
+    """One rules process (`options` as replica_env takes them), serving."""
+    port = free_port()
+    replica = Replica(ServiceProcess("rules", replica_env(database_url, peers, port, **options)).start(), f"127.0.0.1:{port}")
     await wait_serving(replica.target, timeout=60)
     return replica
 

@@ -10,7 +10,8 @@ from loom.rules.v1 import rules_pb2
 
 from tests.rules.conftest import ADMIN, SERVICE, action, create, event, rule_message
 from tests.rules.peers import Peers, eventually
-from tests.support import ServiceProcess, free_port, process_env, stub_for, wait_serving
+from tests.rules.replicas import replica_env
+from tests.support import ServiceProcess, free_port, stub_for, wait_serving
 
 EVENTS = 60
 
@@ -37,16 +38,7 @@ async def test_every_event_is_evaluated_exactly_once_per_rule_across_a_crash(dat
     # A hook: the servicer's methods were bound when it was added to the server.
     peers.batch.on_update = slowly
     port = free_port()
-    env = process_env(
-        "rules",
-        database_url,
-        port,
-        LOOM_BATCH_TARGET=peers.target,
-        LOOM_EXECUTION_LEASE_SECONDS="2",
-        LOOM_EVENT_LEASE_SECONDS="2",
-        LOOM_WORKER_POLL_SECONDS="0.2",
-        LOOM_DATA_DIR=f"/tmp/loom-rules-crash-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
-    )
+    env = replica_env(database_url, peers, port, lease_seconds=2)
     target = f"127.0.0.1:{port}"
     process = ServiceProcess("rules", env).start()
     try:

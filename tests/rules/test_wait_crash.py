@@ -10,7 +10,8 @@ from loom.rules.v1 import rules_pb2
 
 from tests.rules.conftest import ADMIN, action, create, event, rule_message
 from tests.rules.peers import Peers, eventually
-from tests.support import ServiceProcess, free_port, process_env, stub_for, wait_serving
+from tests.rules.replicas import replica_env
+from tests.support import ServiceProcess, free_port, stub_for, wait_serving
 
 
 @pytest.mark.e2e
@@ -19,16 +20,7 @@ async def test_a_wait_survives_kill_9_and_fires_once(database_url):
     peers = Peers()
     await peers.server.start()
     port = free_port()
-    env = process_env(
-        "rules",
-        database_url,
-        port,
-        LOOM_BATCH_TARGET=peers.target,
-        LOOM_SCHEDULER_TARGET=peers.target,
-        LOOM_EXECUTION_LEASE_SECONDS="2",
-        LOOM_WORKER_POLL_SECONDS="0.2",
-        LOOM_DATA_DIR=f"/tmp/loom-rules-wait-crash-{uuid.uuid4()}",  # noqa: S108 - a fresh, uniquely named scratch dir per run
-    )
+    env = replica_env(database_url, peers, port, lease_seconds=2)
     target = f"127.0.0.1:{port}"
     process = ServiceProcess("rules", env).start()
     try:
