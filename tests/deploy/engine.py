@@ -104,6 +104,10 @@ def long_running_services() -> list[str]:
     return [name for name, spec in services().items() if spec.get("restart") != "no"]
 
 
+# What the engine says when a published host port is already bound.
+PORT_TAKEN = ("address already in use", "port is already allocated")
+
+
 @dataclass
 class Project:
     """One compose project of docker-compose.yml, on free loopback ports, torn down with `down -v`."""
@@ -132,8 +136,18 @@ class Project:
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         return run([*compose_command(), "-p", self.name, *args], timeout=timeout, env=self.env, check=check)
 
-    def up(self) -> None:
-        self.compose("up", "-d", "--no-build", timeout=900)
+    def up(self, attempts: int = 3) -> None:
+        """`up -d`; when another process took a chosen host port between choosing and binding
+        it (the machine is shared), the project comes down and up again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            done = self.compose("up", "-d", "--no-build", timeout=900, check=False)
+            if done.returncode == 0:
+                return
+            taken = any(sign in done.stderr for sign in PORT_TAKEN)
+            if not taken or attempt == attempts:
+                raise RuntimeError(f"compose up exited {done.returncode}:\n{done.stderr[-3000:]}")
+            self.down()
+            self.ports = {variable: free_port() for variable in HOST_PORT_VARIABLES}
 
     def container(self, service: str) -> str:
         """The id of the service's container (every service here has one)."""
