@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from tests.console.support import Suite
 
-EMAIL = {"type": "ACTION_TYPE_SEND_EMAIL", "params": {"recipient": "ops@loom.example", "subject": "Order {{order.id}}", "body": "placed"}}
+EMAIL = {
+    "type": "ACTION_TYPE_SEND_EMAIL",
+    "params": {"recipient": "ops@loom.example", "subject": "Order {{order.id}}", "body": "placed"},
+}
 
 
 def big_orders(tag: str, more_than: int) -> dict:
@@ -85,3 +88,14 @@ async def dry_run_matches(suite: Suite, rule_id: str, data: dict, event_type: st
     assert reply.status_code == 200, reply.text
     (trace,) = [r for r in reply.json()["rules"] if r["ruleId"] == rule_id]
     return trace["matched"]
+
+
+async def notify(suite: Suite, **recipient) -> str:
+    """One inbox notification to that user or role, by a rule fired on an event of its own; its subject."""
+    tag = f"bell_{uuid.uuid4().hex[:8]}"
+    subject = f"Order {{{{order.id}}}} of {tag}"
+    action = {"type": "ACTION_TYPE_NOTIFY", "params": {**recipient, "subject": subject, "body": "{{order.quantity}} pieces"}}
+    only_its_own = {"all": [{"fact": "order.category", "operator": "equal", "value": tag}]}
+    await create_rule(suite, f"Notify {tag}", conditions=only_its_own, actions=[action])
+    (event,) = await run_live(suite, tag, [12])
+    return f"Order {event['data']['order']['id']} of {tag}"

@@ -6,6 +6,7 @@
 import { ApiError, streamOnce } from '../api.js';
 import { h, replace } from '../dom.js';
 import { count, enumName, seconds, timeEl } from '../format.js';
+import { stacked } from '../stacked.js';
 import { errorBox, tableWrap } from '../widgets.js';
 
 const PAGE_SIZE = 20;
@@ -162,10 +163,10 @@ function resultsTable(results, comparing) {
     const pages = Math.max(1, Math.ceil(rows.length / PAGE_SIZE));
     page = Math.min(page, pages - 1);
     const slice = rows.slice(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
-    replace(body, rows.length ? tableWrap('Replayed events', h('table', { class: 'replay-results' },
+    replace(body, rows.length ? tableWrap('Replayed events', stacked(h('table', { class: 'replay-results' },
       h('thead', {}, h('tr', {}, ['Event', 'Would match', 'Actions it would run', comparing ? 'Against the live rule' : null]
         .filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, slice.map((r) => resultRow(r, comparing))))) : h('p', { class: 'muted' }, 'No event to show.'));
+      h('tbody', {}, slice.map((r) => resultRow(r, comparing)))))) : h('p', { class: 'muted' }, 'No event to show.'));
     const first = rows.length ? page * PAGE_SIZE + 1 : 0;
     replace(pager,
       h('button', { type: 'button', class: 'secondary small', disabled: page === 0, onclick: () => { page -= 1; draw(); } }, 'Previous page'),

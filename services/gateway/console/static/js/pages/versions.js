@@ -7,6 +7,7 @@ import { h, replace, uuid } from '../dom.js';
 import { timeEl } from '../format.js';
 import { diffLines, sideBySide } from '../linediff.js';
 import { ruleLines, sectionOf } from '../ruletext.js';
+import { stacked } from '../stacked.js';
 import { errorBox, tableWrap } from '../widgets.js';
 
 const RULES = 'loom.rules.v1.RulesService';
@@ -43,9 +44,9 @@ export function renderVersions(main, ctx) {
     back.firstChild.textContent = `← Rule: ${current.name}`;
     replace(historyCard, h('h2', { id: 'history-heading' }, 'Versions'),
       h('p', { class: 'muted' }, `${versions.length} version${versions.length === 1 ? '' : 's'}, newest first. Rolling back saves a new version; nothing is deleted.`),
-      tableWrap('Versions of the rule', h('table', { class: 'versions' },
+      tableWrap('Versions of the rule', stacked(h('table', { class: 'versions' },
         h('thead', {}, h('tr', {}, ['Version', 'Saved', 'By', 'What it holds', ''].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, versions.map((v) => versionRow(v, v === current))))));
+        h('tbody', {}, versions.map((v) => versionRow(v, v === current)))))));
     const from = Number(selection?.from) || (versions[1] || current).version;
     const to = Number(selection?.to) || current.version;
     comparison(from, to);
@@ -58,11 +59,11 @@ export function renderVersions(main, ctx) {
       h('td', {}, timeEl(v.updateTime || v.createTime)),
       h('td', { class: 'small' }, v.updatedBy || v.createdBy || '—'),
       h('td', { class: 'small' }, summary(v)),
-      h('td', { class: 'version-actions' },
+      h('td', {}, h('div', { class: 'version-actions' },
         isCurrent ? null : h('button', { type: 'button', class: 'secondary small', 'aria-label': `Compare version ${number} with the current version`,
           onclick: () => { comparison(number, versions[0].version); compare.scrollIntoView({ block: 'start' }); } }, 'Compare with current'),
         isCurrent || !canRollBack ? null : h('button', { type: 'button', class: 'small', 'aria-label': `Roll back to version ${number}`,
-          onclick: (e) => confirmRollback(v, e.currentTarget) }, 'Roll back')));
+          onclick: (e) => confirmRollback(v, e.currentTarget) }, 'Roll back'))));
   }
 
   function summary(v) {
