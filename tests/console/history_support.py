@@ -34,6 +34,12 @@ async def create_rule(suite: Suite, name: str, **fields) -> dict:
     return reply.json()["rule"]
 
 
+async def tagged_rule(suite: Suite, what: str, more_than: int = 10) -> tuple[str, dict]:
+    """A rule on the order events of a category of its own (the tag), above a quantity."""
+    tag = f"{what}_{uuid.uuid4().hex[:8]}"
+    return tag, await create_rule(suite, f"{what} {tag}", conditions=big_orders(tag, more_than))
+
+
 async def update_rule(suite: Suite, rule_id: str, **fields) -> dict:
     async with suite.http("admin") as admin:
         reply = await admin.patch(

@@ -10,10 +10,10 @@ import pytest
 
 from tests.console.history_support import (
     big_orders,
-    create_rule,
     dry_run_matches,
     replay_over_api,
     run_live,
+    tagged_rule,
     update_rule,
 )
 from tests.console.support import signed_in
@@ -31,8 +31,7 @@ async def stat(page, key: str) -> int:
 
 
 async def test_replaying_a_rule_shows_the_counts_the_api_returns(browser, suite, screenshots):
-    tag = f"replay_{uuid.uuid4().hex[:8]}"
-    rule = await create_rule(suite, f"Big orders {tag}", conditions=big_orders(tag, 10))
+    tag, rule = await tagged_rule(suite, "replay")
     await run_live(suite, tag, [5, 20, 30, 8, 50])
     page = await signed_in(browser, suite)
     await page.goto(f"{suite.console}#/rules/{rule['ruleId']}")
@@ -61,8 +60,7 @@ async def test_replaying_a_rule_shows_the_counts_the_api_returns(browser, suite,
 
 
 async def test_replaying_the_draft_in_the_editor_compares_it_with_the_live_rule(browser, suite):
-    tag = f"draft_{uuid.uuid4().hex[:8]}"
-    rule = await create_rule(suite, f"Draft of {tag}", conditions=big_orders(tag, 10))
+    tag, rule = await tagged_rule(suite, "draft")
     await run_live(suite, tag, [5, 20, 30, 8, 50])
     page = await signed_in(browser, suite)
     await page.goto(f"{suite.console}#/rules/{rule['ruleId']}")
@@ -86,9 +84,31 @@ async def test_replaying_the_draft_in_the_editor_compares_it_with_the_live_rule(
     await page.context.close()
 
 
+async def test_a_new_rule_replays_as_a_draft_with_no_live_rule_to_compare(browser, suite):
+    tag = f"new_{uuid.uuid4().hex[:8]}"
+    await run_live(suite, tag, [5, 20, 30])
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules/new")
+    await page.get_by_label("Name").fill(f"Not saved {tag}")
+    await page.get_by_label("batch.confirmed").uncheck()
+    await page.get_by_label("order.placed", exact=True).check()
+    await page.locator("details.advanced summary").click()
+    await page.get_by_label("Conditions (JSON)").fill(json.dumps(big_orders(tag, 10)))
+    await page.get_by_role("button", name="Replay", exact=True).click()
+    await page.locator(".replay-sentence").wait_for()
+
+    assert await page.locator(".replay-sentence").inner_text() == "This draft would have fired 2 times in the last week."
+    columns = await page.locator("table.replay-results thead th").all_text_contents()
+    assert columns == ["Event", "Would match", "Actions it would run"]  # no live rule to compare with
+    assert await page.locator("table.replay-results tbody tr").count() == 2
+    async with suite.http("admin") as admin:
+        assert not [r for r in (await admin.get("/v1/rules")).json().get("rules", []) if tag in r["name"]]  # nothing saved
+    assert page.errors == []
+    await page.context.close()
+
+
 async def test_the_diff_of_two_versions_shows_the_changed_condition(browser, suite, screenshots):
-    tag = f"diff_{uuid.uuid4().hex[:8]}"
-    rule = await create_rule(suite, f"Diffed {tag}", conditions=big_orders(tag, 10))
+    tag, rule = await tagged_rule(suite, "diff")
     await update_rule(suite, rule["ruleId"], conditions=big_orders(tag, 40))
     await update_rule(suite, rule["ruleId"], priority=99)
     page = await signed_in(browser, suite)
@@ -118,8 +138,7 @@ async def test_the_diff_of_two_versions_shows_the_changed_condition(browser, sui
 
 
 async def test_rollback_makes_a_new_version_that_behaves_as_the_old_one(browser, suite, screenshots):
-    tag = f"rollback_{uuid.uuid4().hex[:8]}"
-    rule = await create_rule(suite, f"Rolled back {tag}", conditions=big_orders(tag, 10))
+    tag, rule = await tagged_rule(suite, "rollback")
     await update_rule(suite, rule["ruleId"], conditions=big_orders(tag, 100))
     order = {"order": {"id": "o-1", "category": tag, "quantity": 50}}
     assert not await dry_run_matches(suite, rule["ruleId"], order)  # version 2 wants more than 100
@@ -149,8 +168,7 @@ async def test_rollback_makes_a_new_version_that_behaves_as_the_old_one(browser,
 
 
 async def test_cancelling_the_rollback_dialog_changes_nothing(browser, suite):
-    tag = f"kept_{uuid.uuid4().hex[:8]}"
-    rule = await create_rule(suite, f"Kept {tag}", conditions=big_orders(tag, 10))
+    tag, rule = await tagged_rule(suite, "kept")
     await update_rule(suite, rule["ruleId"], priority=5)
     page = await signed_in(browser, suite)
     await page.goto(f"{suite.console}#/rules/{rule['ruleId']}/versions")
