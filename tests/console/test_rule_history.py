@@ -115,8 +115,8 @@ async def test_the_diff_of_two_versions_shows_the_changed_condition(browser, sui
     await page.goto(f"{suite.console}#/rules/{rule['ruleId']}/versions")
     await page.get_by_label("From").select_option("1")
     await page.get_by_label("to", exact=True).select_option("2")
+    await page.locator(".changes").filter(has_text="Version 1 → version 2: 1 change, in conditions.").wait_for()
     change = page.locator('.change-list li[data-path="conditions.all[1].value"]')
-    await change.wait_for()
     assert await change.get_attribute("data-kind") == "changed"
     assert (await change.locator("del").text_content(), await change.locator("ins").text_content()) == ("was 10", "now 40")
     assert await page.locator(".change-group").evaluate_all("gs => gs.map(g => g.dataset.section)") == ["conditions"]

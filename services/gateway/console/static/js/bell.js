@@ -89,9 +89,8 @@ function mount(key) {
   markAll.addEventListener('click', async () => {
     markAll.disabled = true;
     try {
-      const reply = await post(`${INBOX}:markAllRead`, { requestId: uuid() });
-      setCount(reply.unreadCount);
-      await load();
+      await post(`${INBOX}:markAllRead`, { requestId: uuid() });
+      await load(); // the list and the count after it, from one answer
     } catch (err) {
       replace(status, errorBox(err));
     } finally {
@@ -122,6 +121,7 @@ function mount(key) {
   const watch = stream(`${INBOX}:watch`, {}, {
     onMessage: (message) => {
       setCount(message.unreadCount);
+      element.dataset.counted = 'true'; // the stream's first message (the count) has arrived
       const n = message.notification;
       if (!n) return;
       announcer.textContent = `New notification: ${n.subject}`;
