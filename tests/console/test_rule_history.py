@@ -107,6 +107,21 @@ async def test_a_new_rule_replays_as_a_draft_with_no_live_rule_to_compare(browse
     await page.context.close()
 
 
+async def test_a_draft_the_service_refuses_shows_the_violation_next_to_its_field(browser, suite):
+    _, rule = await tagged_rule(suite, "refused")
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules/{rule['ruleId']}")
+    await page.get_by_label("Name").fill("   ")
+    await page.get_by_label("the form as it stands (a draft)").check()
+    await page.get_by_role("button", name="Replay", exact=True).click()
+    await page.locator(".replay .error").wait_for()
+    name = page.get_by_label("Name")
+    assert await name.get_attribute("aria-invalid") == "true"
+    assert await page.locator('[data-field="name"] .violation').inner_text() != ""
+    assert await name.evaluate("el => el === document.activeElement")
+    await page.context.close()
+
+
 async def test_the_diff_of_two_versions_shows_the_changed_condition(browser, suite, screenshots):
     tag, rule = await tagged_rule(suite, "diff")
     await update_rule(suite, rule["ruleId"], conditions=big_orders(tag, 40))

@@ -32,8 +32,9 @@ export function summarySentence(what, days, summary, comparing) {
   return `${head}, ${versus} (${count(live)}).`;
 }
 
-// options: {ruleId, version: the saved version, draft: () => the editor's rule or null (with a reason shown)}
-export function replayPanel(ctx, { ruleId = '', version = 0, draft = null }) {
+// options: {ruleId, version: the saved version, draft: () => the editor's rule or null (with a reason shown),
+// onDraftViolations: shows the service's objections to the draft ([{field, description}], fields under "draft.")}
+export function replayPanel(ctx, { ruleId = '', version = 0, draft = null, onDraftViolations = () => {} }) {
   const days = h('input', { id: 'replay-days', type: 'number', min: 1, max: 365, step: 1, value: 7, 'aria-describedby': 'replay-days-hint' });
   const facts = h('select', { id: 'replay-facts' },
     h('option', { value: 'REPLAY_FACTS_AS_RECORDED' }, 'as each event recorded them'),
@@ -86,9 +87,11 @@ export function replayPanel(ctx, { ruleId = '', version = 0, draft = null }) {
     const end = new Date();
     body.endTime = end.toISOString();
     body.startTime = new Date(end.getTime() - n * 86400000).toISOString();
-    await replay(body, { what: subject === 'draft' ? 'This draft' : `Version ${version}`, days: n });
+    const failed = await replay(body, { what: subject === 'draft' ? 'This draft' : `Version ${version}`, days: n });
+    if (subject === 'draft' && failed?.violations?.length) onDraftViolations(failed.violations);
   });
 
+  // Runs one replay and shows it; returns the error when it failed.
   async function replay(body, { what, days: n }) {
     controller = new AbortController();
     const results = [];
@@ -115,6 +118,7 @@ export function replayPanel(ctx, { ruleId = '', version = 0, draft = null }) {
       else {
         status.textContent = 'The replay failed.';
         replace(result, errorBox(err));
+        return err;
       }
     } finally {
       run.disabled = false;

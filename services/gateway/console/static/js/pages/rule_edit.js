@@ -210,7 +210,11 @@ export function renderRuleEditor(main, ctx) {
         problems.forEach(([path, message]) => showViolation(path, message));
         return problems.length ? null : body;
       };
-      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft }));
+      const onDraftViolations = (violations) => {
+        violations.forEach((v) => showViolation(v.field.replace(/^draft\.?/, ''), v.description));
+        form.querySelector('[aria-invalid="true"]')?.focus();
+      };
+      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft, onDraftViolations }));
     }
     if (ruleId && ctx.can(`${RULES}/ListExecutions`)) {
       const log = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
