@@ -84,6 +84,29 @@ async def test_replaying_the_draft_in_the_editor_compares_it_with_the_live_rule(
     await page.context.close()
 
 
+async def test_an_earlier_version_opened_from_the_history_replays_against_the_live_rule(browser, suite):
+    tag, rule = await tagged_rule(suite, "earlier")
+    await run_live(suite, tag, [5, 20, 30, 8, 50])  # live: version 1, more than 10
+    await update_rule(suite, rule["ruleId"], conditions=big_orders(tag, 40))  # now only the 50
+    await run_live(suite, tag, [45, 12])
+    page = await signed_in(browser, suite)
+    await page.goto(f"{suite.console}#/rules/{rule['ruleId']}/versions")
+    await page.get_by_role("link", name="Replay version 1 over stored events").click()
+    assert await page.get_by_label("an earlier version:").is_checked()
+    assert await page.get_by_label("Earlier version number").input_value() == "1"
+    await page.get_by_role("button", name="Replay", exact=True).click()
+    await page.locator(".replay-sentence").wait_for()
+    _, summary = await replay_over_api(suite, {"ruleId": rule["ruleId"], "version": 1})
+
+    # Version 1 fires on 20, 30, 50, 45 and 12; the live rule ran 20, 30, 50 (as version 1) and 45 (as version 2).
+    assert (summary["wouldFire"], summary["liveFired"], summary["added"]) == (5, 4, 1)
+    assert await page.locator(".replay-sentence").inner_text() == (
+        "Version 1 would have fired 5 times in the last week, 1 more than the live rule (4)."
+    )
+    assert await page.locator('table.replay-results tbody tr[data-diff="added"]').count() == 1
+    await page.context.close()
+
+
 async def test_a_new_rule_replays_as_a_draft_with_no_live_rule_to_compare(browser, suite):
     tag = f"new_{uuid.uuid4().hex[:8]}"
     await run_live(suite, tag, [5, 20, 30])

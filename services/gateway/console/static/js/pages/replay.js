@@ -33,19 +33,28 @@ export function summarySentence(what, days, summary, comparing) {
 }
 
 // options: {ruleId, version: the saved version, draft: () => the editor's rule or null (with a reason shown),
-// onDraftViolations: shows the service's objections to the draft ([{field, description}], fields under "draft.")}
-export function replayPanel(ctx, { ruleId = '', version = 0, draft = null, onDraftViolations = () => {} }) {
+// onDraftViolations: shows the service's objections to the draft ([{field, description}], fields under "draft."),
+// earlier: an earlier version to start with (from the versions page)}
+export function replayPanel(ctx, { ruleId = '', version = 0, draft = null, onDraftViolations = () => {}, earlier = 0 }) {
   const days = h('input', { id: 'replay-days', type: 'number', min: 1, max: 365, step: 1, value: 7, 'aria-describedby': 'replay-days-hint' });
   const facts = h('select', { id: 'replay-facts' },
     h('option', { value: 'REPLAY_FACTS_AS_RECORDED' }, 'as each event recorded them'),
     h('option', { value: 'REPLAY_FACTS_CURRENT' }, 'recorded, plus missing facts fetched now'));
   const onlyDiff = h('input', { type: 'checkbox', name: 'onlyDifferences' });
+  const older = ruleId && version > 1;
+  const earlierInput = older ? h('input', { type: 'number', id: 'replay-version', min: 1, max: version - 1, step: 1,
+    value: earlier && earlier < version ? earlier : version - 1, 'aria-label': 'Earlier version number', class: 'version-number' }) : null;
   const subjects = [
     ruleId ? { value: 'saved', label: `the saved version (${version})` } : null,
+    older ? { value: 'version', label: 'an earlier version:' } : null,
     draft ? { value: 'draft', label: 'the form as it stands (a draft)' } : null,
   ].filter(Boolean);
+  const start = older && earlier && earlier < version ? 'version' : subjects[0]?.value;
   const which = h('fieldset', { class: 'choices replay-subject' }, h('legend', {}, 'Replay'),
-    subjects.map((s, i) => h('label', { class: 'check' }, h('input', { type: 'radio', name: 'replay-subject', value: s.value, checked: i === 0 }), ` ${s.label}`)));
+    subjects.map((s) => h('span', { class: 'check' },
+      h('label', { class: 'check' }, h('input', { type: 'radio', name: 'replay-subject', value: s.value, checked: s.value === start }), ` ${s.label}`),
+      s.value === 'version' ? earlierInput : null)));
+  earlierInput?.addEventListener('focus', () => { which.querySelector('input[value="version"]').checked = true; });
   const run = h('button', { type: 'submit' }, 'Replay');
   const cancel = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Stop');
   const progress = h('progress', { 'aria-label': 'Replay progress', hidden: true });
@@ -84,10 +93,22 @@ export function replayPanel(ctx, { ruleId = '', version = 0, draft = null, onDra
       }
       body.draft = rule;
     }
+    let what = subject === 'draft' ? 'This draft' : `Version ${version}`;
+    if (subject === 'version') {
+      const k = Math.round(Number(earlierInput.value));
+      if (!(k >= 1 && k < version)) {
+        earlierInput.setAttribute('aria-invalid', 'true');
+        status.textContent = `Choose a version from 1 to ${version - 1}.`;
+        return earlierInput.focus();
+      }
+      earlierInput.removeAttribute('aria-invalid');
+      body.version = k;
+      what = `Version ${k}`;
+    }
     const end = new Date();
     body.endTime = end.toISOString();
     body.startTime = new Date(end.getTime() - n * 86400000).toISOString();
-    const failed = await replay(body, { what: subject === 'draft' ? 'This draft' : `Version ${version}`, days: n });
+    const failed = await replay(body, { what, days: n });
     if (subject === 'draft' && failed?.violations?.length) onDraftViolations(failed.violations);
   });
 
@@ -129,6 +150,7 @@ export function replayPanel(ctx, { ruleId = '', version = 0, draft = null, onDra
   }
 
   ctx.onCleanup(() => controller?.abort());
+  if (start === 'version') setTimeout(() => which.scrollIntoView({ block: 'center' }));
   return h('section', { class: 'card replay', 'aria-labelledby': 'replay-heading' },
     h('h2', { id: 'replay-heading' }, 'Replay over stored events'),
     h('p', { class: 'muted' }, ruleId

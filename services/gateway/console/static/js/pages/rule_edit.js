@@ -214,7 +214,8 @@ export function renderRuleEditor(main, ctx) {
         violations.forEach((v) => showViolation(v.field.replace(/^draft\.?/, ''), v.description));
         form.querySelector('[aria-invalid="true"]')?.focus();
       };
-      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft, onDraftViolations }));
+      const earlier = Number(ctx.query.get('replayVersion')) || 0;
+      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft, onDraftViolations, earlier }));
     }
     if (ruleId && ctx.can(`${RULES}/ListExecutions`)) {
       const log = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });

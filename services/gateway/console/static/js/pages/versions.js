@@ -29,6 +29,7 @@ export function renderVersions(main, ctx) {
   const dialog = rollbackDialog();
   replace(main, back, heading, notice, historyCard, compare, dialog.element);
   const canRollBack = ctx.can(`${RULES}/RollbackRule`);
+  const canReplay = ctx.can(`${RULES}/ReplayRule`);
   let versions = [];
   let highlight = 0;
 
@@ -62,6 +63,8 @@ export function renderVersions(main, ctx) {
       h('td', {}, h('div', { class: 'version-actions' },
         isCurrent ? null : h('button', { type: 'button', class: 'secondary small', 'aria-label': `Compare version ${number} with the current version`,
           onclick: () => { comparison(number, versions[0].version); compare.scrollIntoView({ block: 'start' }); } }, 'Compare with current'),
+        isCurrent || !canReplay ? null : h('a', { class: 'button secondary small', href: `#/rules/${encodeURIComponent(ruleId)}?replayVersion=${number}`,
+          'aria-label': `Replay version ${number} over stored events` }, 'Replay'),
         isCurrent || !canRollBack ? null : h('button', { type: 'button', class: 'small', 'aria-label': `Roll back to version ${number}`,
           onclick: (e) => confirmRollback(v, e.currentTarget) }, 'Roll back'))));
   }
