@@ -9,6 +9,7 @@ import { actionForm, defaultParams } from '../actions.js';
 import { loadVocabulary } from '../conditions.js';
 import { factsOf, madeUpEvent, recentEvent } from '../sample.js';
 import { errorBox } from '../widgets.js';
+import { replayPanel } from './replay.js';
 import { executionLog, ruleTrace, ruleType } from './rules.js';
 
 const RULES = 'loom.rules.v1.RulesService';
@@ -198,8 +199,24 @@ export function renderRuleEditor(main, ctx) {
 
     const sections = [h('p', {}, h('a', { href: '#/rules' }, '← All rules')),
       h('h1', {}, ruleId ? `Rule: ${rule.name}` : 'New rule'),
-      ruleId ? h('p', { class: 'muted' }, `Version ${rule.version} · last changed by ${rule.updatedBy || rule.createdBy || '—'}`) : null,
+      ruleId ? h('p', { class: 'muted' }, `Version ${rule.version} · last changed by ${rule.updatedBy || rule.createdBy || '—'}`,
+        ctx.can(`${RULES}/ListRuleVersions`) ? [' · ', h('a', { href: `#/rules/${encodeURIComponent(ruleId)}/versions` }, 'Version history')] : null) : null,
       form, sample.element];
+    if (ctx.can(`${RULES}/ReplayRule`)) {
+      // The draft is the form as it stands, checked as a save would be.
+      const draft = () => {
+        clearViolations();
+        const { body, problems } = collect();
+        problems.forEach(([path, message]) => showViolation(path, message));
+        return problems.length ? null : body;
+      };
+      const onDraftViolations = (violations) => {
+        violations.forEach((v) => showViolation(v.field.replace(/^draft\.?/, ''), v.description));
+        form.querySelector('[aria-invalid="true"]')?.focus();
+      };
+      const earlier = Number(ctx.query.get('replayVersion')) || 0;
+      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft, onDraftViolations, earlier }));
+    }
     if (ruleId && ctx.can(`${RULES}/ListExecutions`)) {
       const log = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
       sections.push(log);
