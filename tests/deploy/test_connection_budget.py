@@ -10,8 +10,7 @@ import pytest
 from libs import connection_budget as cb
 from libs.cli import sized_pools
 from libs.settings import Settings, settings_classes
-from tests.deploy.compose import replicas, services
-from tests.deploy.compose import environment
+from tests.deploy.compose import environment, replicas, services
 from tests.deploy.test_compose import NO_SHELL_ENV, settings_class_of
 
 POSTGRES_DEFAULT_MAX_CONNECTIONS = 100
