@@ -3,7 +3,8 @@ tracking on a transaction-mode pool (prepared statements off), the schedulers on
 session-mode pool (their advisory locks and LISTEN live across transactions).
 
 Every service reaches PostgreSQL only through PgBouncer; the assertions read the database
-directly. The module has its own database (the outbox and the rules it holds are its own).
+directly. The module has its own database (`own_database`, tests/deploy/conftest.py): the
+outbox and the rules it holds are its own.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from loom.scheduler.v1 import scheduler_pb2
 from loom.tracking.v1 import tracking_pb2
 
 from libs.bootstrap import RunningService, start
-from libs.scratch_db import create_database, drop_database, plain_url, server_url
+from libs.scratch_db import plain_url
 from services.scheduler import wiring as scheduler_wiring
 from services.scheduler.leader import Replica
 from services.scheduler.store import LEADER_LOCK_NAMESPACE
 from tests.batch.conftest import create_supplier, place
 from tests.deploy.pgbouncer import PgBouncer
 from tests.rules.conftest import ADMIN, action, create, rule_message
-from tests.rules.peers import SmtpServer, eventually
+from tests.rules.peers import eventually
 from tests.support import free_port, from_gateway, settings_for, stub_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -39,24 +40,10 @@ ORDERS = 12
 
 
 @pytest.fixture(scope="module")
-def own_database():
-    admin_url = server_url()
-    url = create_database(admin_url)
-    yield url
-    drop_database(admin_url, url)
-
-
-@pytest.fixture(scope="module")
 def bouncer(own_database):
     running = PgBouncer(own_database, POOLS).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 def sql(database_url: str, statement: str, *args) -> list[tuple]:
