@@ -1,17 +1,26 @@
 """The connection budget (libs/connection_budget.py): the formula, `loom up`'s pool sizing
-against a real server's max_connections, and the compose file against PostgreSQL's default."""
+against a real server's max_connections, the compose file against PostgreSQL's default, and
+busy processes that never hold more than their budget (each alone on its own database)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import uuid
 
+import psycopg
 import pytest
+from loom.scheduler.v1 import scheduler_pb2
+from loom.tracking.v1 import tracking_pb2
 
 from libs import connection_budget as cb
 from libs.cli import sized_pools
+from libs.scratch_db import plain_url
 from libs.settings import Settings, settings_classes
 from tests.deploy.compose import environment, replicas, services
 from tests.deploy.test_compose import NO_SHELL_ENV, settings_class_of
+from tests.support import auth, serve, settings_for, stub_for
 
 POSTGRES_DEFAULT_MAX_CONNECTIONS = 100
 POSTGRES_DEFAULT_SUPERUSER_RESERVED = 3
@@ -99,3 +108,75 @@ def test_the_compose_topology_fits_postgres_default_max_connections():
     budget = compose_budget(POSTGRES_DEFAULT_MAX_CONNECTIONS)
     assert {name for name, count in budget.needed.items() if count} == set(cb.DATABASE_PROCESSES)
     assert budget.fits, budget.explain()
+
+
+class PeakConnections:
+    """The most connections to a database seen while the block runs (sampled every 20 ms),
+    from anyone but the sampler."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = plain_url(database_url)
+        self.peak = 0
+        self._task: asyncio.Task | None = None
+
+    def count(self) -> int:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, await asyncio.to_thread(self.count))
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> PeakConnections:
+        for _ in range(100):  # the previous test's service closes its connections as it stops
+            if await asyncio.to_thread(self.count) == 0:
+                break
+            await asyncio.sleep(0.05)
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.peak = max(self.peak, await asyncio.to_thread(self.count))
+
+
+SMALL_POOL = {"db_pool_size": 2, "db_max_overflow": 0}
+
+
+async def test_a_busy_scheduler_leading_and_watched_stays_within_its_budget(own_database):
+    async with PeakConnections(own_database) as seen, serve(
+        "scheduler", own_database, scheduler_leader_poll_seconds=0.1, **SMALL_POOL
+    ) as running, stub_for("scheduler", running.target) as stub:
+        watch = stub.WatchJobRuns(scheduler_pb2.WatchJobRunsRequest(), metadata=auth("admin"))
+        reads = [stub.ListJobs(scheduler_pb2.ListJobsRequest(), metadata=auth("admin")) for _ in range(30)]
+        await asyncio.gather(*reads)
+        await asyncio.sleep(1.0)  # a few leader ticks (the job store engine), the watch's LISTEN open
+        watch.cancel()
+    budget = cb.per_process("scheduler", settings_for("scheduler", own_database, **SMALL_POOL))
+    assert 2 + 1 + 1 <= seen.peak <= budget, "pool, lock and LISTEN at least; never more than the budget"
+
+
+async def test_a_busy_tracking_process_stays_within_its_budget(own_database):
+    unique = uuid.uuid4().hex[:8]
+    async with PeakConnections(own_database) as seen, serve("tracking", own_database, **SMALL_POOL) as running, stub_for(
+        "tracking", running.target
+    ) as stub:
+
+        async def ingest(i: int) -> None:
+            item = tracking_pb2.Interaction(
+                client_event_id=f"{unique}-{i}", type=tracking_pb2.INTERACTION_TYPE_VIEW_DETAILS,
+                product_id=f"p-{i % 3}", session_id=f"s-{unique}-{i}",
+            )
+            await stub.TrackInteraction(tracking_pb2.TrackInteractionRequest(interaction=item))
+            await stub.GetEngagementSummary(tracking_pb2.GetEngagementSummaryRequest(), metadata=auth("admin"))
+
+        await asyncio.gather(*(ingest(i) for i in range(60)))
+    settings = settings_for("tracking", own_database, **SMALL_POOL)
+    assert seen.peak <= cb.per_process("tracking", settings) == 2 + settings.ingest_writers
