@@ -18,6 +18,7 @@ from libs import connection_budget as cb
 from libs.cli import sized_pools
 from libs.scratch_db import plain_url
 from libs.settings import Settings, settings_classes
+from tests.batch.conftest import create_supplier, place
 from tests.deploy.compose import environment, replicas, services
 from tests.deploy.test_compose import NO_SHELL_ENV, settings_class_of
 from tests.support import auth, serve, settings_for, stub_for
@@ -180,3 +181,13 @@ async def test_a_busy_tracking_process_stays_within_its_budget(own_database):
         await asyncio.gather(*(ingest(i) for i in range(60)))
     settings = settings_for("tracking", own_database, **SMALL_POOL)
     assert seen.peak <= cb.per_process("tracking", settings) == 2 + settings.ingest_writers
+
+
+async def test_a_busy_batch_process_with_its_committer_and_dispatcher_stays_within_its_pool(own_database):
+    category = f"budget_{uuid.uuid4().hex[:8]}"
+    async with PeakConnections(own_database) as seen, serve(
+        "batch", own_database, outbox_poll_seconds=0.05, **SMALL_POOL
+    ) as running, stub_for("batch", running.target) as stub:
+        await create_supplier(stub, category)
+        await asyncio.gather(*(place(stub, category, 1) for _ in range(40)))
+    assert seen.peak <= cb.per_process("batch", settings_for("batch", own_database, **SMALL_POOL)) == 2
