@@ -103,6 +103,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
             application_name=f"loom-{spec.name}",
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            prepared_statements=settings.db_prepared_statements,
         )
         exit_stack.push_async_callback(engine.dispose)
     clients = ServiceClients(settings, caller=spec.name)

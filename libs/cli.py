@@ -142,8 +142,10 @@ def make_certs(directory: Path, hosts: tuple[str, ...] = ()) -> None:
         tls.make_certificate(directory, name, hosts=hosts)
 
 
-async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None = None) -> int:
-    env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key}
+async def run_suite(
+    settings: Settings, database_url: str, tls_dir: Path | None = None, pool_env: dict[str, str] | None = None
+) -> int:
+    env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key, **(pool_env or {})}
     if tls_dir is not None:
         settings = settings.model_copy(update=tls.tls_settings(tls_dir, OPERATOR_IDENTITY))
     suite = Suite(settings, env, tls_dir)
@@ -197,7 +199,26 @@ def cmd_up(args: argparse.Namespace) -> int:
             make_certs(tls_dir)
     database_url = resolve_database_url(settings)
     migrate(database_url)
-    return asyncio.run(run_suite(settings, database_url, tls_dir))
+    try:
+        pool_env = sized_pools(settings, database_url)
+    except ValueError as error:  # connection_budget.BudgetExceeded
+        print(f"loom: {error}", file=sys.stderr)
+        return 1
+    return asyncio.run(run_suite(settings, database_url, tls_dir, pool_env))
+
+
+def sized_pools(settings: Settings, database_url: str, replicas: int = 1) -> dict[str, str]:
+    """Each child's pool, sized so that the whole suite fits the server's max_connections."""
+    from libs import connection_budget  # imported here, as libs.db above
+
+    pool_env = connection_budget.suite_pool_env(database_url, replicas)
+    if pool_env != {"LOOM_DB_POOL_SIZE": str(settings.db_pool_size), "LOOM_DB_MAX_OVERFLOW": str(settings.db_max_overflow)}:
+        print(
+            f"loom: pools of {pool_env['LOOM_DB_POOL_SIZE']} + {pool_env['LOOM_DB_MAX_OVERFLOW']} overflow per process "
+            "to fit the server's max_connections (docs/deploy.md: the connection budget)",
+            file=sys.stderr,
+        )
+    return pool_env
 
 
 def cmd_certs(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psycopg
@@ -78,14 +78,32 @@ def with_database(url: str, database: str) -> str:
     return f"{base}/{database}{sep}{query}"
 
 
-def make_engine(url: str, *, application_name: str, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def driver_options(*, prepared_statements: bool = True) -> dict[str, Any]:
+    """psycopg connection options. Without prepared statements (behind a transaction-mode
+    pooler such as PgBouncer before 1.21, where the next transaction may run on another
+    server connection that never saw the PREPARE) the driver prepares nothing, even where
+    a statement asks to be prepared."""
+    return {} if prepared_statements else {"prepare_threshold": None}
+
+
+def make_engine(
+    url: str,
+    *,
+    application_name: str,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    prepared_statements: bool = True,
+) -> AsyncEngine:
+    """An engine whose pool holds pool_size connections and opens up to max_overflow more
+    under load: pool_size + max_overflow is what it may hold of the server's max_connections
+    (libs/connection_budget.py adds up a whole deployment)."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"application_name": application_name},
+        connect_args={"application_name": application_name, **driver_options(prepared_statements=prepared_statements)},
     )
 
 
