@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 import grpc
@@ -289,7 +290,7 @@ class Gateway:
     """
 
     def __init__(
-        self, app: Starlette, transcoder: Transcoder, table: RouteTable, protections: Protections, cors: dict
+        self, app: Starlette, transcoder: Transcoder, table: RouteTable, protections: Protections, cors: dict[str, Any]
     ) -> None:
         self.app, self._transcoder, self._table, self._protections = app, transcoder, table, protections
         # Refusals answered before routing still carry CORS headers, so a browser can read them.
@@ -355,7 +356,7 @@ def create_app(settings: GatewaySettings) -> Gateway:
         Route("/openapi.json", openapi),
         *console_routes(),
     ]
-    cors = {
+    cors: dict[str, Any] = {
         "allow_origins": settings.cors_origins,
         "allow_methods": methods,
         "allow_headers": ["authorization", "content-type", REQUEST_ID_HEADER, forwarding.GRPC_TIMEOUT_HEADER],

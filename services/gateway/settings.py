@@ -19,7 +19,9 @@ class GatewaySettings(Settings):
         ge=0,
         description="Requests a second one client IP (an IPv6 /64) may make, per gateway process; 0: no limit (429 beyond).",
     )
-    rate_limit_ip_burst: int = Field(default=200, ge=1, description="Requests one client IP may make at once before its rate applies.")
+    rate_limit_ip_burst: int = Field(
+        default=200, ge=1, description="Requests one client IP may make at once before its rate applies."
+    )
     rate_limit_subject_per_second: float = Field(
         default=20.0,
         ge=0,

@@ -132,7 +132,8 @@ async def test_each_subject_has_its_own_bucket_whatever_address_it_calls_from(ht
 async def test_a_forged_token_naming_someone_does_not_drain_their_bucket(http):
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     for _ in range(SUBJECT_BURST + 2):
-        forged = await http.get("/v1/posts/p1", headers=as_client(fresh_ip(), authorization=bearer(victim, "not-the-key-the-gateway-and-services-know")))
+        forged_token = bearer(victim, "not-the-key-the-gateway-and-services-know")
+        forged = await http.get("/v1/posts/p1", headers=as_client(fresh_ip(), authorization=forged_token))
         assert forged.status_code == 401  # the service refuses it; the gateway did not count it for the victim
     assert (await http.get("/v1/posts/p1", headers=as_client(fresh_ip(), authorization=bearer(victim)))).status_code == 200
 
@@ -178,7 +179,8 @@ async def test_strict_transport_security_is_sent_over_https(backend, tmp_path):
     cert, key = tls.make_certificate(tmp_path, "gateway")
     targets = dict.fromkeys(("batch", "rules", "tracking", "scheduler"), backend.target)
     settings = gateway_settings(targets, tls_cert_file=cert, tls_key_file=key)
-    async with run_gateway(settings) as secure, secure.client(verify=ssl.create_default_context(cafile=tmp_path / "ca.pem")) as client:
+    trusting_the_ca = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    async with run_gateway(settings) as secure, secure.client(verify=trusting_the_ca) as client:
         reply = await client.get(OPEN)
     assert reply.status_code == 200
     assert reply.headers["strict-transport-security"] == HSTS_HEADER[1].decode()

@@ -115,10 +115,8 @@ async def seed(stub, post_id: str, person: Person) -> None:
 
 @pytest.fixture
 async def two_people(stub, unique):
-    post = await stub.CreatePost(
-        pb.CreatePostRequest(request_id=uuid.uuid4().hex, post=pb.Post(title="Tees", url="https://loom.example/t", published=True)),
-        metadata=ADMIN,
-    )
+    shared = pb.Post(title="Tees", url="https://loom.example/t", published=True)
+    post = await stub.CreatePost(pb.CreatePostRequest(request_id=uuid.uuid4().hex, post=shared), metadata=ADMIN)
     erased, kept = Person(f"erased-{unique}", "203.0.113.41"), Person(f"kept-{unique}", "203.0.113.42")
     for person in (erased, kept):
         await seed(stub, post.post.post_id, person)
