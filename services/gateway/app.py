@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from libs.client_ip import parse_networks
 from libs.clients import forwarding_channel
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import SERVICE_NAMES
@@ -149,7 +148,6 @@ class Transcoder:
         self._table = table
         self._backends = backends
         self._limits = Limits.of(settings)
-        self._trusted_proxies = parse_networks(settings.trusted_proxies)
         self._log = log.bind()  # resolved once: the lazy proxy re-binds on every call otherwise
         self._metrics: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -227,11 +225,9 @@ class Transcoder:
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True) if scope["query_string"] else ()
         message = build_request(binding, body, variables, query)
         fill_user_agent(message, headers.get("user-agent", ""))
-        ip = scope.get(CLIENT_IP_KEY)  # resolved by the protections, which every request passes
-        if ip is None:
-            client = scope.get("client")
-            ip = forwarding.client_address(client[0] if client else "", headers.get("x-forwarded-for", ""), self._trusted_proxies)
-        metadata = forwarding.call_metadata(headers, request_id=request_id, client=ip)
+        # The client IP as the protections resolved it (X-Forwarded-For walked back through
+        # LOOM_TRUSTED_PROXIES) before the request was let in.
+        metadata = forwarding.call_metadata(headers, request_id=request_id, client=scope[CLIENT_IP_KEY])
         streaming = binding.rpc.server_streaming
         timeout = forwarding.deadline_seconds(
             headers,
