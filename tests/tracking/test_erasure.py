@@ -150,6 +150,20 @@ async def test_nothing_of_the_person_remains_in_any_table_and_the_other_persons_
     assert reply.dedup_windows_deleted >= 2 and reply.rollup_rows_deleted >= 4
 
 
+async def test_another_persons_signed_in_events_in_a_shared_session_stay(stub, tracking_db, unique):
+    first, second, session = f"first-{unique}", f"second-{unique}", f"shared-{unique}"
+    replies = {}
+    for user in (first, second):
+        item = pb.Interaction(type=pb.INTERACTION_TYPE_VIEW_DETAILS, product_id=f"p-{user}", session_id=session, user_id=user)
+        replies[user] = await stub.TrackInteraction(pb.TrackInteractionRequest(interaction=item), metadata=auth("buyer", user))
+
+    await erase(stub, second)
+
+    stored = database_rows(tracking_db, "SELECT user_id FROM tracking.interactions WHERE session_id = %s", session)
+    attributed = database_rows(tracking_db, "SELECT user_id FROM tracking.session_users WHERE session_id = %s", session)
+    assert stored == [(first,)] and attributed == [(first,)]
+
+
 async def test_the_posts_share_count_keeps_erased_shares_as_an_anonymous_count(stub, two_people):
     erased, _, post_id = two_people
     await erase(stub, erased.user_id)

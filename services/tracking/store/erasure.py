@@ -7,7 +7,8 @@ The person is a user id. What is theirs:
 - their browser ids: the `anonymous_id`s their signed-in interactions carried.
 
 Every row keyed by the user id, one of those sessions or browser ids, or one of their
-interactions or shares goes: raw interactions (every partition: a DELETE on the parent
+interactions or shares goes (but not another signed-in person's interactions, shares or
+session attribution in a session they shared, say on one computer): raw interactions (every partition: a DELETE on the parent
 reaches them all), client event ids, de-duplication windows, attributions, shares, the
 stored answers of their TrackShare calls, and the rollups keyed by a person or session
 (`user_products_daily`, `actor_products_daily`, `session_hours`, `funnel_steps`).
@@ -68,7 +69,8 @@ async def erase_person(conn: AsyncConnection, user_id: str) -> Erased:
             await conn.execute(
                 text(
                     f"""DELETE FROM tracking.interactions
-                    WHERE user_id = :user_id OR {ANY_SESSION} OR anonymous_id = ANY(CAST(:browsers AS text[]))
+                    WHERE user_id = :user_id OR (user_id IS NULL AND (
+                        {ANY_SESSION} OR anonymous_id = ANY(CAST(:browsers AS text[]))))
                     RETURNING id"""
                 ),
                 keys,
@@ -82,13 +84,14 @@ async def erase_person(conn: AsyncConnection, user_id: str) -> Erased:
         f"DELETE FROM tracking.dedup_windows WHERE {ANY_SESSION} OR interaction_id = ANY(CAST(:ids AS uuid[]))",
         {**keys, **ids},
     )
-    attributions = await _count(conn, f"DELETE FROM tracking.session_users WHERE user_id = :user_id OR {ANY_SESSION}", keys)
+    attributions = await _count(conn, "DELETE FROM tracking.session_users WHERE user_id = :user_id", person)
     share_ids = list(
         (
             await conn.execute(
                 text(
                     f"""WITH gone AS (
-                        DELETE FROM tracking.shares WHERE user_id = :user_id OR {ANY_SESSION} RETURNING id, post_id
+                        DELETE FROM tracking.shares WHERE user_id = :user_id OR (user_id IS NULL AND {ANY_SESSION})
+                        RETURNING id, post_id
                     ), per_post AS (SELECT post_id, count(*) AS n FROM gone GROUP BY post_id),
                     folded AS (UPDATE tracking.posts p SET purged_shares = p.purged_shares + per_post.n
                                FROM per_post WHERE p.post_id = per_post.post_id)
