@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from google.rpc import code_pb2
 from starlette.types import Receive
 
+from services.gateway.settings import GatewaySettings
 from services.gateway.status import HttpError, gateway_error
 
 JSON_TYPE = "application/json"
@@ -28,7 +29,7 @@ class Limits:
     body_bytes: int
 
     @classmethod
-    def of(cls, settings) -> Limits:
+    def of(cls, settings: GatewaySettings) -> Limits:
         return cls(settings.max_header_bytes, settings.max_header_count, settings.max_body_bytes)
 
     def check_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> HttpError | None:

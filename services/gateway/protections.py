@@ -29,9 +29,9 @@ from starlette.types import Message, Scope, Send
 from libs.auth import Authenticator, identity_provider
 from libs.client_ip import parse_networks
 from libs.errors import ERROR_DOMAIN
-from libs.settings import Settings
 from services.gateway import forwarding
 from services.gateway.limits import Limits
+from services.gateway.settings import GatewaySettings
 from services.gateway.status import HttpError, gateway_error
 
 # The console's pages load only their own scripts and styles (no inline code, no third
@@ -132,7 +132,7 @@ def rate_limited(who: str, wait_seconds: float) -> HttpError:
 class Protections:
     """Admits or refuses a request (`admit`) and adds the security headers to its answer (`secure`)."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.limits = Limits.of(settings)
         self._trusted_proxies = parse_networks(settings.trusted_proxies)
         self._ips = _buckets(settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst)
@@ -204,5 +204,5 @@ def _buckets(rate: float, burst: int) -> TokenBuckets | None:
     return TokenBuckets(rate, burst) if rate > 0 else None
 
 
-def _authenticator(settings: Settings) -> Authenticator:
+def _authenticator(settings: GatewaySettings) -> Authenticator:
     return Authenticator(settings.jwt_key, issuer=settings.jwt_issuer, provider=identity_provider(settings))
