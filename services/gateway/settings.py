@@ -15,12 +15,12 @@ class GatewaySettings(Settings):
     )
     max_header_count: int = Field(default=100, description="Most headers a request may carry (431 beyond).")
     rate_limit_ip_per_second: float = Field(
-        default=50.0,
+        default=100.0,
         ge=0,
         description="Requests a second one client IP (an IPv6 /64) may make, per gateway process; 0: no limit (429 beyond).",
     )
     rate_limit_ip_burst: int = Field(
-        default=200, ge=1, description="Requests one client IP may make at once before its rate applies."
+        default=400, ge=1, description="Requests one client IP may make at once before its rate applies."
     )
     rate_limit_subject_per_second: float = Field(
         default=20.0,
