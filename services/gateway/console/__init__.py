@@ -26,11 +26,6 @@ from libs.auth import ROLE_NAMES, access_rule
 from services.gateway.console.vocabulary import vocabulary_document
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Everything is served from here: no inline scripts, no third-party origins.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 SERVICES = tuple(
     descriptor_pool.Default().FindServiceByName(name)
     for name in (
@@ -71,13 +66,15 @@ async def to_index(_: Request) -> Response:
 
 
 class ConsoleFiles(StaticFiles):
-    """Static files that browsers revalidate, so a redeployed console is never half old."""
+    """Static files that browsers revalidate, so a redeployed console is never half old.
+
+    Their Content-Security-Policy (everything from here: no inline scripts, no third-party
+    origins) and other security headers come with every gateway response
+    (services/gateway/protections.py)."""
 
     async def get_response(self, path: str, scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.setdefault("cache-control", "no-cache")
-        response.headers.setdefault("x-content-type-options", "nosniff")
-        response.headers.setdefault("content-security-policy", CONTENT_SECURITY_POLICY)
         return response
 
 
