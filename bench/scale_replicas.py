@@ -47,7 +47,8 @@ async def one_against_two(
     ctx: BenchContext, measure: Callable[[str, str], Awaitable[float]], one: str, both: str
 ) -> tuple[float, float]:
     """Median rates on one replica and on both, runs alternating which side goes first."""
-    ones, twos = [], []
+    ones: list[float] = []
+    twos: list[float] = []
     for run in range(ctx.runs):
         sides = [(one, ones), (both, twos)]
         for target, rates in sides if run % 2 == 0 else reversed(sides):
