@@ -40,8 +40,8 @@ $(PROMETHEUS):
 	# The package starts a server of its own where an init system runs; the tests start theirs.
 	$$(test $$(id -u) = 0 || echo sudo) pkill -x prometheus || true
 
-up: setup
-	$(VENV)/bin/loom up
+up: setup  # `make up REPLICAS=2`: two of every service (libs/replicas.py)
+	$(VENV)/bin/loom up $(if $(REPLICAS),--replicas $(REPLICAS))
 
 # The container tests need a Docker engine: Debian's docker.io, docker-compose and
 # debootstrap are installed when missing and dockerd started when none answers
