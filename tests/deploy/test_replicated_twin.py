@@ -4,8 +4,8 @@ The compose topology as processes (tests/deploy/twin.py) with every process doub
 every client on a round-robin target over both replicas of what it calls. Orders go in
 through both gateways at once; the invariants hold as with one of each: no batch over
 its capacity, every acknowledged order stored once, each (rule, event) executed once.
-Then the batch replica serving an SSE stream is killed with kill -9 and the stream goes
-on from the other.
+Then the batch, and the scheduler, replica serving SSE streams is killed with kill -9 and
+the streams go on from the other.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from loom.batch.v1 import batch_pb2
 from loom.rules.v1 import rules_pb2
+from loom.scheduler.v1 import scheduler_pb2
 
 from libs.clients import STUBS
 from libs.scratch_db import plain_url, server_url
@@ -143,29 +144,45 @@ async def test_orders_through_both_gateways_fill_batches_within_capacity_and_fir
 
 
 class SseWatcher:
-    """Reads one WatchBatch event stream through a gateway: the quantities seen, and how it ended."""
+    """Reads one event stream through a gateway: the messages seen, and how it ended."""
 
-    def __init__(self, url: str, batch_id: str) -> None:
-        self.url, self.batch_id = url, batch_id
-        self.quantities: list[int] = []
+    def __init__(self, url: str, path: str) -> None:
+        self.url, self.path = url, path
+        self.messages: list[dict] = []
         self.ended: str | None = None
+        self.opened = asyncio.Event()
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=120) as http, http.stream(
-            "GET", f"/v1/batches/{self.batch_id}:watch", headers=dict(ADMIN)
+            "GET", self.path, headers=dict(ADMIN)
         ) as reply:
             assert reply.status_code == 200
+            self.opened.set()
             buffer = ""
             async for chunk in reply.aiter_text():
                 buffer += chunk
                 while "\n\n" in buffer:
                     block, buffer = buffer.split("\n\n", 1)
                     if block.startswith("data: "):
-                        self.quantities.append(int(json.loads(block[6:])["batch"]["currentQuantity"]))
+                        self.messages.append(json.loads(block[6:]))
                     elif block.startswith("event: "):
                         self.ended = block
                         return
+
+    @property
+    def quantities(self) -> list[int]:
+        return [int(m["batch"]["currentQuantity"]) for m in self.messages]
+
+
+def watchers_on_both_gateways(twin: Twin, path: str) -> list[SseWatcher]:
+    """Two streams through each gateway: round robin puts each pair on both backend replicas,
+    so whichever replica dies, some stream was on it."""
+    return [SseWatcher(f"http://{twin.target('gateway', g)}", path) for g in range(REPLICAS) for _ in range(2)]
+
+
+def resubscriptions(twin: Twin) -> int:
+    return sum(p.log_path.read_text().count("stream resubscribed") for p in twin.processes["gateway"])
 
 
 async def one_unit(twin: Twin, category: str, *, replica: int) -> batch_pb2.PlaceOrderResponse:
@@ -179,9 +196,7 @@ async def test_an_sse_stream_goes_on_from_the_other_batch_replica_after_kill_9_o
     category = f"twin_sse_{uuid.uuid4().hex[:8]}"
     await supplier(twin, category, moq=500, capacity=1000)
     batch_id = (await one_unit(twin, category, replica=0)).batch.batch_id
-    # Two streams through each gateway: round robin puts each pair on both batch replicas,
-    # so whichever replica dies, some stream was on it.
-    watchers = [SseWatcher(f"http://{twin.target('gateway', g)}", batch_id) for g in range(REPLICAS) for _ in range(2)]
+    watchers = watchers_on_both_gateways(twin, f"/v1/batches/{batch_id}:watch")
     assert await eventually(lambda: all(w.quantities == [1] for w in watchers), timeout=30) is True
 
     twin.processes["batch"][0].kill()
@@ -197,5 +212,28 @@ async def test_an_sse_stream_goes_on_from_the_other_batch_replica_after_kill_9_o
     finally:
         for watcher in watchers:
             watcher.task.cancel()
-    resubscribed = sum(p.log_path.read_text().count("stream resubscribed") for p in twin.processes["gateway"])
-    assert resubscribed >= 1
+    assert resubscriptions(twin) >= 1
+
+
+async def test_a_job_run_stream_goes_on_from_the_other_scheduler_after_kill_9_of_the_one_serving_it(twin):
+    before = resubscriptions(twin)
+    watchers = watchers_on_both_gateways(twin, "/v1/jobRuns:watch?jobName=orchestrate-batches")
+    await asyncio.wait_for(asyncio.gather(*(w.opened.wait() for w in watchers)), 30)
+    await asyncio.sleep(1)  # every stream subscribed on its replica
+
+    twin.processes["scheduler"][0].kill()
+    await asyncio.sleep(1)  # the gateways resubscribe the streams it served
+    run = await call(twin, "scheduler", "RunJobNow", scheduler_pb2.RunJobNowRequest(
+        request_id=uuid.uuid4().hex, job_name="orchestrate-batches"), replica=1)
+
+    try:
+        def every_stream_saw_the_run():
+            return all(any(m["run"]["runId"] == run.run.run_id for m in w.messages) for w in watchers)
+
+        outcome = await eventually(every_stream_saw_the_run, timeout=30)
+        assert outcome is True, [(w.messages, w.ended) for w in watchers]
+        assert all(w.ended is None for w in watchers), [w.ended for w in watchers]
+    finally:
+        for watcher in watchers:
+            watcher.task.cancel()
+    assert resubscriptions(twin) > before
