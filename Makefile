@@ -46,8 +46,8 @@ $(PGBOUNCER):
 	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 
-up: setup
-	$(VENV)/bin/loom up
+up: setup  # `make up REPLICAS=2`: two of every service (libs/replicas.py)
+	$(VENV)/bin/loom up $(if $(REPLICAS),--replicas $(REPLICAS))
 
 # The container tests need a Docker engine: Debian's docker.io, docker-compose and
 # debootstrap are installed when missing and dockerd started when none answers

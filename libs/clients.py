@@ -53,6 +53,17 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 )
 
+def channel_options(target: str) -> tuple[tuple[str, Any], ...]:
+    """CHANNEL_OPTIONS, plus, for a list of addresses (`ipv4:10.0.0.1:50051,10.0.0.2:50051`,
+    as `loom up --replicas` gives), the first one's host as the authority: the default would
+    be the whole list, which no certificate names, so TLS hostname verification would fail."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in addresses:
+        return CHANNEL_OPTIONS
+    host = addresses.split(",", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return (*CHANNEL_OPTIONS, ("grpc.default_authority", host))
+
+
 STUBS = {
     "batch": batch_pb2_grpc.BatchServiceStub,
     "rules": rules_pb2_grpc.RulesServiceStub,
@@ -115,8 +126,8 @@ def open_channel(
     """A channel to `target`: TLS with `credentials` (see libs.tls), else plaintext."""
     interceptors = [_CallDefaults(token, deadline_seconds)]
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=channel_options(target), interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=channel_options(target), interceptors=interceptors)
 
 
 class _Forwarder(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -145,9 +156,9 @@ def forwarding_channel(settings: Settings, service: str, *, identity: str = "gat
     its client certificate under mutual TLS, else as a forwarder token."""
     target, credentials = settings.target_of(service), channel_credentials(settings)
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, credentials, options=channel_options(target))
     token = ServiceToken(settings.jwt_key, subject=f"{SERVICE_SUBJECT_PREFIX}{identity}", issuer=settings.jwt_issuer)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[_Forwarder(token)])
+    return grpc.aio.insecure_channel(target, options=channel_options(target), interceptors=[_Forwarder(token)])
 
 
 class ServiceClients:

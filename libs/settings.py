@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, description="Largest request a server accepts.")
     client_deadline_seconds: float = Field(default=10.0, description="Default deadline of service-to-service calls.")
     shutdown_grace_seconds: float = Field(default=10.0, description="How long SIGTERM lets in-flight calls finish.")
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="A gRPC server closes each client connection (GOAWAY) after about this long, so long-lived "
+        "clients resolve their target again and spread over replicas that came or went (0: never).",
+    )
+    grpc_max_connection_age_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long calls still open on a connection past its maximum age may go on before it is cut "
+        "(streams longer than this are ended with UNAVAILABLE; the gateway resubscribes its SSE streams).",
+    )
     metrics_sample_seconds: float = Field(
         default=15.0,
         gt=0,

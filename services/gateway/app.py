@@ -41,6 +41,7 @@ from services.gateway.protections import CLIENT_IP_KEY, Protections
 from services.gateway.routes import Binding, RouteTable, Rpc, build_table
 from services.gateway.settings import GatewaySettings
 from services.gateway.status import HttpError, bad_request, from_rpc_error, gateway_error, internal_error
+from services.gateway.streams import ResubscribingStream
 from services.gateway.transcode import FieldError, build_request, fill_user_agent, response_payload
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -234,28 +235,24 @@ class Transcoder:
             default=None if streaming else self._settings.default_deadline_seconds,
             maximum=self._settings.max_deadline_seconds,
         )
-        call = self._backends.callable_for(binding.rpc)(message, timeout=timeout, metadata=metadata)
+        method = self._backends.callable_for(binding.rpc)
         if streaming:
-            return await self._event_stream(call, binding, request_id)
-        reply = await call
+            stream = ResubscribingStream(
+                lambda remaining: method(message, timeout=remaining, metadata=metadata), timeout, method=binding.rpc.path
+            )
+            return await self._event_stream(stream, binding, request_id)
+        reply = await method(message, timeout=timeout, metadata=metadata)
         return json_reply(response_payload(binding, reply), request_id)
 
-    async def _event_stream(self, call: grpc.aio.UnaryStreamCall, binding: Binding, request_id: str) -> StreamingResponse:
+    async def _event_stream(self, stream: ResubscribingStream, binding: Binding, request_id: str) -> StreamingResponse:
         """Server-Sent Events: one `data:` line per message, `event: error` with the status on failure."""
-        pending = asyncio.ensure_future(call.read())
-        try:
-            await asyncio.wait({pending}, timeout=FIRST_EVENT_GRACE_SECONDS)
-            if pending.done():
-                pending.result()  # an error before the first message answers with its own HTTP status
-        except BaseException:
-            pending.cancel()
-            call.cancel()
-            raise
+        # an error before the first message answers with its own HTTP status
+        pending = await stream.first_message_or_failure(FIRST_EVENT_GRACE_SECONDS)
         headers = {REQUEST_ID_HEADER: request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        events = self._events(call, pending, binding)
+        events = self._events(stream, pending, binding)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    async def _events(self, call: grpc.aio.UnaryStreamCall, pending: asyncio.Future, binding: Binding) -> AsyncIterator[bytes]:
+    async def _events(self, stream: ResubscribingStream, pending: asyncio.Future, binding: Binding) -> AsyncIterator[bytes]:
         keepalive = self._settings.sse_keepalive_seconds
         try:
             while True:
@@ -268,12 +265,12 @@ class Transcoder:
                     yield b"event: end\ndata: {}\n\n"
                     return
                 yield _event(None, response_payload(binding, item))
-                pending = asyncio.ensure_future(call.read())
+                pending = asyncio.ensure_future(stream.read())
         except grpc.aio.AioRpcError as error:
             yield _event("error", from_rpc_error(error).body())
         finally:
             pending.cancel()
-            call.cancel()
+            stream.cancel()
 
 
 class Gateway:

@@ -115,7 +115,7 @@ class RunningGateway:
     settings: GatewaySettings
 
     def client(self, **kwargs) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, **{"timeout": 10, **kwargs})
 
 def gateway_settings(targets: dict[str, str], **overrides) -> GatewaySettings:
     """Rate limits are off unless a test sets them: tests call from one address as fast as they can."""
