@@ -21,6 +21,7 @@ from services.rules.domain.rules import (
     RuleDefinition,
     validated,
 )
+from services.rules.records import StoredEvent
 from services.rules.replay import ReplayItem
 
 if TYPE_CHECKING:
@@ -274,6 +275,17 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
         "data": data,
         "trace_parent": event.trace_parent,
     }
+
+
+def event_to_proto(event: StoredEvent) -> event_pb2.Event:
+    return event_pb2.Event(
+        event_id=event.event_id,
+        type=event.type,
+        source=event.source,
+        occurred_time=timestamp(event.occurred_time),
+        data=to_struct(event.data),
+        trace_parent=event.trace_parent,
+    )
 
 
 def wait_to_proto(row: dict[str, Any]) -> rules_pb2.Wait:

@@ -150,8 +150,11 @@ class RuleEvaluator:
         self._compiled = compiled
         return in_evaluation_order(list(compiled.values()))
 
-    async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
+    async def evaluate(self, event: dict[str, Any], *, traced: bool, draft: ActiveRule | None = None) -> Evaluation:
+        """With a `draft` (dry runs), it takes the place of the active rule of the same id, or joins them."""
         rules = await self.active_rules()
+        if draft is not None:
+            rules = in_evaluation_order([*(r for r in rules if r.rule_id != draft.rule_id), draft])
         facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
         # One cache per evaluation: every fact is fetched once however many rules name it.
         fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts, {})

@@ -21,6 +21,7 @@ class StoredEvent:
     data: dict[str, Any]
     seq: int = 0
     attempts: int = 0
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)

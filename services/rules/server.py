@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs import idempotency, pagination
 from libs.auth import current_caller
+from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
 from services.rules import inbox, store
+from services.rules.catalog import get_vocabulary
 from services.rules.convert import (
     UPDATABLE,
     change_to_proto,
@@ -21,6 +23,7 @@ from services.rules.convert import (
     definition_from_proto,
     enum_name,
     event_record,
+    event_to_proto,
     execution_to_proto,
     notification_to_proto,
     outcome_to_proto,
@@ -38,13 +41,18 @@ from services.rules.settings import RulesSettings
 from services.rules.waits import cancel_wait
 
 DEFAULT_REPLAY_DAYS = 7
+# The rule_id a dry-run draft without one answers under.
+DRAFT_RULE_ID = "draft"
 # Results per streamed message: small enough for SSE clients to show progress, large enough to batch.
 REPLAY_MESSAGE_RESULTS = 500
 
 
 class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
-    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings, clients: ServiceClients
+    ) -> None:
         self._db, self._evaluator, self._worker, self._settings = engine, evaluator, worker, settings
+        self._clients = clients
         self._replayer = Replayer(engine, evaluator)
 
     async def _idempotent(self, method: str, request, response_type, work):
@@ -176,9 +184,14 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def EvaluateEvent(self, request, context):
         violations = Violations()
         record = event_record(request.event, "event", violations)
+        violations.check(request.dry_run or not request.HasField("draft"), "draft", "only with dry_run")
         violations.raise_if_any()
+        draft = None
+        if request.HasField("draft"):
+            definition = checked(definition_from_proto(request.draft), self._evaluator.limits, where="draft")
+            draft = self._evaluator.compile(request.draft.rule_id or DRAFT_RULE_ID, definition, version=request.draft.version)
         if request.dry_run:
-            evaluation = await self._evaluator.evaluate(record, traced=True)
+            evaluation = await self._evaluator.evaluate(record, traced=True, draft=draft)
             return rules_pb2.EvaluateEventResponse(
                 rules=[outcome_to_proto(o) for o in evaluation.outcomes], fetched_facts=to_struct(evaluation.fetched)
             )
@@ -188,6 +201,22 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             executions=[execution_to_proto(e) for e in processed.executions],
             fetched_facts=to_struct(processed.evaluation.fetched),
         )
+
+    async def ListEvents(self, request, context):
+        limit = pagination.page_size(request.page_size)
+        scope = f"events:{request.event_type}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+        found = await run_in_transaction(
+            self._db,
+            lambda conn: store.recent_events(
+                conn, event_type=request.event_type, limit=limit + 1, before_seq=after[0] if after else None
+            ),
+        )
+        token = pagination.encode_token([found[limit - 1].seq], scope=scope) if len(found) > limit else ""
+        return rules_pb2.ListEventsResponse(events=[event_to_proto(e) for e in found[:limit]], next_page_token=token)
+
+    async def GetVocabulary(self, request, context):
+        return await get_vocabulary(self._clients)
 
     async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""

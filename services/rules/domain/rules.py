@@ -36,6 +36,23 @@ ORDER_STATUSES = frozenset(
 # The batch service advances a batch only along its lifecycle (AdvanceBatch).
 BATCH_STATUSES = frozenset({"in_production", "completed"})
 ENTITIES = ("order", "batch")
+# The lifecycles as the batch service enforces them (UpdateOrderStatus, AdvanceBatch refuse
+# other moves): each status update_status may set, with the statuses it is reached from.
+# Part of the cross-service contract like the events' data; tests/rules/test_vocabulary.py
+# holds it equal to the batch service's own tables.
+REACHED_FROM: dict[str, dict[str, tuple[str, ...]]] = {
+    "order": {
+        "placed": ("awaiting_supplier",),
+        "awaiting_supplier": ("placed",),
+        "confirmed": ("awaiting_supplier", "placed"),
+        "in_production": ("confirmed",),
+        "shipped": ("in_production",),
+        "delivered": ("shipped",),
+        "cancelled": ("awaiting_supplier", "placed"),
+        "refunded": (),
+    },
+    "batch": {"in_production": ("confirmed",), "completed": ("in_production",)},
+}
 MAX_NAME_LENGTH = 200
 MAX_ACTIONS = 20
 

@@ -110,6 +110,18 @@ async def replay_events(
     ]
 
 
+async def recent_events(
+    conn: AsyncConnection, *, event_type: str, limit: int, before_seq: int | None
+) -> list[StoredEvent]:
+    """Received events, the most recently received first; of one type when `event_type` is given."""
+    query = select(events).order_by(events.c.seq.desc()).limit(limit)
+    if event_type:
+        query = query.where(events.c.type == event_type)
+    if before_seq is not None:
+        query = query.where(events.c.seq < before_seq)
+    return [stored_event(r) for r in (await conn.execute(query)).mappings()]
+
+
 def stored_event(row: Any) -> StoredEvent:
     return StoredEvent(
         event_id=row["event_id"],
@@ -119,6 +131,7 @@ def stored_event(row: Any) -> StoredEvent:
         data=row["data"],
         seq=row["seq"],
         attempts=row["attempts"],
+        trace_parent=row["trace_parent"],
     )
 
 

@@ -90,6 +90,7 @@ events = Table(
     Column("trace_parent", Text, nullable=False, server_default=""),
     Index("events_pending", "seq", postgresql_where=text("evaluated_time IS NULL")),
     Index("events_occurred", "occurred_time"),
+    Index("events_by_type_recent", "type", text("seq DESC")),
 )
 
 executions = Table(

@@ -32,12 +32,6 @@ export function normalizePath(field) {
     .join('.');
 }
 
-async function jobNames(ctx) {
-  if (!ctx.can('loom.scheduler.v1.SchedulerService/ListJobs')) return [];
-  const reply = await get('/v1/jobs');
-  return (reply.jobs || []).map((j) => j.jobName);
-}
-
 export function renderRuleEditor(main, ctx) {
   const ruleId = ctx.params.id || null;
   const canSave = ctx.can(`${RULES}/${ruleId ? 'UpdateRule' : 'CreateRule'}`);
@@ -67,8 +61,9 @@ export function renderRuleEditor(main, ctx) {
     const builder = conditionBuilder({ tree: rule.conditions, vocab, eventTypes });
     const actions = [];
     const sample = samplePanel(ctx, vocab, eventTypes, ruleId, () => actions.forEach((a) => a.showPreview()));
-    // Without the scheduler the job picker offers the job already named (and says so).
-    const jobs = jobNames(ctx).catch(() => []);
+    // The scheduler's jobs, as the rules service found them; without the scheduler the
+    // job picker offers the job already named (and says so).
+    const jobs = Promise.resolve(vocab.jobs || []);
     const actionsList = h('ol', { class: 'action-list' });
     function addAction(action) {
       const form = actionForm({
