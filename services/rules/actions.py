@@ -26,12 +26,12 @@ from loom.scheduler.v1 import scheduler_pb2
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import tracing
+from libs import causation, tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from services.rules import metrics, store
 from services.rules.domain.evaluation import action_request_id, execution_status
-from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
+from services.rules.domain.guards import Link, breaker_trips
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.actions")
@@ -132,7 +132,7 @@ class ActionRunner:
         request_id = action_request_id(execution["execution_id"], action["index"])
         # The chain that led here plus this execution: the producer puts it on the events it emits.
         link = Link(str(execution["rule_id"]), str(execution["execution_id"]), execution["event_id"])
-        metadata = ((CAUSATION_METADATA, json.dumps([*execution.get("causation", []), link.as_dict()])),)
+        metadata = ((causation.METADATA_KEY, json.dumps([*execution.get("causation", []), link.as_dict()])),)
         kind = action["type"]
         if kind == "send_email":
             await self._send_email(execution, action)
