@@ -91,7 +91,7 @@ class ActionRunner:
         async def pause(conn) -> dict[str, Any]:
             conditions = action["params"].get("conditions")
             if conditions is None:  # the rule's own, as of the version this execution runs
-                conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"]))["conditions"]
+                conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"])).conditions
             await store.start_wait(conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions)
             return {**execution, "status": "waiting", "actions": actions}
 

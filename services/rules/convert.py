@@ -21,7 +21,7 @@ from services.rules.domain.rules import (
     RuleDefinition,
     validated,
 )
-from services.rules.records import StoredEvent
+from services.rules.records import RuleRecord, StoredEvent
 from services.rules.replay import ReplayItem
 
 if TYPE_CHECKING:
@@ -69,31 +69,31 @@ def to_python(message) -> Any:
 # --- rules ------------------------------------------------------------------------------
 
 
-def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
+def rule_to_proto(rule: RuleRecord) -> rules_pb2.Rule:
     return rules_pb2.Rule(
-        rule_id=str(row["rule_id"]),
-        name=row["name"],
-        description=row["description"],
-        type=enum_value(rules_pb2.RuleType, row["type"], "RULE_TYPE_"),
-        active=row["active"],
-        priority=row["priority"],
-        event_types=row["event_types"],
-        conditions=to_value(row["conditions"]),
+        rule_id=rule.rule_id,
+        name=rule.name,
+        description=rule.description,
+        type=enum_value(rules_pb2.RuleType, rule.type, "RULE_TYPE_"),
+        active=rule.active,
+        priority=rule.priority,
+        event_types=rule.event_types,
+        conditions=to_value(rule.conditions),
         actions=[
             rules_pb2.Action(type=enum_value(rules_pb2.ActionType, a["type"], "ACTION_TYPE_"), params=to_struct(a["params"]))
-            for a in row["actions"]
+            for a in rule.actions
         ],
-        stop_processing=row["stop_processing"],
-        version=row["version"],
-        created_by=row["created_by"],
-        updated_by=row["updated_by"],
-        create_time=timestamp(row["create_time"]),
-        update_time=timestamp(row["update_time"]),
-        last_execution_status=enum_value(rules_pb2.ExecutionStatus, row.get("last_execution_status"), "EXECUTION_STATUS_"),
-        last_execution_time=timestamp(row.get("last_execution_time")),
-        triggered_by_rules=row["triggered_by_rules"],
-        max_executions_per_minute=row["max_executions_per_minute"],
-        deactivated_reason=row["deactivated_reason"],
+        stop_processing=rule.stop_processing,
+        version=rule.version,
+        created_by=rule.created_by,
+        updated_by=rule.updated_by,
+        create_time=timestamp(rule.create_time),
+        update_time=timestamp(rule.update_time),
+        last_execution_status=enum_value(rules_pb2.ExecutionStatus, rule.last_execution_status, "EXECUTION_STATUS_"),
+        last_execution_time=timestamp(rule.last_execution_time),
+        triggered_by_rules=rule.triggered_by_rules,
+        max_executions_per_minute=rule.max_executions_per_minute,
+        deactivated_reason=rule.deactivated_reason,
     )
 
 

@@ -133,20 +133,8 @@ class RuleEvaluator:
         rows = await run_in_transaction(self._engine, store.active_rules)
         compiled = {}
         for row in rows:
-            key = (str(row["rule_id"]), row["version"])
-            compiled[key] = self._compiled.get(key) or ActiveRule.compile(
-                rule_id=key[0],
-                name=row["name"],
-                version=row["version"],
-                priority=row["priority"],
-                event_types=row["event_types"],
-                stop_processing=row["stop_processing"],
-                conditions=row["conditions"],
-                actions=row["actions"],
-                limits=self._limits,
-                triggered_by_rules=row["triggered_by_rules"],
-                max_executions_per_minute=row["max_executions_per_minute"],
-            )
+            key = (row.rule_id, row.version)
+            compiled[key] = self._compiled.get(key) or self.compile(row.rule_id, row.definition(), version=row.version)
         self._compiled = compiled
         return in_evaluation_order(list(compiled.values()))
 

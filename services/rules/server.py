@@ -86,7 +86,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             self._db, lambda conn: store.list_rules(conn, rule_type=rule_type, active=active, limit=limit + 1, after=after)
         )
         token = (
-            pagination.encode_token([rows[limit - 1]["priority"], str(rows[limit - 1]["rule_id"])], scope=scope)
+            pagination.encode_token([rows[limit - 1].priority, rows[limit - 1].rule_id], scope=scope)
             if len(rows) > limit
             else ""
         )
@@ -102,7 +102,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
-            merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
+            merged = {**current.definition().as_dict(), **{k: given[k] for k in paths}}
             definition = checked(RuleDefinition(**merged), self._evaluator.limits)
             changes = {k: definition.as_dict()[k] for k in paths}
             row = await store.change_rule(conn, request.rule.rule_id, changes, actor)
@@ -124,7 +124,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
         async def work(conn):
             current = await store.get_rule(conn, request.rule_id, for_update=True)
-            if current["active"] == request.active:
+            if current.active == request.active:
                 return rules_pb2.SetRuleActiveResponse(rule=rule_to_proto(current))
             row = await store.change_rule(conn, request.rule_id, {"active": request.active}, actor)
             return rules_pb2.SetRuleActiveResponse(rule=rule_to_proto(row))
@@ -139,12 +139,12 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             self._db,
             lambda conn: store.list_versions(conn, request.rule_id, limit=limit + 1, before=after[0] if after else None),
         )
-        token = pagination.encode_token([rows[limit - 1]["version"]], scope=scope) if len(rows) > limit else ""
+        token = pagination.encode_token([rows[limit - 1].version], scope=scope) if len(rows) > limit else ""
         return rules_pb2.ListRuleVersionsResponse(versions=[rule_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def DiffRuleVersions(self, request, context):
         async def versions(conn):
-            current = (await store.get_rule(conn, request.rule_id))["version"]
+            current = (await store.get_rule(conn, request.rule_id)).version
             numbers = [v or current for v in (request.from_version, request.to_version)]
             for field, given in (("from_version", request.from_version), ("to_version", request.to_version)):
                 if given < 0:
@@ -297,9 +297,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def _stored_definition(conn, rule_id: str, version: int) -> RuleDefinition:
         if version < 0:
             raise InvalidArgument.field("version", "0 (the current version) or a version number")
-        stored = await store.get_version(conn, rule_id, version) if version else await store.get_rule(conn, rule_id)
-        # Versions saved before a field existed take its default.
-        return RuleDefinition(**{name: stored[name] for name in UPDATABLE if name in stored})
+        return await store.get_version(conn, rule_id, version) if version else (await store.get_rule(conn, rule_id)).definition()
 
     # --- executions and notifications ------------------------------------------------------
 
