@@ -255,7 +255,7 @@ def _holds_nul(value: Any) -> bool:
     return isinstance(value, list) and any(_holds_nul(item) for item in value)
 
 
-def event_record(event: event_pb2.Event, where: str, violations: Violations) -> dict[str, Any]:
+def event_record(event: event_pb2.Event, where: str, violations: Violations) -> StoredEvent:
     """The stored form of an event; problems go to `violations`."""
     violations.check(bool(event.event_id), f"{where}.event_id", "required")
     violations.check(
@@ -267,14 +267,14 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
     data = to_python(event.data)
     violations.check(not _holds_nul(data), f"{where}.data", "must not contain NUL characters")
     occurred = event.occurred_time.ToDatetime(tzinfo=UTC) if event.HasField("occurred_time") else datetime.now(UTC)
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "source": event.source,
-        "occurred_time": occurred,
-        "data": data,
-        "trace_parent": event.trace_parent,
-    }
+    return StoredEvent(
+        event_id=event.event_id,
+        type=event.type,
+        source=event.source,
+        occurred_time=occurred,
+        data=data,
+        trace_parent=event.trace_parent,
+    )
 
 
 def event_to_proto(event: StoredEvent) -> event_pb2.Event:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,6 +35,7 @@ from services.rules.convert import (
 from services.rules.domain.diff import diff
 from services.rules.domain.rules import RuleDefinition, table_warnings
 from services.rules.evaluator import Processed, RuleEvaluator, Worker
+from services.rules.records import StoredEvent
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
 from services.rules.waits import cancel_wait
@@ -175,7 +175,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         violations = Violations()
         records = [event_record(e, f"events[{i}]", violations) for i, e in enumerate(request.events)]
         violations.raise_if_any()
-        unique = list({r["event_id"]: r for r in records}.values())
+        unique = list({r.event_id: r for r in records}.values())
         accepted = await run_in_transaction(self._db, lambda conn: store.insert_events(conn, unique))
         if accepted:
             self._worker.wake()
@@ -218,7 +218,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def GetVocabulary(self, request, context):
         return await get_vocabulary(self._clients)
 
-    async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
+    async def _run_now(self, records: list[StoredEvent], *, traced: bool = False) -> list[Processed]:
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
         lease = self._settings.event_lease_seconds
         await run_in_transaction(self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease))

@@ -18,9 +18,9 @@ from libs.db import run_in_transaction
 from libs.errors import FailedPrecondition
 from services.rules import store
 from services.rules.domain.conditions import compile_condition, fact_paths
-from services.rules.domain.evaluation import event_facts, wanted_facts
+from services.rules.domain.evaluation import wanted_facts
 from services.rules.domain.waits import after_wait, cancelled
-from services.rules.evaluator import RuleEvaluator, rfc3339
+from services.rules.evaluator import RuleEvaluator, facts_of
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.waits")
@@ -61,7 +61,7 @@ class Waits:
         event = await run_in_transaction(self._engine, lambda conn: store.get_event(conn, wait["event_id"]))
         if event is None:  # purged by retention: nothing left to check against
             return False
-        facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
+        facts = facts_of(event)
         condition = compile_condition(wait["conditions"], self._evaluator.limits)
         fetched, _ = await self._evaluator.fetch(wanted_facts(fact_paths(wait["conditions"]), facts), facts)
         return condition.test({**facts, **fetched})
