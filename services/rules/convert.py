@@ -21,7 +21,7 @@ from services.rules.domain.rules import (
     RuleDefinition,
     validated,
 )
-from services.rules.records import RuleRecord, StoredEvent
+from services.rules.records import ExecutionRecord, NotificationRecord, RuleRecord, StoredEvent, WaitRecord
 from services.rules.replay import ReplayItem
 
 if TYPE_CHECKING:
@@ -142,19 +142,19 @@ def action_to_proto(action: dict[str, Any]) -> rules_pb2.ActionResult:
     )
 
 
-def execution_to_proto(row: dict[str, Any]) -> rules_pb2.Execution:
+def execution_to_proto(execution: ExecutionRecord) -> rules_pb2.Execution:
     return rules_pb2.Execution(
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        rule_version=row["rule_version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        status=enum_value(rules_pb2.ExecutionStatus, row["status"], "EXECUTION_STATUS_"),
-        actions=[action_to_proto(a) for a in row["actions"]],
-        start_time=timestamp(row["start_time"]),
-        finish_time=timestamp(row["finish_time"]),
-        causation=[rules_pb2.CausationLink(**link) for link in row["causation"]],
-        refused_reason=row["refused_reason"],
+        execution_id=execution.execution_id,
+        rule_id=execution.rule_id,
+        rule_version=execution.rule_version,
+        event_id=execution.event_id,
+        event_type=execution.event_type,
+        status=enum_value(rules_pb2.ExecutionStatus, execution.status, "EXECUTION_STATUS_"),
+        actions=[action_to_proto(a) for a in execution.actions],
+        start_time=timestamp(execution.start_time),
+        finish_time=timestamp(execution.finish_time),
+        causation=[rules_pb2.CausationLink(**link) for link in execution.causation],
+        refused_reason=execution.refused_reason,
     )
 
 
@@ -225,24 +225,24 @@ def replay_summary_to_proto(tally: ReplayTally, seconds: float) -> rules_pb2.Rep
     )
 
 
-def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
+def notification_to_proto(notification: NotificationRecord) -> rules_pb2.Notification:
     return rules_pb2.Notification(
-        notification_id=str(row["notification_id"]),
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        event_id=row["event_id"],
-        recipient=row["recipient"],
-        subject=row["subject"],
-        body=row["body"],
-        status=enum_value(rules_pb2.NotificationStatus, row["status"], "NOTIFICATION_STATUS_"),
-        attempts=row["attempts"],
-        error=row["error"],
-        create_time=timestamp(row["create_time"]),
-        sent_time=timestamp(row["sent_time"]),
-        channel=row["channel"],
-        recipient_user=row["recipient_user"],
-        recipient_role=row["recipient_role"],
-        read_time=timestamp(row.get("read_time")),
+        notification_id=notification.notification_id,
+        execution_id=notification.execution_id,
+        rule_id=notification.rule_id,
+        event_id=notification.event_id,
+        recipient=notification.recipient,
+        subject=notification.subject,
+        body=notification.body,
+        status=enum_value(rules_pb2.NotificationStatus, notification.status, "NOTIFICATION_STATUS_"),
+        attempts=notification.attempts,
+        error=notification.error,
+        create_time=timestamp(notification.create_time),
+        sent_time=timestamp(notification.sent_time),
+        channel=notification.channel,
+        recipient_user=notification.recipient_user,
+        recipient_role=notification.recipient_role,
+        read_time=timestamp(notification.read_time),
     )
 
 
@@ -288,19 +288,19 @@ def event_to_proto(event: StoredEvent) -> event_pb2.Event:
     )
 
 
-def wait_to_proto(row: dict[str, Any]) -> rules_pb2.Wait:
+def wait_to_proto(wait: WaitRecord) -> rules_pb2.Wait:
     return rules_pb2.Wait(
-        wait_id=str(row["wait_id"]),
-        execution_id=str(row["execution_id"]),
-        action_index=row["action_index"],
-        rule_id=str(row["rule_id"]),
-        rule_version=row["rule_version"],
-        event_id=row["event_id"],
-        conditions=to_value(row["conditions"]),
-        due_time=timestamp(row["due_time"]),
-        status=enum_value(rules_pb2.WaitStatus, row["status"], "WAIT_STATUS_"),
-        create_time=timestamp(row["create_time"]),
-        finish_time=timestamp(row["finish_time"]),
+        wait_id=wait.wait_id,
+        execution_id=wait.execution_id,
+        action_index=wait.action_index,
+        rule_id=wait.rule_id,
+        rule_version=wait.rule_version,
+        event_id=wait.event_id,
+        conditions=to_value(wait.conditions),
+        due_time=timestamp(wait.due_time),
+        status=enum_value(rules_pb2.WaitStatus, wait.status, "WAIT_STATUS_"),
+        create_time=timestamp(wait.create_time),
+        finish_time=timestamp(wait.finish_time),
     )
 
 

@@ -42,7 +42,7 @@ from services.rules.domain.guards import causation_of, refusal
 from services.rules.domain.operators import MISSING, RegexLimits
 from services.rules.domain.rules import RuleDefinition
 from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
-from services.rules.records import StoredEvent
+from services.rules.records import ExecutionRecord, StoredEvent
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.engine")
@@ -98,7 +98,7 @@ class Evaluation:
 @dataclass
 class Processed:
     evaluation: Evaluation
-    executions: list[dict[str, Any]]
+    executions: list[ExecutionRecord]
     already_done: int
     postponed: bool = False
 
@@ -176,7 +176,7 @@ class RuleEvaluator:
         chain = causation_of(event.data)
         settings = self._settings
 
-        async def claim(conn) -> list[dict[str, Any]]:
+        async def claim(conn) -> list[ExecutionRecord]:
             claimed = []
             for outcome in matched:
                 rule = outcome.rule
@@ -349,7 +349,7 @@ class Worker:
             ),
         )
         for execution in stalled:
-            log.info("resuming execution", execution_id=execution["execution_id"])
+            log.info("resuming execution", execution_id=execution.execution_id)
             await self._evaluator.runner.run(execution)
         resumed = await self._resume_due_waits()
         events = await run_in_transaction(

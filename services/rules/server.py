@@ -315,7 +315,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["start_time"].isoformat(), str(last["execution_id"])], scope=scope)
+            token = pagination.encode_token([last.start_time.isoformat(), last.execution_id], scope=scope)
         return rules_pb2.ListExecutionsResponse(executions=[execution_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def GetExecution(self, request, context):
@@ -334,7 +334,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.notification_id], scope=scope)
         return rules_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token
         )
@@ -354,7 +354,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["wait_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.wait_id], scope=scope)
         return rules_pb2.ListWaitsResponse(waits=[wait_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def CancelWait(self, request, context):
@@ -379,7 +379,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.notification_id], scope=scope)
         return rules_pb2.ListInboxNotificationsResponse(
             notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token, unread_count=unread
         )
