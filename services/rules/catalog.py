@@ -115,7 +115,9 @@ def _static() -> rules_pb2.GetVocabularyResponse:
             rules_pb2.VocabularyOperators(type=kind, operators=[op for op in ops if op in OPERATORS])
             for kind, ops in vocabulary.OPERATORS_BY_TYPE.items()
         ],
-        compact_aliases=vocabulary.COMPACT_ALIASES,
+        compact_aliases=[
+            rules_pb2.VocabularyAlias(alias=alias, fact=fact) for alias, fact in vocabulary.COMPACT_ALIASES.items()
+        ],
         placeholder_roots=[vocabulary.DECISION_ROOT],
     )
 

@@ -31,7 +31,7 @@ export function fromReply(reply) {
     facts,
     operators: reply.operators || [],
     operatorsByType: Object.fromEntries((reply.operatorsByType || []).map((o) => [o.type, o.operators || []])),
-    compactAliases: reply.compactAliases || {},
+    compactAliases: Object.fromEntries((reply.compactAliases || []).map((a) => [a.alias, a.fact])),
     actions: Object.fromEntries(Object.entries(actions).map(([name, a]) => [name, { required: a.requiredParameters || [], optional: a.optionalParameters || [] }])),
     entities,
     statusTargets: Object.fromEntries(entities.map((e) => [e, valuesOf(update, 'status', e).map((v) => ({ status: v.value, from: v.reachedFrom || [] }))])),
