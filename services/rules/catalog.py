@@ -24,15 +24,6 @@ from services.rules.domain.operators import OPERATORS
 
 log = structlog.get_logger("loom.rules.catalog")
 
-# Parameters whose string values are rendered as templates before the action runs.
-TEMPLATED = {
-    "update_status": ("id", "status", "reason"),
-    "assign_supplier": ("id", "supplier_id"),
-    "send_email": ("recipient", "subject", "body"),
-    "trigger_workflow": ("params",),
-    "wait": (),
-    "notify": ("user", "subject", "body"),
-}
 # A job list the console can wait for: the scheduler answers from memory.
 JOBS_DEADLINE_SECONDS = 2.0
 
@@ -82,7 +73,7 @@ def _action(name: str, jobs: list[str]) -> rules_pb2.VocabularyAction:
         required_parameters=sorted(spec.required),
         optional_parameters=sorted(spec.optional),
         allowed_values=allowed,
-        templated_parameters=TEMPLATED[name],
+        templated_parameters=[] if name in rules.UNTEMPLATED_ACTIONS else sorted(spec.required | spec.optional),
     )
 
 

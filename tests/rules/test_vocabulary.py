@@ -98,3 +98,14 @@ async def test_enum_facts_offer_the_statuses_of_the_batch_protos(rules):
     assert list(facts["batch.status"].options) == ["filling", "confirmed", "in_production", "completed", "cancelled"]
     assert set(facts["event.type"].options) == definitions.EVENT_TYPES
     assert facts["window.buyer_orders_24h"].description == "orders by this buyer in the last 24 hours"
+
+
+async def test_every_parameter_but_a_waits_is_offered_as_a_template(rules):
+    answer = await vocabulary_of(rules)
+    templated = {rules_pb2.ActionType.Name(a.type): list(a.templated_parameters) for a in answer.actions}
+    assert templated["ACTION_TYPE_WAIT"] == []
+    assert templated["ACTION_TYPE_SEND_EMAIL"] == ["body", "recipient", "subject"]
+    placeholders = action(
+        "send_email", recipient="{{order.buyer_id}}@loom.example", subject="{{batch.id}}", body="{{event.type}}"
+    )
+    assert (await create(rules, rule_message(actions=[placeholders]))).actions[0].params["subject"] == "{{batch.id}}"

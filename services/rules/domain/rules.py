@@ -81,6 +81,9 @@ ACTIONS: dict[str, ActionSpec] = {
     "notify": ActionSpec(frozenset({"subject", "body"}), frozenset({"user", "role"})),
 }
 ROLES = ("admin", "buyer", "supplier", "service")
+# Actions whose parameters are not templates: a wait's are a number and a condition tree.
+# Every other action's string values are rendered with the event's facts before it runs.
+UNTEMPLATED_ACTIONS = frozenset({"wait"})
 
 
 @dataclass
@@ -215,8 +218,8 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
     for name in sorted(params.keys() - spec.required - spec.optional):
         found.append(Violation(f"{where}.params.{name}", f"not a parameter of {action['type']}"))
     for name, value in params.items():
-        if action["type"] == "wait":
-            break  # a wait's parameters are a number and a condition tree, not templates
+        if action["type"] in UNTEMPLATED_ACTIONS:
+            break
         for problem in template_problems(value):
             found.append(Violation(f"{where}.params.{name}", problem))
     literal = {name: value for name, value in params.items() if not variables(value)}
