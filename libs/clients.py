@@ -3,8 +3,8 @@
 Every channel carries a gRPC service config that balances calls round-robin over
 the target's addresses and retries UNAVAILABLE with
 exponential backoff (safe for mutations: they all carry an idempotency key),
-a default deadline, the caller's request id, and a service-role token that is
-re-minted before it expires.
+a default deadline, the caller's request id and causation chain (libs.causation), and a
+service-role token that is re-minted before it expires.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from loom.rules.v1 import rules_pb2_grpc
 from loom.scheduler.v1 import scheduler_pb2_grpc
 from loom.tracking.v1 import tracking_pb2_grpc
 
+from libs import causation
 from libs.auth import FORWARDER_HEADER, SERVICE_SUBJECT_PREFIX, mint_token
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import Settings
@@ -106,6 +107,10 @@ class _CallDefaults(
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id and REQUEST_ID_HEADER not in metadata:
             metadata[REQUEST_ID_HEADER] = request_id
+        # The rule executions that led to the call being served lead to this one too.
+        chain = causation.current()
+        if chain and causation.METADATA_KEY not in metadata:
+            metadata[causation.METADATA_KEY] = chain
         timeout = details.timeout if details.timeout is not None or streaming else self._deadline
         return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 

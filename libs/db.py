@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from libs import tracing
+from libs import causation, tracing
 from libs.errors import DomainError
 
 T = TypeVar("T")
@@ -168,13 +168,17 @@ async def run_in_transaction(
 
 
 async def carry_trace(conn: AsyncConnection) -> None:
-    """Makes the current span's traceparent visible to SQL for the rest of the transaction
-    (outbox rows default to it, so the work their events cause later links back here).
-    One more statement per transaction while tracing: only transactions that may write
-    events call it, not reads."""
-    traceparent = tracing.current_traceparent()
-    if traceparent:
-        await conn.execute(text("SELECT set_config('loom.traceparent', :traceparent, true)"), {"traceparent": traceparent})
+    """Makes the current span's traceparent and the call's causation chain (libs.causation)
+    visible to SQL for the rest of the transaction (outbox rows default to them, so the
+    work their events cause later links back here, and the rules service sees which rule
+    executions caused them). One more statement per transaction while tracing or when the
+    call carries a chain: only transactions that may write events call it, not reads."""
+    traceparent, chain = tracing.current_traceparent(), causation.current()
+    if traceparent or chain:
+        await conn.execute(
+            text("SELECT set_config('loom.traceparent', :traceparent, true), set_config('loom.causation', :chain, true)"),
+            {"traceparent": traceparent, "chain": chain},
+        )
 
 
 # The callbacks of the transaction the running task is in (work runs in the caller's task).

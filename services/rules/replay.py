@@ -25,12 +25,11 @@ from services.rules.domain.evaluation import (
     ActiveRule,
     PlannedAction,
     RuleOutcome,
-    event_facts,
     facts_to_fetch,
     plan_actions,
 )
 from services.rules.domain.replay import ReplayTally, diff
-from services.rules.evaluator import RuleEvaluator, rfc3339
+from services.rules.evaluator import RuleEvaluator, facts_of
 from services.rules.records import ReplayEvent
 
 REPLAY_CHUNK = 2000
@@ -97,7 +96,7 @@ class Replayer:
         event = replayed.event
         if not rule.listens_to(event.type):
             return None
-        facts = event_facts(event.event_id, event.type, event.source, rfc3339(event.occurred_time), event.data)
+        facts = facts_of(event)
         if current_facts:
             fetched, _ = await self._evaluator.fetch(facts_to_fetch([rule], event.type, facts), facts, cache)
             facts = {**facts, **fetched}

@@ -19,7 +19,7 @@ async def setup(context: ServiceContext) -> None:
     evaluator = RuleEvaluator(context.engine, context.clients, settings)
     waits = Waits(context.engine, evaluator, settings)
     worker = Worker(context.engine, evaluator, settings, waits.resume_due)
-    servicer = RulesServicer(context.engine, evaluator, worker, settings)
+    servicer = RulesServicer(context.engine, evaluator, worker, settings, context.clients)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
     task = asyncio.create_task(worker.run(), name="rules-worker")
 

@@ -3,8 +3,8 @@
 The pages talk only to the gateway's public JSON API. What each role may see
 and do is not re-declared here: `/console/access.json` lists the roles of every
 RPC straight from the protos' `(loom.common.v1.access)` options, so the pages
-hide what the signed-in role could not call anyway. `/console/vocabulary.json` tells the
-rule builder which facts, operators, statuses and action parameters a rule may use.
+hide what the signed-in role could not call anyway. The rule builder asks the rules
+service itself what a rule may say (GetVocabulary, `GET /v1/rules:vocabulary`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from libs.auth import ROLE_NAMES, access_rule
-from services.gateway.console.vocabulary import vocabulary_document
 
 STATIC_DIR = Path(__file__).parent / "static"
 SERVICES = tuple(
@@ -57,10 +56,6 @@ async def access(_: Request) -> Response:
     return JSONResponse(access_table(), headers={"cache-control": "no-cache"})
 
 
-async def vocabulary(_: Request) -> Response:
-    return JSONResponse(vocabulary_document(), headers={"cache-control": "no-cache"})
-
-
 async def to_index(_: Request) -> Response:
     return RedirectResponse("/console/", status_code=308)
 
@@ -83,6 +78,5 @@ def console_routes() -> list[BaseRoute]:
     return [
         Route("/console", to_index),
         Route("/console/access.json", access),
-        Route("/console/vocabulary.json", vocabulary),
         Mount("/console", app=ConsoleFiles(directory=STATIC_DIR, html=True), name="console"),
     ]
