@@ -1,14 +1,16 @@
 # One image for every Loom process: `docker run loom serve batch`, `... migrate`, `... health rules`.
 # Builds on the classic builder and on BuildKit alike: no heredocs, no `# syntax=` front end
-# to pull. The base image is a build argument: python:3.11-slim from a registry, or the
-# local stand-in deploy/base-images.sh makes (--build-arg PYTHON_IMAGE=loom-local/python:3.11).
+# to pull. The base images are build arguments: python:3.11-slim to run on and python:3.11
+# (which has binutils' strip) to build the virtualenv on, from a registry, or the local
+# stand-ins deploy/base-images.sh makes (loom-local/python:3.11 and :3.11-build).
 # With a wheelhouse in the context (`make wheelhouse`) nothing is fetched from a package
 # index (--no-index); without one, pip installs from the index. See docs/deploy.md.
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_BUILD_IMAGE=python:3.11
 
 # Dependencies: a virtualenv of the runtime requirements. Rebuilt only when
 # pyproject.toml or the wheelhouse changes, so a code change reuses it.
-FROM ${PYTHON_IMAGE} AS deps
+FROM ${PYTHON_BUILD_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -35,9 +37,18 @@ RUN python -m libs.codegen
 
 # The virtualenv the image carries: without the installer, as nothing is installed at run time;
 # geoip2fast's ASN databases go too: tracking looks up countries (the default database).
+# Wheels ship some extensions with their symbols (uvloop's alone is 12 MB of them): stripped,
+# the image sheds about 30 MB, and a traceback never needed them. The packages' own test
+# suites and the C/Cython sources of their compiled parts are never run or read here.
 FROM deps AS venv
 RUN python -m pip uninstall --yes --quiet pip setuptools \
- && rm /opt/venv/lib/python3*/site-packages/geoip2fast/geoip2fast-asn*.dat.gz
+ && rm /opt/venv/lib/python3*/site-packages/geoip2fast/geoip2fast-asn*.dat.gz \
+ && { command -v strip >/dev/null || { echo "PYTHON_BUILD_IMAGE has no strip (binutils)" >&2; exit 1; }; } \
+ && find /opt/venv -type f -name '*.so*' -exec strip --strip-unneeded {} + \
+ && find /opt/venv/lib/python3*/site-packages -mindepth 2 -type d \( -name tests -o -name testing \) -prune \
+      -exec rm -r {} + \
+ && find /opt/venv/lib/python3*/site-packages -type f \( -name '*.c' -o -name '*.cpp' -o -name '*.h' \
+      -o -name '*.pyx' -o -name '*.pxd' \) -delete
 
 # Runtime: the dependencies' virtualenv, the code and its generated modules, run as
 # an unprivileged user.

@@ -10,6 +10,8 @@ GENERATED := gen/.stamp
 # tests run Debian's Prometheus (and its promtool) against a live suite.
 CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
+# tests/deploy/test_pgbouncer.py runs the suite through Debian's PgBouncer (docs/deploy.md).
+PGBOUNCER := /usr/sbin/pgbouncer
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: setup up test bench lint gen clean engine
@@ -40,8 +42,12 @@ $(PROMETHEUS):
 	# The package starts a server of its own where an init system runs; the tests start theirs.
 	$$(test $$(id -u) = 0 || echo sudo) pkill -x prometheus || true
 
-up: setup
-	$(VENV)/bin/loom up
+$(PGBOUNCER):
+	$$(test $$(id -u) = 0 || echo sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$(test $$(id -u) = 0 || echo sudo) apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+
+up: setup  # `make up REPLICAS=2`: two of every service (libs/replicas.py)
+	$(VENV)/bin/loom up $(if $(REPLICAS),--replicas $(REPLICAS))
 
 # The container tests need a Docker engine: Debian's docker.io, docker-compose and
 # debootstrap are installed when missing and dockerd started when none answers
@@ -54,7 +60,7 @@ wheelhouse: pyproject.toml deploy/requirements.py deploy/wheelhouse.sh
 	PYTHON=$(PYTHON) sh deploy/wheelhouse.sh $@
 	touch $@
 
-test: setup $(CHROMIUM) $(PROMETHEUS) engine
+test: setup $(CHROMIUM) $(PROMETHEUS) $(PGBOUNCER) engine
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway benchmark races Envoy (a wheel, the `bench` extra) with wrk (Debian's) as load.

@@ -23,7 +23,16 @@ from pathlib import Path
 
 from bench.harness import BenchContext, Figure, benchmark, median
 from tests.deploy.compose import ROOT, services
-from tests.deploy.engine import BUILD_ENV, Project, base_images, ensure_engine, image_size_bytes, run, wheelhouse
+from tests.deploy.engine import (
+    BUILD_ENV,
+    Project,
+    base_images,
+    ensure_engine,
+    image_build_args,
+    image_size_bytes,
+    run,
+    wheelhouse,
+)
 
 TAG = "loom:bench"
 CHANGED_MODULE = Path("services/batch/__init__.py")
@@ -42,9 +51,9 @@ def _build_context(into: Path) -> None:
             shutil.copy2(source, target)
 
 
-def _build(context: Path, python_image: str, *extra: str) -> float:
+def _build(context: Path, images: dict[str, str], *extra: str) -> float:
     started = time.perf_counter()
-    run(["docker", "build", "--quiet", *extra, "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", TAG, str(context)],
+    run(["docker", "build", "--quiet", *extra, *image_build_args(images), "-t", TAG, str(context)],
         timeout=1800, env=BUILD_ENV)
     return time.perf_counter() - started
 
@@ -73,12 +82,12 @@ def _measure(ctx: BenchContext) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="loom-bench-image-") as folder:
         context = Path(folder)
         _build_context(context)
-        cold = [_build(context, python_image, "--no-cache") for _ in range(expensive_runs)]
+        cold = [_build(context, images, "--no-cache") for _ in range(expensive_runs)]
         warm = []
         for i in range(ctx.runs):
             with (context / CHANGED_MODULE).open("a") as module:
                 module.write(f"# code-only change {i}\n")
-            warm.append(_build(context, python_image))
+            warm.append(_build(context, images))
     size = image_size_bytes(TAG)
     base = image_size_bytes(python_image)
     up = [_up_until_healthy(images) for _ in range(expensive_runs)]

@@ -4,6 +4,7 @@
 #
 #   loom-local/debian:bookworm  a minimal Debian root from debootstrap, `docker import`ed
 #   loom-local/python:3.11      Debian's python3 (3.11) with venv: the Dockerfile's PYTHON_IMAGE
+#   loom-local/python:3.11-build  the same with binutils: the Dockerfile's PYTHON_BUILD_IMAGE
 #   loom-local/postgres:15      Debian's PostgreSQL server behind the official image's entry
 #                               point contract: compose's LOOM_POSTGRES_IMAGE
 #
@@ -69,14 +70,19 @@ if ! has_image "$prefix/debian:$suite"; then
     "$docker" import --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \
         "$(rootfs_tarball)" "$prefix/debian:$suite" >/dev/null
 fi
-for image in python:3.11 postgres:15; do
+# image, folder under deploy/images, build target ("-" for the last stage)
+for spec in python:3.11,python,- python:3.11-build,python,build postgres:15,postgres,-; do
+    image=${spec%%,*} folder=${spec#*,} target=${spec##*,}
+    folder=${folder%,*}
     # Docker's layer cache makes this a no-op when nothing changed.
     "$docker" build --quiet --build-arg "DEBIAN_IMAGE=$prefix/debian:$suite" \
-        -t "$prefix/$image" "deploy/images/${image%%:*}" >/dev/null
+        $([ "$target" = - ] || echo "--target=$target") \
+        -t "$prefix/$image" "deploy/images/$folder" >/dev/null
     echo "base-images: $prefix/$image" >&2
 done
 
 if [ "${1:-}" = --print-env ]; then
-    echo "PYTHON_IMAGE=$prefix/python:3.11"
+    echo "LOOM_PYTHON_IMAGE=$prefix/python:3.11"
+    echo "LOOM_PYTHON_BUILD_IMAGE=$prefix/python:3.11-build"
     echo "LOOM_POSTGRES_IMAGE=$prefix/postgres:15"
 fi

@@ -76,6 +76,19 @@ class RunningService:
         await self.context.exit_stack.aclose()
 
 
+def server_options(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """gRPC server options: the largest request, no port sharing, and the maximum connection age."""
+    options = [("grpc.max_receive_message_length", settings.grpc_max_message_bytes), ("grpc.so_reuseport", 0)]
+    if settings.grpc_max_connection_age_seconds > 0:
+        # A connection past its age gets GOAWAY: the client re-resolves its target and reconnects,
+        # so a replica started after a client connected gets its share of that client's calls.
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.grpc_max_connection_age_grace_seconds * 1000)),
+        ]
+    return tuple(options)
+
+
 async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = None) -> RunningService:
     """Starts the service; port 0 picks a free one (tests)."""
     redactor = logs.Redactor(settings.jwt_key)
@@ -88,10 +101,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
                 identity_provider=identity_provider(settings),
             )
         ],
-        options=(
-            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ),
+        options=server_options(settings),
     )
     exit_stack = AsyncExitStack()
     engine = None
@@ -103,6 +113,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
             application_name=f"loom-{spec.name}",
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            prepared_statements=settings.db_prepared_statements,
         )
         exit_stack.push_async_callback(engine.dispose)
     clients = ServiceClients(settings, caller=spec.name)

@@ -17,10 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs import tls
 from libs.auth import ROLES_BY_NAME, mint_token
+from libs.replicas import MAX_REPLICAS, PROCESSES, Instance, instance_env, instances
 from libs.settings import SERVICE_NAMES, Settings
 
-PROCESSES = (*SERVICE_NAMES, "gateway")
-# The supervisor's and the `loom health` client's own certificate under `loom up --tls`.
 OPERATOR_IDENTITY = "loom"
 READY_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
@@ -42,16 +41,19 @@ def migrate(database_url: str, services: tuple[str, ...] = SERVICE_NAMES) -> Non
             migrations.upgrade(database_url, service)
 
 
-async def is_serving(name: str, settings: Settings, http: httpx.AsyncClient, timeout: float = 2.0) -> bool:
-    """Whether the local process `name` answers its health check: grpc.health.v1, or the gateway's /healthz."""
+async def is_serving(
+    name: str, settings: Settings, http: httpx.AsyncClient, timeout: float = 2.0, *, port: int | None = None
+) -> bool:
+    """Whether the local process `name` (on `port`, else its configured one) answers its health
+    check: grpc.health.v1, or the gateway's /healthz."""
     if name == "gateway":
         scheme = "https" if settings.tls_cert_file else "http"
         try:
-            reply = await http.get(f"{scheme}://127.0.0.1:{settings.gateway_port}/healthz", timeout=timeout)
+            reply = await http.get(f"{scheme}://127.0.0.1:{port or settings.gateway_port}/healthz", timeout=timeout)
         except httpx.HTTPError:
             return False
         return reply.status_code == 200
-    target = f"127.0.0.1:{settings.port_of(name)}"
+    target = f"127.0.0.1:{port or settings.port_of(name)}"
     credentials = tls.channel_credentials(settings)
     channel = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
     async with channel:
@@ -63,21 +65,28 @@ async def is_serving(name: str, settings: Settings, http: httpx.AsyncClient, tim
 
 
 class Suite:
-    """Runs every service and the gateway as child processes and keeps them running."""
+    """Runs every service and the gateway (`replicas` of each, see libs/replicas.py) as child
+    processes and keeps them running."""
 
-    def __init__(self, settings: Settings, env: dict[str, str], tls_dir: Path | None = None) -> None:
-        self.settings, self.env, self.tls_dir = settings, env, tls_dir
+    def __init__(self, settings: Settings, env: dict[str, str], tls_dir: Path | None = None, replicas: int = 1) -> None:
+        self.settings, self.env, self.tls_dir, self.replicas = settings, env, tls_dir, replicas
+        self.instances = {instance.name: instance for instance in instances(replicas)}
         self.children: dict[str, asyncio.subprocess.Process] = {}
-        self.restarts: dict[str, int] = dict.fromkeys(PROCESSES, 0)
+        self.restarts: dict[str, int] = dict.fromkeys(self.instances, 0)
         self.stopping = asyncio.Event()
 
     async def spawn(self, name: str) -> None:
-        env = {**self.env, **tls.tls_env(self.tls_dir, name)} if self.tls_dir else self.env
-        self.children[name] = await asyncio.create_subprocess_exec(sys.executable, "-m", f"services.{name}", env=env)
+        instance = self.instances[name]
+        env = {**self.env, **instance_env(instance, self.settings, self.replicas)}
+        if self.tls_dir:
+            env.update(tls.tls_env(self.tls_dir, instance.process))  # replicas share their process's identity
+        self.children[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{instance.process}", env=env
+        )
 
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        pending = set(PROCESSES)
+        pending = set(self.instances)
         async with http_client(self.settings) as http:
             while pending:
                 if time.monotonic() > deadline:
@@ -90,7 +99,8 @@ class Suite:
                 await asyncio.sleep(0.2)
 
     async def _is_ready(self, name: str, http: httpx.AsyncClient) -> bool:
-        return await is_serving(name, self.settings, http)
+        instance = self.instances[name]
+        return await is_serving(instance.process, self.settings, http, port=instance.port(self.settings))
 
     async def supervise(self) -> None:
         """Restarts a child that dies on its own, with growing pauses, until asked to stop."""
@@ -142,15 +152,21 @@ def make_certs(directory: Path, hosts: tuple[str, ...] = ()) -> None:
         tls.make_certificate(directory, name, hosts=hosts)
 
 
-async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None = None) -> int:
-    env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key}
+async def run_suite(
+    settings: Settings,
+    database_url: str,
+    tls_dir: Path | None = None,
+    pool_env: dict[str, str] | None = None,
+    replicas: int = 1,
+) -> int:
+    env = {**os.environ, "DATABASE_URL": database_url, "LOOM_JWT_SECRET": settings.jwt_key, **(pool_env or {})}
     if tls_dir is not None:
         settings = settings.model_copy(update=tls.tls_settings(tls_dir, OPERATOR_IDENTITY))
-    suite = Suite(settings, env, tls_dir)
+    suite = Suite(settings, env, tls_dir, replicas)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, suite.stopping.set)
-    for name in PROCESSES:
+    for name in suite.instances:
         await suite.spawn(name)
     try:
         ready = asyncio.ensure_future(suite.wait_ready())
@@ -158,7 +174,7 @@ async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None 
         await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
             ready.result()
-            print(ready_banner(settings), flush=True)
+            print(ready_banner(settings, list(suite.instances.values())), flush=True)
             await suite.supervise()
         else:
             ready.cancel()
@@ -172,14 +188,15 @@ async def run_suite(settings: Settings, database_url: str, tls_dir: Path | None 
     return 0
 
 
-def ready_banner(settings: Settings) -> str:
+def ready_banner(settings: Settings, running: list[Instance] | None = None) -> str:
     lines = ["", "Loom is up" + (" (mutual TLS on every gRPC hop, HTTPS):" if settings.tls_cert_file else ":")]
-    for name in SERVICE_NAMES:
-        lines.append(
-            f"  {name:<10} grpc 127.0.0.1:{settings.port_of(name):<6} metrics :{settings.metrics_port_of(name)}"
-        )
     scheme = "https" if settings.tls_cert_file else "http"
-    lines.append(f"  {'gateway':<10} {scheme}://127.0.0.1:{settings.gateway_port}/  (GET /healthz, /openapi.json)")
+    for instance in running or instances(1):
+        port, metrics = instance.port(settings), instance.metrics_port(settings)
+        if instance.process == "gateway":
+            lines.append(f"  {instance.name:<11} {scheme}://127.0.0.1:{port}/  (GET /healthz, /openapi.json)")
+        else:
+            lines.append(f"  {instance.name:<11} grpc 127.0.0.1:{port:<6} metrics :{metrics}")
     lines.append("  admin token: loom token --role admin        Ctrl-C stops everything.")
     return "\n".join(lines)
 
@@ -197,7 +214,26 @@ def cmd_up(args: argparse.Namespace) -> int:
             make_certs(tls_dir)
     database_url = resolve_database_url(settings)
     migrate(database_url)
-    return asyncio.run(run_suite(settings, database_url, tls_dir))
+    try:
+        pool_env = sized_pools(settings, database_url, args.replicas)
+    except ValueError as error:  # connection_budget.BudgetExceeded
+        print(f"loom: {error}", file=sys.stderr)
+        return 1
+    return asyncio.run(run_suite(settings, database_url, tls_dir, pool_env, args.replicas))
+
+
+def sized_pools(settings: Settings, database_url: str, replicas: int = 1) -> dict[str, str]:
+    """Each child's pool, sized so that the whole suite fits the server's max_connections."""
+    from libs import connection_budget  # imported here, as libs.db above
+
+    pool_env = connection_budget.suite_pool_env(database_url, replicas)
+    if pool_env != {"LOOM_DB_POOL_SIZE": str(settings.db_pool_size), "LOOM_DB_MAX_OVERFLOW": str(settings.db_max_overflow)}:
+        print(
+            f"loom: pools of {pool_env['LOOM_DB_POOL_SIZE']} + {pool_env['LOOM_DB_MAX_OVERFLOW']} overflow per process "
+            "to fit the server's max_connections (docs/deploy.md: the connection budget)",
+            file=sys.stderr,
+        )
+    return pool_env
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -243,11 +279,23 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if serving else 1
 
 
+def _replica_count(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_REPLICAS}")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loom", description="Run and operate the Loom services.")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run every service and the gateway (embedded PostgreSQL unless DATABASE_URL)")
     up.add_argument("--tls", action="store_true", help="mutual TLS on every gRPC hop and HTTPS (`loom certs` if needed)")
+    up.add_argument(
+        "--replicas", type=_replica_count, default=1, metavar="N",
+        help=f"N (1-{MAX_REPLICAS}) of batch, rules, tracking and the gateway, two schedulers; replica i listens on "
+        "the configured port + 10 x i (default: 1)",
+    )
     certs = commands.add_parser("certs", help="make a development CA and a certificate per process")
     certs.add_argument("--dir", type=Path, help="where (default: <data dir>/tls); an existing CA there is kept")
     certs.add_argument("--host", action="append", default=[], help="another DNS name every certificate carries")

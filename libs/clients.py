@@ -3,8 +3,8 @@
 Every channel carries a gRPC service config that balances calls round-robin over
 the target's addresses and retries UNAVAILABLE with
 exponential backoff (safe for mutations: they all carry an idempotency key),
-a default deadline, the caller's request id, and a service-role token that is
-re-minted before it expires.
+a default deadline, the caller's request id and causation chain (libs.causation), and a
+service-role token that is re-minted before it expires.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from loom.rules.v1 import rules_pb2_grpc
 from loom.scheduler.v1 import scheduler_pb2_grpc
 from loom.tracking.v1 import tracking_pb2_grpc
 
+from libs import causation
 from libs.auth import FORWARDER_HEADER, SERVICE_SUBJECT_PREFIX, mint_token
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import Settings
@@ -52,6 +53,17 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 )
+
+def channel_options(target: str) -> tuple[tuple[str, Any], ...]:
+    """CHANNEL_OPTIONS, plus, for a list of addresses (`ipv4:10.0.0.1:50051,10.0.0.2:50051`,
+    as `loom up --replicas` gives), the first one's host as the authority: the default would
+    be the whole list, which no certificate names, so TLS hostname verification would fail."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in addresses:
+        return CHANNEL_OPTIONS
+    host = addresses.split(",", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return (*CHANNEL_OPTIONS, ("grpc.default_authority", host))
+
 
 STUBS = {
     "batch": batch_pb2_grpc.BatchServiceStub,
@@ -95,6 +107,10 @@ class _CallDefaults(
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id and REQUEST_ID_HEADER not in metadata:
             metadata[REQUEST_ID_HEADER] = request_id
+        # The rule executions that led to the call being served lead to this one too.
+        chain = causation.current()
+        if chain and causation.METADATA_KEY not in metadata:
+            metadata[causation.METADATA_KEY] = chain
         timeout = details.timeout if details.timeout is not None or streaming else self._deadline
         return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 
@@ -115,8 +131,8 @@ def open_channel(
     """A channel to `target`: TLS with `credentials` (see libs.tls), else plaintext."""
     interceptors = [_CallDefaults(token, deadline_seconds)]
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=channel_options(target), interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=channel_options(target), interceptors=interceptors)
 
 
 class _Forwarder(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -145,9 +161,9 @@ def forwarding_channel(settings: Settings, service: str, *, identity: str = "gat
     its client certificate under mutual TLS, else as a forwarder token."""
     target, credentials = settings.target_of(service), channel_credentials(settings)
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, credentials, options=channel_options(target))
     token = ServiceToken(settings.jwt_key, subject=f"{SERVICE_SUBJECT_PREFIX}{identity}", issuer=settings.jwt_issuer)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[_Forwarder(token)])
+    return grpc.aio.insecure_channel(target, options=channel_options(target), interceptors=[_Forwarder(token)])
 
 
 class ServiceClients:

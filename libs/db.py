@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psycopg
@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from libs import tracing
+from libs import causation, tracing
 from libs.errors import DomainError
 
 T = TypeVar("T")
@@ -78,14 +78,32 @@ def with_database(url: str, database: str) -> str:
     return f"{base}/{database}{sep}{query}"
 
 
-def make_engine(url: str, *, application_name: str, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def driver_options(*, prepared_statements: bool = True) -> dict[str, Any]:
+    """psycopg connection options. Without prepared statements (behind a transaction-mode
+    pooler such as PgBouncer before 1.21, where the next transaction may run on another
+    server connection that never saw the PREPARE) the driver prepares nothing, even where
+    a statement asks to be prepared."""
+    return {} if prepared_statements else {"prepare_threshold": None}
+
+
+def make_engine(
+    url: str,
+    *,
+    application_name: str,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    prepared_statements: bool = True,
+) -> AsyncEngine:
+    """An engine whose pool holds pool_size connections and opens up to max_overflow more
+    under load: pool_size + max_overflow is what it may hold of the server's max_connections
+    (libs/connection_budget.py adds up a whole deployment)."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"application_name": application_name},
+        connect_args={"application_name": application_name, **driver_options(prepared_statements=prepared_statements)},
     )
 
 
@@ -150,13 +168,17 @@ async def run_in_transaction(
 
 
 async def carry_trace(conn: AsyncConnection) -> None:
-    """Makes the current span's traceparent visible to SQL for the rest of the transaction
-    (outbox rows default to it, so the work their events cause later links back here).
-    One more statement per transaction while tracing: only transactions that may write
-    events call it, not reads."""
-    traceparent = tracing.current_traceparent()
-    if traceparent:
-        await conn.execute(text("SELECT set_config('loom.traceparent', :traceparent, true)"), {"traceparent": traceparent})
+    """Makes the current span's traceparent and the call's causation chain (libs.causation)
+    visible to SQL for the rest of the transaction (outbox rows default to them, so the
+    work their events cause later links back here, and the rules service sees which rule
+    executions caused them). One more statement per transaction while tracing or when the
+    call carries a chain: only transactions that may write events call it, not reads."""
+    traceparent, chain = tracing.current_traceparent(), causation.current()
+    if traceparent or chain:
+        await conn.execute(
+            text("SELECT set_config('loom.traceparent', :traceparent, true), set_config('loom.causation', :chain, true)"),
+            {"traceparent": traceparent, "chain": chain},
+        )
 
 
 # The callbacks of the transaction the running task is in (work runs in the caller's task).

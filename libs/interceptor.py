@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from libs import validation, wellformed
+from libs import causation, validation, wellformed
 from libs.auth import Authenticator, IdentityProvider, access_rule, authorize, set_current_caller
 from libs.db import is_transient
 from libs.errors import DomainError, FieldViolation, InvalidArgument, Unavailable, grpc_status_of, status_code_of
@@ -134,6 +134,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         set_current_caller(caller)
         structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
         authorize(caller, rule)
+        if caller.service:  # only Loom services say which rule executions caused a call
+            causation.enter(metadata)
 
     async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)

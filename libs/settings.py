@@ -81,12 +81,37 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         default=None, description="CA whose client certificates gRPC servers demand (mutual TLS). Unset: none asked."
     )
-    db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
-    db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")
+    db_pool_size: int = Field(
+        default=10, ge=1, description="Connections each process's pool keeps open (docs/deploy.md: the connection budget)."
+    )
+    db_max_overflow: int = Field(default=10, ge=0, description="Extra connections the pool opens under load.")
+    db_reserved_connections: int = Field(
+        default=5,
+        ge=0,
+        description="Connections of the server's max_connections that `loom up` leaves to others "
+        "(psql, monitoring, backups) besides the superuser's reserve.",
+    )
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="Let the driver prepare frequent statements; false behind PgBouncer in transaction mode "
+        "(docs/deploy.md).",
+    )
     db_retry_attempts: int = Field(default=6, description="Attempts for a transaction that hits a transient error.")
     grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, description="Largest request a server accepts.")
     client_deadline_seconds: float = Field(default=10.0, description="Default deadline of service-to-service calls.")
     shutdown_grace_seconds: float = Field(default=10.0, description="How long SIGTERM lets in-flight calls finish.")
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="A gRPC server closes each client connection (GOAWAY) after about this long, so long-lived "
+        "clients resolve their target again and spread over replicas that came or went (0: never).",
+    )
+    grpc_max_connection_age_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long calls still open on a connection past its maximum age may go on before it is cut "
+        "(streams longer than this are ended with UNAVAILABLE; the gateway resubscribes its SSE streams).",
+    )
     metrics_sample_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -35,8 +35,9 @@ def event_id(namespace: uuid.UUID, outbox_id: int) -> str:
 
 
 def event_message(event: StoredEvent) -> event_pb2.Event:
+    """The event as delivered; a chain of rule executions that caused it goes in `data.causation`."""
     data = Struct()
-    data.update(event.data)
+    data.update({**event.data, "causation": event.causation} if event.causation else event.data)
     occurred = Timestamp()
     occurred.FromDatetime(event.occurred_time)
     return event_pb2.Event(

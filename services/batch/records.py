@@ -8,7 +8,7 @@ Ids are strings, money exact decimals, times aware datetimes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -144,6 +144,8 @@ class StoredEvent:
     occurred_time: datetime
     data: dict
     trace_parent: str  # of the traced call that wrote it; "" when none was
+    # The rule executions whose actions led to it (libs/causation.py); [] when none did.
+    causation: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 import grpc
@@ -29,16 +30,18 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from libs.client_ip import parse_networks
 from libs.clients import forwarding_channel
 from libs.interceptor import REQUEST_ID_HEADER
 from libs.settings import SERVICE_NAMES
 from services.gateway import forwarding
 from services.gateway.console import console_routes
+from services.gateway.limits import Limits
 from services.gateway.openapi import openapi_document
+from services.gateway.protections import CLIENT_IP_KEY, Protections
 from services.gateway.routes import Binding, RouteTable, Rpc, build_table
 from services.gateway.settings import GatewaySettings
 from services.gateway.status import HttpError, bad_request, from_rpc_error, gateway_error, internal_error
+from services.gateway.streams import ResubscribingStream
 from services.gateway.transcode import FieldError, build_request, fill_user_agent, response_payload
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -48,6 +51,7 @@ FIRST_EVENT_GRACE_SECONDS = 0.5
 JSON_TYPE = "application/json"
 JSON_TYPE_BYTES = JSON_TYPE.encode()
 REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
+REFUSAL_KEY = "loom.refusal"
 
 log = structlog.get_logger("loom.gateway")
 HANDLED = Counter(
@@ -144,7 +148,7 @@ class Transcoder:
         self._settings = settings
         self._table = table
         self._backends = backends
-        self._trusted_proxies = parse_networks(settings.trusted_proxies)
+        self._limits = Limits.of(settings)
         self._log = log.bind()  # resolved once: the lazy proxy re-binds on every call otherwise
         self._metrics: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -218,67 +222,37 @@ class Transcoder:
         variables: dict[str, str],
         request_id: str,
     ) -> JsonReply | StreamingResponse:
-        body = await self._read_body(receive, headers) if binding.body else b""
+        body = await self._limits.read_body(receive, headers) if binding.body else b""
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True) if scope["query_string"] else ()
         message = build_request(binding, body, variables, query)
         fill_user_agent(message, headers.get("user-agent", ""))
-        client = scope.get("client")
-        metadata = forwarding.call_metadata(
-            headers,
-            request_id=request_id,
-            client=forwarding.client_address(
-                client[0] if client else "", headers.get("x-forwarded-for", ""), self._trusted_proxies
-            ),
-        )
+        # The client IP as the protections resolved it (X-Forwarded-For walked back through
+        # LOOM_TRUSTED_PROXIES) before the request was let in.
+        metadata = forwarding.call_metadata(headers, request_id=request_id, client=scope[CLIENT_IP_KEY])
         streaming = binding.rpc.server_streaming
         timeout = forwarding.deadline_seconds(
             headers,
             default=None if streaming else self._settings.default_deadline_seconds,
             maximum=self._settings.max_deadline_seconds,
         )
-        call = self._backends.callable_for(binding.rpc)(message, timeout=timeout, metadata=metadata)
+        method = self._backends.callable_for(binding.rpc)
         if streaming:
-            return await self._event_stream(call, binding, request_id)
-        reply = await call
+            stream = ResubscribingStream(
+                lambda remaining: method(message, timeout=remaining, metadata=metadata), timeout, method=binding.rpc.path
+            )
+            return await self._event_stream(stream, binding, request_id)
+        reply = await method(message, timeout=timeout, metadata=metadata)
         return json_reply(response_payload(binding, reply), request_id)
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        limit = self._settings.max_body_bytes
-        content_type = headers.get("content-type", JSON_TYPE).split(";", 1)[0].strip().lower()
-        if content_type != JSON_TYPE and not content_type.endswith("+json"):
-            raise gateway_error(415, code_pb2.INVALID_ARGUMENT, f"send the body as {JSON_TYPE}, not {content_type}")
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise gateway_error(499, code_pb2.CANCELLED, "the client closed the request")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _event_stream(self, call: grpc.aio.UnaryStreamCall, binding: Binding, request_id: str) -> StreamingResponse:
+    async def _event_stream(self, stream: ResubscribingStream, binding: Binding, request_id: str) -> StreamingResponse:
         """Server-Sent Events: one `data:` line per message, `event: error` with the status on failure."""
-        pending = asyncio.ensure_future(call.read())
-        try:
-            await asyncio.wait({pending}, timeout=FIRST_EVENT_GRACE_SECONDS)
-            if pending.done():
-                pending.result()  # an error before the first message answers with its own HTTP status
-        except BaseException:
-            pending.cancel()
-            call.cancel()
-            raise
+        # an error before the first message answers with its own HTTP status
+        pending = await stream.first_message_or_failure(FIRST_EVENT_GRACE_SECONDS)
         headers = {REQUEST_ID_HEADER: request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        events = self._events(call, pending, binding)
+        events = self._events(stream, pending, binding)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    async def _events(self, call: grpc.aio.UnaryStreamCall, pending: asyncio.Future, binding: Binding) -> AsyncIterator[bytes]:
+    async def _events(self, stream: ResubscribingStream, pending: asyncio.Future, binding: Binding) -> AsyncIterator[bytes]:
         keepalive = self._settings.sse_keepalive_seconds
         try:
             while True:
@@ -291,12 +265,12 @@ class Transcoder:
                     yield b"event: end\ndata: {}\n\n"
                     return
                 yield _event(None, response_payload(binding, item))
-                pending = asyncio.ensure_future(call.read())
+                pending = asyncio.ensure_future(stream.read())
         except grpc.aio.AioRpcError as error:
             yield _event("error", from_rpc_error(error).body())
         finally:
             pending.cancel()
-            call.cancel()
+            stream.cancel()
 
 
 class Gateway:
@@ -308,12 +282,22 @@ class Gateway:
     Starlette path even then, so CORS is answered by its middleware, in one place.
     """
 
-    def __init__(self, app: Starlette, transcoder: Transcoder, table: RouteTable) -> None:
-        self.app, self._transcoder, self._table = app, transcoder, table
+    def __init__(
+        self, app: Starlette, transcoder: Transcoder, table: RouteTable, protections: Protections, cors: dict[str, Any]
+    ) -> None:
+        self.app, self._transcoder, self._table, self._protections = app, transcoder, table, protections
+        # Refusals answered before routing still carry CORS headers, so a browser can read them.
+        self._refusals = CORSMiddleware(_answer_refusal, **cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = header_dict(scope)
+            send = self._protections.secure(scope, send)
+            refusal = await self._protections.admit(scope, headers)
+            if refusal is not None:
+                scope[REFUSAL_KEY] = error_reply(refusal, forwarding.request_id(headers))
+                await self._refusals(scope, receive, send)
+                return
             if "origin" not in headers:
                 found = self._table.match(scope["method"], raw_path(scope))
                 if found is not None:
@@ -322,12 +306,12 @@ class Gateway:
         await self.app(scope, receive, send)
 
 
+async def _answer_refusal(scope: Scope, receive: Receive, send: Send) -> None:
+    await scope[REFUSAL_KEY](scope, receive, send)
+
+
 def _event(name: str | None, payload: dict) -> bytes:
     return (f"event: {name}\n" if name else "").encode() + b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _too_large(limit: int) -> HttpError:
-    return gateway_error(413, code_pb2.INVALID_ARGUMENT, f"the request body exceeds {limit} bytes")
 
 
 def create_app(settings: GatewaySettings) -> Gateway:
@@ -365,20 +349,18 @@ def create_app(settings: GatewaySettings) -> Gateway:
         Route("/openapi.json", openapi),
         *console_routes(),
     ]
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=methods,
-            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER, forwarding.GRPC_TIMEOUT_HEADER],
-            expose_headers=[REQUEST_ID_HEADER, "retry-after"],
-            max_age=600,
-        )
-    ]
+    cors: dict[str, Any] = {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": methods,
+        "allow_headers": ["authorization", "content-type", REQUEST_ID_HEADER, forwarding.GRPC_TIMEOUT_HEADER],
+        "expose_headers": [REQUEST_ID_HEADER, "retry-after"],
+        "max_age": 600,
+    }
+    middleware = [Middleware(CORSMiddleware, **cors)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # Everything the fixed routes do not match is the transcoder's: as the router's default
     # rather than a catch-all route, so even paths a route pattern cannot match (a %0A in an
     # id) get a JSON answer.
     app.router.default = transcoder
-    return Gateway(app, transcoder, table)
+    return Gateway(app, transcoder, table, Protections(settings), cors)
 

@@ -60,6 +60,8 @@ HTTP/JSON access to the Loom services, generated from their protos.
 * Errors are `{code, message, details}` (a google.rpc.Status): `code` is the gRPC code,
   `details` carry field violations (google.rpc.BadRequest), retry delays (google.rpc.RetryInfo)
   and more. 429 responses carry `Retry-After`.
+* The gateway limits requests per client address and per token subject (429), the request
+  headers (431) and the body (413).
 * Server-streaming operations answer with Server-Sent Events: one `data:` line of JSON per
   message, `event: error` with an error body if the stream fails, `event: end` when it ends.
 """

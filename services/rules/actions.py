@@ -18,6 +18,7 @@ import asyncio
 import json
 import smtplib
 import time
+from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
 
@@ -29,13 +30,14 @@ from loom.scheduler.v1 import scheduler_pb2
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import tracing
+from libs import causation, tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from libs.leases import LeaseKeeper, LeaseLost
 from services.rules import metrics, store
 from services.rules.domain.evaluation import action_request_id, execution_status
-from services.rules.domain.guards import CAUSATION_METADATA, Link, breaker_trips
+from services.rules.domain.guards import Link, breaker_trips
+from services.rules.records import ExecutionRecord, NotificationRecord
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.actions")
@@ -66,13 +68,13 @@ class ActionRunner:
     ) -> None:
         self._engine, self._clients, self._settings, self._leases = engine, clients, settings, leases
 
-    async def run(self, execution: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, execution: ExecutionRecord) -> ExecutionRecord:
         """Runs the unfinished actions of an execution this process leased, and records its outcome.
 
         Returns the execution as it stands: finished, waiting, or (its lease taken over by
         another replica) as this process left it.
         """
-        execution_id = str(execution["execution_id"])
+        execution_id = execution.execution_id
         async with self._leases.holding("executions", [execution_id]):
             try:
                 return await self._run(execution)
@@ -84,9 +86,9 @@ class ActionRunner:
         if not still_ours or self._leases.lost("executions", execution_id):
             raise LeaseLost("executions", execution_id)
 
-    async def _run(self, execution: dict[str, Any]) -> dict[str, Any]:
-        execution_id, owner = str(execution["execution_id"]), self._leases.owner
-        actions = [dict(a) for a in execution["actions"]]
+    async def _run(self, execution: ExecutionRecord) -> ExecutionRecord:
+        execution_id, owner = execution.execution_id, self._leases.owner
+        actions = [dict(a) for a in execution.actions]
         for action in actions:
             if action["status"] != "pending":
                 continue
@@ -107,24 +109,26 @@ class ActionRunner:
         )
         self._check_lease(execution_id, finished is not None)
         assert finished is not None
-        metrics.EXECUTIONS.labels(str(execution["rule_id"]), status).inc()
+        metrics.EXECUTIONS.labels(execution.rule_id, status).inc()
         if status == "failed":
-            await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution["rule_id"]))
+            await run_in_transaction(self._engine, lambda conn: self._maybe_trip_breaker(conn, execution.rule_id))
         return finished
 
-    async def _pause(self, execution: dict[str, Any], action: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _pause(
+        self, execution: ExecutionRecord, action: dict[str, Any], actions: list[dict[str, Any]]
+    ) -> ExecutionRecord:
         """Stores the wait and leaves the execution waiting; the wait runner resumes it when due."""
         action["status"] = "waiting"
 
-        async def pause(conn) -> dict[str, Any]:
+        async def pause(conn) -> ExecutionRecord:
             conditions = action["params"].get("conditions")
             if conditions is None:  # the rule's own, as of the version this execution runs
-                conditions = (await store.get_version(conn, execution["rule_id"], execution["rule_version"]))["conditions"]
+                conditions = (await store.get_version(conn, execution.rule_id, execution.rule_version)).conditions
             await store.start_wait(
                 conn, execution, action["index"], float(action["params"]["seconds"]), conditions, actions,
                 owner=self._leases.owner,
             )
-            return {**execution, "status": "waiting", "actions": actions}
+            return replace(execution, status="waiting", actions=actions)
 
         return await run_in_transaction(self._engine, pause)
 
@@ -135,7 +139,7 @@ class ActionRunner:
             log.warning("rule deactivated", rule_id=rule_id, reason=reason)
             await store.deactivate(conn, rule_id, reason, BREAKER_ACTOR)
 
-    async def _run_one(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _run_one(self, execution: ExecutionRecord, action: dict[str, Any]) -> None:
         started = time.perf_counter()
         delay = self._settings.action_backoff_seconds
         while True:
@@ -150,7 +154,7 @@ class ActionRunner:
                     continue
                 action["status"] = "failed"
                 log.warning(
-                    "action failed", execution_id=execution["execution_id"], index=action["index"], error=str(failure)
+                    "action failed", execution_id=execution.execution_id, index=action["index"], error=str(failure)
                 )
             else:
                 action["status"], action["error"] = "succeeded", ""
@@ -158,12 +162,12 @@ class ActionRunner:
         metrics.ACTIONS.labels(action["type"], action["status"]).inc()
         action["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
-    async def _perform(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _perform(self, execution: ExecutionRecord, action: dict[str, Any]) -> None:
         params = action["params"]
-        request_id = action_request_id(execution["execution_id"], action["index"])
+        request_id = action_request_id(execution.execution_id, action["index"])
         # The chain that led here plus this execution: the producer puts it on the events it emits.
-        link = Link(str(execution["rule_id"]), str(execution["execution_id"]), execution["event_id"])
-        metadata = ((CAUSATION_METADATA, json.dumps([*execution.get("causation", []), link.as_dict()])),)
+        link = Link(execution.rule_id, execution.execution_id, execution.event_id)
+        metadata = ((causation.METADATA_KEY, json.dumps([*execution.causation, link.as_dict()])),)
         kind = action["type"]
         if kind == "send_email":
             await self._send_email(execution, action)
@@ -178,7 +182,7 @@ class ActionRunner:
                         request_id=request_id,
                         order_id=str(params["id"]),
                         status=_order_status(params["status"]),
-                        reason=str(params.get("reason") or f"rule {execution['rule_id']}"),
+                        reason=str(params.get("reason") or f"rule {execution.rule_id}"),
                     ),
                     metadata=metadata,
                 )
@@ -216,7 +220,7 @@ class ActionRunner:
         except ValueError as error:  # a rendered status that names no enum value
             raise ActionFailed(f"bad parameter: {error}", transient=False) from None
 
-    async def _send_email(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _send_email(self, execution: ExecutionRecord, action: dict[str, Any]) -> None:
         params = action["params"]
         configured = bool(self._settings.smtp_host)
         notification = await self._claim_notification(
@@ -225,12 +229,12 @@ class ActionRunner:
             recipient=str(params["recipient"]),
             status="pending" if configured else "not_configured",
         )
-        action["notification_id"] = notification["notification_id"]
-        if notification["status"] in ("sent", "not_configured"):
+        action["notification_id"] = notification.notification_id
+        if notification.status in ("sent", "not_configured"):
             return
         error, transient = "", False
         try:
-            with tracing.child_span("smtp.send", attributes={"loom.notification_id": str(notification["notification_id"])}):
+            with tracing.child_span("smtp.send", attributes={"loom.notification_id": str(notification.notification_id)}):
                 await asyncio.to_thread(self._deliver, notification)
         except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as failure:
             error, transient = f"SMTP unreachable: {failure}", True
@@ -239,31 +243,33 @@ class ActionRunner:
         except smtplib.SMTPException as failure:
             error = f"SMTP: {failure}"
         retrying = transient and action["attempts"] < self._settings.action_max_attempts
-        values: dict[str, Any] = {"attempts": notification["attempts"] + 1, "error": error}
+        values: dict[str, Any] = {"attempts": notification.attempts + 1, "error": error}
         if not error:
             values.update(status="sent", sent_time=func.now())
         elif not retrying:
             values["status"] = "failed"
         await run_in_transaction(
-            self._engine, lambda conn: store.update_notification(conn, notification["notification_id"], **values)
+            self._engine, lambda conn: store.update_notification(conn, notification.notification_id, **values)
         )
         if error:
             raise ActionFailed(error, transient=transient)
 
-    async def _claim_notification(self, execution: dict[str, Any], action: dict[str, Any], **values: Any) -> dict[str, Any]:
+    async def _claim_notification(
+        self, execution: ExecutionRecord, action: dict[str, Any], **values: Any
+    ) -> NotificationRecord:
         """The notification of this (execution, action): created once, found again on a resumed run."""
         row = {
-            "execution_id": execution["execution_id"],
+            "execution_id": execution.execution_id,
             "action_index": action["index"],
-            "rule_id": execution["rule_id"],
-            "event_id": execution["event_id"],
+            "rule_id": execution.rule_id,
+            "event_id": execution.event_id,
             "subject": str(action["params"]["subject"]),
             "body": str(action["params"]["body"]),
             **values,
         }
         return await run_in_transaction(self._engine, lambda conn: store.claim_notification(conn, row))
 
-    async def _notify(self, execution: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _notify(self, execution: ExecutionRecord, action: dict[str, Any]) -> None:
         """An inbox notification: delivered by being stored (watchers see it on their next poll)."""
         params = action["params"]
         user, role = str(params.get("user") or ""), str(params.get("role") or "")
@@ -278,15 +284,15 @@ class ActionRunner:
             attempts=1,
             sent_time=func.now(),
         )
-        action["notification_id"] = notification["notification_id"]
+        action["notification_id"] = notification.notification_id
 
-    def _deliver(self, notification: dict[str, Any]) -> None:
+    def _deliver(self, notification: NotificationRecord) -> None:
         message = EmailMessage()
         message["From"] = self._settings.smtp_sender
-        message["To"] = notification["recipient"]
-        message["Subject"] = notification["subject"]
-        message["Message-ID"] = f"<{notification['notification_id']}@loom.rules>"
-        message.set_content(notification["body"])
+        message["To"] = notification.recipient
+        message["Subject"] = notification.subject
+        message["Message-ID"] = f"<{notification.notification_id}@loom.rules>"
+        message.set_content(notification.body)
         with smtplib.SMTP(
             # "" (no host) connects nowhere, as None did: sending then fails as disconnected.
             self._settings.smtp_host or "", self._settings.smtp_port, timeout=self._settings.smtp_timeout_seconds

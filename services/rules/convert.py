@@ -21,6 +21,7 @@ from services.rules.domain.rules import (
     RuleDefinition,
     validated,
 )
+from services.rules.records import ExecutionRecord, NotificationRecord, RuleRecord, StoredEvent, WaitRecord
 from services.rules.replay import ReplayItem
 
 if TYPE_CHECKING:
@@ -68,31 +69,31 @@ def to_python(message) -> Any:
 # --- rules ------------------------------------------------------------------------------
 
 
-def rule_to_proto(row: dict[str, Any]) -> rules_pb2.Rule:
+def rule_to_proto(rule: RuleRecord) -> rules_pb2.Rule:
     return rules_pb2.Rule(
-        rule_id=str(row["rule_id"]),
-        name=row["name"],
-        description=row["description"],
-        type=enum_value(rules_pb2.RuleType, row["type"], "RULE_TYPE_"),
-        active=row["active"],
-        priority=row["priority"],
-        event_types=row["event_types"],
-        conditions=to_value(row["conditions"]),
+        rule_id=rule.rule_id,
+        name=rule.name,
+        description=rule.description,
+        type=enum_value(rules_pb2.RuleType, rule.type, "RULE_TYPE_"),
+        active=rule.active,
+        priority=rule.priority,
+        event_types=rule.event_types,
+        conditions=to_value(rule.conditions),
         actions=[
             rules_pb2.Action(type=enum_value(rules_pb2.ActionType, a["type"], "ACTION_TYPE_"), params=to_struct(a["params"]))
-            for a in row["actions"]
+            for a in rule.actions
         ],
-        stop_processing=row["stop_processing"],
-        version=row["version"],
-        created_by=row["created_by"],
-        updated_by=row["updated_by"],
-        create_time=timestamp(row["create_time"]),
-        update_time=timestamp(row["update_time"]),
-        last_execution_status=enum_value(rules_pb2.ExecutionStatus, row.get("last_execution_status"), "EXECUTION_STATUS_"),
-        last_execution_time=timestamp(row.get("last_execution_time")),
-        triggered_by_rules=row["triggered_by_rules"],
-        max_executions_per_minute=row["max_executions_per_minute"],
-        deactivated_reason=row["deactivated_reason"],
+        stop_processing=rule.stop_processing,
+        version=rule.version,
+        created_by=rule.created_by,
+        updated_by=rule.updated_by,
+        create_time=timestamp(rule.create_time),
+        update_time=timestamp(rule.update_time),
+        last_execution_status=enum_value(rules_pb2.ExecutionStatus, rule.last_execution_status, "EXECUTION_STATUS_"),
+        last_execution_time=timestamp(rule.last_execution_time),
+        triggered_by_rules=rule.triggered_by_rules,
+        max_executions_per_minute=rule.max_executions_per_minute,
+        deactivated_reason=rule.deactivated_reason,
     )
 
 
@@ -141,19 +142,19 @@ def action_to_proto(action: dict[str, Any]) -> rules_pb2.ActionResult:
     )
 
 
-def execution_to_proto(row: dict[str, Any]) -> rules_pb2.Execution:
+def execution_to_proto(execution: ExecutionRecord) -> rules_pb2.Execution:
     return rules_pb2.Execution(
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        rule_version=row["rule_version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        status=enum_value(rules_pb2.ExecutionStatus, row["status"], "EXECUTION_STATUS_"),
-        actions=[action_to_proto(a) for a in row["actions"]],
-        start_time=timestamp(row["start_time"]),
-        finish_time=timestamp(row["finish_time"]),
-        causation=[rules_pb2.CausationLink(**link) for link in row["causation"]],
-        refused_reason=row["refused_reason"],
+        execution_id=execution.execution_id,
+        rule_id=execution.rule_id,
+        rule_version=execution.rule_version,
+        event_id=execution.event_id,
+        event_type=execution.event_type,
+        status=enum_value(rules_pb2.ExecutionStatus, execution.status, "EXECUTION_STATUS_"),
+        actions=[action_to_proto(a) for a in execution.actions],
+        start_time=timestamp(execution.start_time),
+        finish_time=timestamp(execution.finish_time),
+        causation=[rules_pb2.CausationLink(**link) for link in execution.causation],
+        refused_reason=execution.refused_reason,
     )
 
 
@@ -224,24 +225,24 @@ def replay_summary_to_proto(tally: ReplayTally, seconds: float) -> rules_pb2.Rep
     )
 
 
-def notification_to_proto(row: dict[str, Any]) -> rules_pb2.Notification:
+def notification_to_proto(notification: NotificationRecord) -> rules_pb2.Notification:
     return rules_pb2.Notification(
-        notification_id=str(row["notification_id"]),
-        execution_id=str(row["execution_id"]),
-        rule_id=str(row["rule_id"]),
-        event_id=row["event_id"],
-        recipient=row["recipient"],
-        subject=row["subject"],
-        body=row["body"],
-        status=enum_value(rules_pb2.NotificationStatus, row["status"], "NOTIFICATION_STATUS_"),
-        attempts=row["attempts"],
-        error=row["error"],
-        create_time=timestamp(row["create_time"]),
-        sent_time=timestamp(row["sent_time"]),
-        channel=row["channel"],
-        recipient_user=row["recipient_user"],
-        recipient_role=row["recipient_role"],
-        read_time=timestamp(row.get("read_time")),
+        notification_id=notification.notification_id,
+        execution_id=notification.execution_id,
+        rule_id=notification.rule_id,
+        event_id=notification.event_id,
+        recipient=notification.recipient,
+        subject=notification.subject,
+        body=notification.body,
+        status=enum_value(rules_pb2.NotificationStatus, notification.status, "NOTIFICATION_STATUS_"),
+        attempts=notification.attempts,
+        error=notification.error,
+        create_time=timestamp(notification.create_time),
+        sent_time=timestamp(notification.sent_time),
+        channel=notification.channel,
+        recipient_user=notification.recipient_user,
+        recipient_role=notification.recipient_role,
+        read_time=timestamp(notification.read_time),
     )
 
 
@@ -254,7 +255,7 @@ def _holds_nul(value: Any) -> bool:
     return isinstance(value, list) and any(_holds_nul(item) for item in value)
 
 
-def event_record(event: event_pb2.Event, where: str, violations: Violations) -> dict[str, Any]:
+def event_record(event: event_pb2.Event, where: str, violations: Violations) -> StoredEvent:
     """The stored form of an event; problems go to `violations`."""
     violations.check(bool(event.event_id), f"{where}.event_id", "required")
     violations.check(
@@ -266,29 +267,40 @@ def event_record(event: event_pb2.Event, where: str, violations: Violations) -> 
     data = to_python(event.data)
     violations.check(not _holds_nul(data), f"{where}.data", "must not contain NUL characters")
     occurred = event.occurred_time.ToDatetime(tzinfo=UTC) if event.HasField("occurred_time") else datetime.now(UTC)
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "source": event.source,
-        "occurred_time": occurred,
-        "data": data,
-        "trace_parent": event.trace_parent,
-    }
+    return StoredEvent(
+        event_id=event.event_id,
+        type=event.type,
+        source=event.source,
+        occurred_time=occurred,
+        data=data,
+        trace_parent=event.trace_parent,
+    )
 
 
-def wait_to_proto(row: dict[str, Any]) -> rules_pb2.Wait:
+def event_to_proto(event: StoredEvent) -> event_pb2.Event:
+    return event_pb2.Event(
+        event_id=event.event_id,
+        type=event.type,
+        source=event.source,
+        occurred_time=timestamp(event.occurred_time),
+        data=to_struct(event.data),
+        trace_parent=event.trace_parent,
+    )
+
+
+def wait_to_proto(wait: WaitRecord) -> rules_pb2.Wait:
     return rules_pb2.Wait(
-        wait_id=str(row["wait_id"]),
-        execution_id=str(row["execution_id"]),
-        action_index=row["action_index"],
-        rule_id=str(row["rule_id"]),
-        rule_version=row["rule_version"],
-        event_id=row["event_id"],
-        conditions=to_value(row["conditions"]),
-        due_time=timestamp(row["due_time"]),
-        status=enum_value(rules_pb2.WaitStatus, row["status"], "WAIT_STATUS_"),
-        create_time=timestamp(row["create_time"]),
-        finish_time=timestamp(row["finish_time"]),
+        wait_id=wait.wait_id,
+        execution_id=wait.execution_id,
+        action_index=wait.action_index,
+        rule_id=wait.rule_id,
+        rule_version=wait.rule_version,
+        event_id=wait.event_id,
+        conditions=to_value(wait.conditions),
+        due_time=timestamp(wait.due_time),
+        status=enum_value(rules_pb2.WaitStatus, wait.status, "WAIT_STATUS_"),
+        create_time=timestamp(wait.create_time),
+        finish_time=timestamp(wait.finish_time),
     )
 
 

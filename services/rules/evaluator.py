@@ -43,6 +43,7 @@ from services.rules.domain.guards import causation_of, refusal
 from services.rules.domain.operators import MISSING, RegexLimits
 from services.rules.domain.rules import RuleDefinition
 from services.rules.domain.vocabulary import WINDOW_ROOT, WINDOWED_FACTS
+from services.rules.records import ExecutionRecord, StoredEvent
 from services.rules.settings import RulesSettings
 
 log = structlog.get_logger("loom.rules.engine")
@@ -50,6 +51,11 @@ log = structlog.get_logger("loom.rules.engine")
 
 def rfc3339(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
+
+
+def facts_of(event: StoredEvent) -> dict[str, Any]:
+    """The facts the event itself gives: its data keyed by entity, and the event under `event`."""
+    return event_facts(event.event_id, event.type, event.source, rfc3339(event.occurred_time), event.data)
 
 
 def supplier_facts(supplier: batch_pb2.Supplier) -> dict[str, Any]:
@@ -93,7 +99,7 @@ class Evaluation:
 @dataclass
 class Processed:
     evaluation: Evaluation
-    executions: list[dict[str, Any]]
+    executions: list[ExecutionRecord]
     already_done: int
     postponed: bool = False
 
@@ -135,35 +141,26 @@ class RuleEvaluator:
         rows = await run_in_transaction(self._engine, store.active_rules)
         compiled = {}
         for row in rows:
-            key = (str(row["rule_id"]), row["version"])
-            compiled[key] = self._compiled.get(key) or ActiveRule.compile(
-                rule_id=key[0],
-                name=row["name"],
-                version=row["version"],
-                priority=row["priority"],
-                event_types=row["event_types"],
-                stop_processing=row["stop_processing"],
-                conditions=row["conditions"],
-                actions=row["actions"],
-                limits=self._limits,
-                triggered_by_rules=row["triggered_by_rules"],
-                max_executions_per_minute=row["max_executions_per_minute"],
-            )
+            key = (row.rule_id, row.version)
+            compiled[key] = self._compiled.get(key) or self.compile(row.rule_id, row.definition(), version=row.version)
         self._compiled = compiled
         return in_evaluation_order(list(compiled.values()))
 
-    async def evaluate(self, event: dict[str, Any], *, traced: bool) -> Evaluation:
+    async def evaluate(self, event: StoredEvent, *, traced: bool, draft: ActiveRule | None = None) -> Evaluation:
+        """With a `draft` (dry runs), it takes the place of the active rule of the same id, or joins them."""
         rules = await self.active_rules()
-        facts = event_facts(event["event_id"], event["type"], event["source"], rfc3339(event["occurred_time"]), event["data"])
+        if draft is not None:
+            rules = in_evaluation_order([*(r for r in rules if r.rule_id != draft.rule_id), draft])
+        facts = facts_of(event)
         # One cache per evaluation: every fact is fetched once however many rules name it.
-        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event["type"], facts), facts, {})
+        fetched, unavailable = await self.fetch(facts_to_fetch(rules, event.type, facts), facts, {})
         facts = {**facts, **fetched}
-        caused = bool(causation_of(event["data"]))
+        caused = bool(causation_of(event.data))
         return Evaluation(
-            evaluate(rules, event["type"], facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable
+            evaluate(rules, event.type, facts, traced=traced, caused_by_rule=caused), facts, fetched, unavailable
         )
 
-    async def process(self, event: dict[str, Any], *, final_attempt: bool = True, traced: bool = False) -> Processed:
+    async def process(self, event: StoredEvent, *, final_attempt: bool = True, traced: bool = False) -> Processed:
         """Evaluates a stored event and runs what matched, at most once per (rule, event).
 
         When a needed fact cannot be fetched and this is not the final attempt, the
@@ -174,14 +171,14 @@ class RuleEvaluator:
         metrics.EVALUATIONS.labels("matched" if matched else "no_match").inc()
         if evaluation.unavailable and not final_attempt:
             await run_in_transaction(
-                self._engine, lambda conn: store.postpone_event(conn, event["event_id"], self._settings.worker_poll_seconds * 2)
+                self._engine, lambda conn: store.postpone_event(conn, event.event_id, self._settings.worker_poll_seconds * 2)
             )
             return Processed(evaluation, [], 0, postponed=True)
 
-        chain = causation_of(event["data"])
+        chain = causation_of(event.data)
         settings = self._settings
 
-        async def claim(conn) -> list[dict[str, Any]]:
+        async def claim(conn) -> list[ExecutionRecord]:
             claimed = []
             for outcome in matched:
                 rule = outcome.rule
@@ -194,13 +191,13 @@ class RuleEvaluator:
                     last_minute=last_minute,
                 )
                 if refused:
-                    log.warning("execution refused", rule_id=rule.rule_id, event_id=event["event_id"], reason=refused)
+                    log.warning("execution refused", rule_id=rule.rule_id, event_id=event.event_id, reason=refused)
                 execution = await store.claim_execution(
                     conn,
                     rule_id=outcome.rule.rule_id,
                     rule_version=outcome.rule.version,
-                    event_id=event["event_id"],
-                    event_type=event["type"],
+                    event_id=event.event_id,
+                    event_type=event.type,
                     actions=[
                         {
                             "index": a.index,
@@ -220,7 +217,7 @@ class RuleEvaluator:
                 )
                 if execution is not None and not refused:
                     claimed.append(execution)
-            await store.mark_evaluated(conn, event["event_id"])
+            await store.mark_evaluated(conn, event.event_id)
             return claimed
 
         claimed = await run_in_transaction(self._engine, claim)
@@ -357,9 +354,9 @@ class Worker:
                 conn, limit=settings.worker_batch_size, lease_seconds=settings.execution_lease_seconds, owner=leases.owner
             ),
         )
-        async with leases.holding("executions", [e["execution_id"] for e in stalled]):
+        async with leases.holding("executions", [e.execution_id for e in stalled]):
             for execution in stalled:
-                log.info("resuming execution", execution_id=execution["execution_id"])
+                log.info("resuming execution", execution_id=execution.execution_id)
                 await self._evaluator.runner.run(execution)
         resumed = await self._resume_due_waits()
         events = await run_in_transaction(
@@ -368,12 +365,12 @@ class Worker:
                 conn, limit=settings.worker_batch_size, lease_seconds=settings.event_lease_seconds, owner=leases.owner
             ),
         )
-        async with leases.holding("events", [e["event_id"] for e in events]):
+        async with leases.holding("events", [e.event_id for e in events]):
             for event in events:
-                if leases.lost("events", event["event_id"]):
+                if leases.lost("events", event.event_id):
                     continue  # this replica stalled past the lease: the one that took the event evaluates it
                 # Its own trace, linked to the call that wrote the event (which ended long ago elsewhere).
-                attributes = {"loom.event_id": event["event_id"], "loom.event_type": event["type"]}
-                with tracing.span("rules.evaluate_event", link_to=event.get("trace_parent", ""), attributes=attributes):
-                    await self._evaluator.process(event, final_attempt=event["attempts"] >= settings.fact_fetch_attempts)
+                attributes = {"loom.event_id": event.event_id, "loom.event_type": event.type}
+                with tracing.span("rules.evaluate_event", link_to=event.trace_parent, attributes=attributes):
+                    await self._evaluator.process(event, final_attempt=event.attempts >= settings.fact_fetch_attempts)
         return bool(stalled or resumed or events)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.auth import Caller
 from libs.db import run_in_transaction
 from services.rules import store
+from services.rules.records import NotificationRecord
 
 LOOK_BACK = timedelta(seconds=5)
 WATCH_BATCH = 100
@@ -29,7 +30,7 @@ def reader(caller: Caller) -> tuple[str, str]:
     return caller.subject, caller.role_name
 
 
-async def watch(engine: AsyncEngine, caller: Caller, poll_seconds: float) -> AsyncIterator[tuple[dict | None, int]]:
+async def watch(engine: AsyncEngine, caller: Caller, poll_seconds: float) -> AsyncIterator[tuple[NotificationRecord | None, int]]:
     """(notification or None, unread count): the count first, then each new notification and each count change."""
     user, role = reader(caller)
 
@@ -52,10 +53,10 @@ async def watch(engine: AsyncEngine, caller: Caller, poll_seconds: float) -> Asy
             return rows, await store.unread_count(conn, user=user, role=role)
 
         rows, unread = await run_in_transaction(engine, poll)
-        fresh = [r for r in reversed(rows) if str(r["notification_id"]) not in sent]
+        fresh = [r for r in reversed(rows) if r.notification_id not in sent]
         for row in fresh:
-            sent.add(str(row["notification_id"]))
-            cursor = max(cursor, row["create_time"])
+            sent.add(row.notification_id)
+            cursor = max(cursor, row.create_time)
             yield row, unread
         if not fresh and unread != count:
             yield None, unread

@@ -1,14 +1,16 @@
 """The replay use case: a rule over stored events, no action run, compared with the live rule.
 
 Events are read in chunks of REPLAY_CHUNK by sequence (one query per chunk joins
-the live rule's executions), evaluated with the same compiled rule the worker would
-use, and handed out chunk by chunk so a long window streams rather than piling up.
+the live rule's executions; the next chunk's query runs while this one is evaluated),
+evaluated with the same compiled rule the worker would use, and handed out chunk by
+chunk so a long window streams rather than piling up.
 With current facts, each distinct fetch (a batch, a supplier recommendation) is
 made once per replay, not once per event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,12 +25,11 @@ from services.rules.domain.evaluation import (
     ActiveRule,
     PlannedAction,
     RuleOutcome,
-    event_facts,
     facts_to_fetch,
     plan_actions,
 )
 from services.rules.domain.replay import ReplayTally, diff
-from services.rules.evaluator import RuleEvaluator, rfc3339
+from services.rules.evaluator import RuleEvaluator, facts_of
 from services.rules.records import ReplayEvent
 
 REPLAY_CHUNK = 2000
@@ -58,28 +59,36 @@ class Replayer:
     ) -> AsyncIterator[tuple[list[ReplayItem], ReplayTally, float]]:
         """Chunks of results (events where either side fired), the running tally and the elapsed seconds."""
         started = time.perf_counter()
-        tally, after = ReplayTally(), 0
+        tally = ReplayTally()
         cache: dict[Any, Any] = {}
-        while True:
-            chunk = await run_in_transaction(
-                self._engine,
-                lambda conn: store.replay_events(
-                    conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after, limit=REPLAY_CHUNK  # noqa: B023 - called within this iteration
-                ),
-            )
-            items = []
-            for replayed in chunk:
-                would = await self._would(rule, replayed, window.current_facts, cache)
-                live = replayed.live.actions if replayed.live else None
-                outcome = diff(would, live)
-                tally.count(outcome, would=would is not None, live=live is not None)
-                if outcome is not None and not (window.only_differences and outcome == "same"):
-                    items.append(ReplayItem(replayed, would, outcome))
-            if chunk:
-                after = chunk[-1].event.seq
-            yield items, tally, time.perf_counter() - started
-            if len(chunk) < REPLAY_CHUNK:
-                return
+        # The next chunk is read while this one is evaluated: PostgreSQL works on the other core.
+        pending = asyncio.ensure_future(self._chunk(live_rule_id, window, after_seq=0))
+        try:
+            while True:
+                chunk = await pending
+                if len(chunk) == REPLAY_CHUNK:
+                    pending = asyncio.ensure_future(self._chunk(live_rule_id, window, after_seq=chunk[-1].event.seq))
+                items = []
+                for replayed in chunk:
+                    would = await self._would(rule, replayed, window.current_facts, cache)
+                    live = replayed.live.actions if replayed.live else None
+                    outcome = diff(would, live)
+                    tally.count(outcome, would=would is not None, live=live is not None)
+                    if outcome is not None and not (window.only_differences and outcome == "same"):
+                        items.append(ReplayItem(replayed, would, outcome))
+                yield items, tally, time.perf_counter() - started
+                if len(chunk) < REPLAY_CHUNK:
+                    return
+        finally:
+            pending.cancel()  # a client that stops listening leaves no read behind
+
+    async def _chunk(self, live_rule_id: str, window: ReplayWindow, *, after_seq: int) -> list[ReplayEvent]:
+        return await run_in_transaction(
+            self._engine,
+            lambda conn: store.replay_events(
+                conn, rule_id=live_rule_id, start=window.start, end=window.end, after_seq=after_seq, limit=REPLAY_CHUNK
+            ),
+        )
 
     async def _would(
         self, rule: ActiveRule, replayed: ReplayEvent, current_facts: bool, cache: dict[Any, Any]
@@ -87,7 +96,7 @@ class Replayer:
         event = replayed.event
         if not rule.listens_to(event.type):
             return None
-        facts = event_facts(event.event_id, event.type, event.source, rfc3339(event.occurred_time), event.data)
+        facts = facts_of(event)
         if current_facts:
             fetched, _ = await self._evaluator.fetch(facts_to_fetch([rule], event.type, facts), facts, cache)
             facts = {**facts, **fetched}

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs import idempotency, pagination
 from libs.auth import current_caller
+from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument, Violations
 from libs.retention import retention_days
 from services.rules import inbox, store
+from services.rules.catalog import get_vocabulary
 from services.rules.convert import (
     UPDATABLE,
     change_to_proto,
@@ -21,6 +22,7 @@ from services.rules.convert import (
     definition_from_proto,
     enum_name,
     event_record,
+    event_to_proto,
     execution_to_proto,
     notification_to_proto,
     outcome_to_proto,
@@ -33,18 +35,24 @@ from services.rules.convert import (
 from services.rules.domain.diff import diff
 from services.rules.domain.rules import RuleDefinition, table_warnings
 from services.rules.evaluator import Processed, RuleEvaluator, Worker
+from services.rules.records import StoredEvent
 from services.rules.replay import Replayer, ReplayWindow
 from services.rules.settings import RulesSettings
 from services.rules.waits import cancel_wait
 
 DEFAULT_REPLAY_DAYS = 7
+# The rule_id a dry-run draft without one answers under.
+DRAFT_RULE_ID = "draft"
 # Results per streamed message: small enough for SSE clients to show progress, large enough to batch.
 REPLAY_MESSAGE_RESULTS = 500
 
 
 class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
-    def __init__(self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings, clients: ServiceClients
+    ) -> None:
         self._db, self._evaluator, self._worker, self._settings = engine, evaluator, worker, settings
+        self._clients = clients
         self._replayer = Replayer(engine, evaluator)
 
     async def _idempotent(self, method: str, request, response_type, work):
@@ -78,7 +86,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             self._db, lambda conn: store.list_rules(conn, rule_type=rule_type, active=active, limit=limit + 1, after=after)
         )
         token = (
-            pagination.encode_token([rows[limit - 1]["priority"], str(rows[limit - 1]["rule_id"])], scope=scope)
+            pagination.encode_token([rows[limit - 1].priority, rows[limit - 1].rule_id], scope=scope)
             if len(rows) > limit
             else ""
         )
@@ -94,7 +102,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
         async def work(conn):
             current = await store.get_rule(conn, request.rule.rule_id, for_update=True)
-            merged = {**{k: current[k] for k in UPDATABLE}, **{k: given[k] for k in paths}}
+            merged = {**current.definition().as_dict(), **{k: given[k] for k in paths}}
             definition = checked(RuleDefinition(**merged), self._evaluator.limits)
             changes = {k: definition.as_dict()[k] for k in paths}
             row = await store.change_rule(conn, request.rule.rule_id, changes, actor)
@@ -116,7 +124,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
 
         async def work(conn):
             current = await store.get_rule(conn, request.rule_id, for_update=True)
-            if current["active"] == request.active:
+            if current.active == request.active:
                 return rules_pb2.SetRuleActiveResponse(rule=rule_to_proto(current))
             row = await store.change_rule(conn, request.rule_id, {"active": request.active}, actor)
             return rules_pb2.SetRuleActiveResponse(rule=rule_to_proto(row))
@@ -131,12 +139,12 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             self._db,
             lambda conn: store.list_versions(conn, request.rule_id, limit=limit + 1, before=after[0] if after else None),
         )
-        token = pagination.encode_token([rows[limit - 1]["version"]], scope=scope) if len(rows) > limit else ""
+        token = pagination.encode_token([rows[limit - 1].version], scope=scope) if len(rows) > limit else ""
         return rules_pb2.ListRuleVersionsResponse(versions=[rule_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def DiffRuleVersions(self, request, context):
         async def versions(conn):
-            current = (await store.get_rule(conn, request.rule_id))["version"]
+            current = (await store.get_rule(conn, request.rule_id)).version
             numbers = [v or current for v in (request.from_version, request.to_version)]
             for field, given in (("from_version", request.from_version), ("to_version", request.to_version)):
                 if given < 0:
@@ -167,7 +175,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         violations = Violations()
         records = [event_record(e, f"events[{i}]", violations) for i, e in enumerate(request.events)]
         violations.raise_if_any()
-        unique = list({r["event_id"]: r for r in records}.values())
+        unique = list({r.event_id: r for r in records}.values())
         accepted = len(await run_in_transaction(self._db, lambda conn: store.insert_events(conn, unique)))
         if accepted:
             self._worker.wake()
@@ -176,9 +184,14 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def EvaluateEvent(self, request, context):
         violations = Violations()
         record = event_record(request.event, "event", violations)
+        violations.check(request.dry_run or not request.HasField("draft"), "draft", "only with dry_run")
         violations.raise_if_any()
+        draft = None
+        if request.HasField("draft"):
+            definition = checked(definition_from_proto(request.draft), self._evaluator.limits, where="draft")
+            draft = self._evaluator.compile(request.draft.rule_id or DRAFT_RULE_ID, definition, version=request.draft.version)
         if request.dry_run:
-            evaluation = await self._evaluator.evaluate(record, traced=True)
+            evaluation = await self._evaluator.evaluate(record, traced=True, draft=draft)
             return rules_pb2.EvaluateEventResponse(
                 rules=[outcome_to_proto(o) for o in evaluation.outcomes], fetched_facts=to_struct(evaluation.fetched)
             )
@@ -189,7 +202,23 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
             fetched_facts=to_struct(processed.evaluation.fetched),
         )
 
-    async def _run_now(self, records: list[dict[str, Any]], *, traced: bool = False) -> list[Processed]:
+    async def ListEvents(self, request, context):
+        limit = pagination.page_size(request.page_size)
+        scope = f"events:{request.event_type}"
+        after = pagination.decode_token(request.page_token, scope=scope)
+        found = await run_in_transaction(
+            self._db,
+            lambda conn: store.recent_events(
+                conn, event_type=request.event_type, limit=limit + 1, before_seq=after[0] if after else None
+            ),
+        )
+        token = pagination.encode_token([found[limit - 1].seq], scope=scope) if len(found) > limit else ""
+        return rules_pb2.ListEventsResponse(events=[event_to_proto(e) for e in found[:limit]], next_page_token=token)
+
+    async def GetVocabulary(self, request, context):
+        return await get_vocabulary(self._clients)
+
+    async def _run_now(self, records: list[StoredEvent], *, traced: bool = False) -> list[Processed]:
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
         lease, leases = self._settings.event_lease_seconds, self._evaluator.leases
         new = await run_in_transaction(
@@ -271,9 +300,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
     async def _stored_definition(conn, rule_id: str, version: int) -> RuleDefinition:
         if version < 0:
             raise InvalidArgument.field("version", "0 (the current version) or a version number")
-        stored = await store.get_version(conn, rule_id, version) if version else await store.get_rule(conn, rule_id)
-        # Versions saved before a field existed take its default.
-        return RuleDefinition(**{name: stored[name] for name in UPDATABLE if name in stored})
+        return await store.get_version(conn, rule_id, version) if version else (await store.get_rule(conn, rule_id)).definition()
 
     # --- executions and notifications ------------------------------------------------------
 
@@ -291,7 +318,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["start_time"].isoformat(), str(last["execution_id"])], scope=scope)
+            token = pagination.encode_token([last.start_time.isoformat(), last.execution_id], scope=scope)
         return rules_pb2.ListExecutionsResponse(executions=[execution_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def GetExecution(self, request, context):
@@ -310,7 +337,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.notification_id], scope=scope)
         return rules_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token
         )
@@ -330,7 +357,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["wait_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.wait_id], scope=scope)
         return rules_pb2.ListWaitsResponse(waits=[wait_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
     async def CancelWait(self, request, context):
@@ -355,7 +382,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         token = ""
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = pagination.encode_token([last["create_time"].isoformat(), str(last["notification_id"])], scope=scope)
+            token = pagination.encode_token([last.create_time.isoformat(), last.notification_id], scope=scope)
         return rules_pb2.ListInboxNotificationsResponse(
             notifications=[notification_to_proto(r) for r in rows[:limit]], next_page_token=token, unread_count=unread
         )

@@ -7,6 +7,7 @@ import structlog
 from loom.rules.v1 import rules_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
+from libs.connection_budget import RULES_HEARTBEAT_CONNECTIONS
 from libs.db import make_engine, run_in_transaction
 from services.rules import store
 from services.rules.evaluator import RuleEvaluator, Worker
@@ -23,13 +24,15 @@ async def setup(context: ServiceContext) -> None:
     settings = context.settings
     assert isinstance(settings, RulesSettings) and context.engine is not None and settings.database_url
     # The heartbeat's own connection: a pool busy with slow work must not delay a renewal past the lease.
-    heartbeat_engine = make_engine(settings.database_url, application_name="loom-rules-leases", pool_size=1, max_overflow=0)
+    heartbeat_engine = make_engine(
+        settings.database_url, application_name="loom-rules-leases", pool_size=RULES_HEARTBEAT_CONNECTIONS, max_overflow=0
+    )
     context.exit_stack.push_async_callback(heartbeat_engine.dispose)
     leases = lease_keeper(heartbeat_engine, settings)
     evaluator = RuleEvaluator(context.engine, context.clients, settings, leases)
     waits = Waits(context.engine, evaluator, settings)
     worker = Worker(context.engine, evaluator, settings, waits.resume_due)
-    servicer = RulesServicer(context.engine, evaluator, worker, settings)
+    servicer = RulesServicer(context.engine, evaluator, worker, settings, context.clients)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
     tasks = [asyncio.create_task(leases.run(), name="rules-leases"), asyncio.create_task(worker.run(), name="rules-worker")]
 

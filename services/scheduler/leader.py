@@ -40,6 +40,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs import db
+from libs.connection_budget import SCHEDULER_JOB_STORE_MAX_OVERFLOW, SCHEDULER_JOB_STORE_POOL_SIZE
 from libs.scratch_db import plain_url
 from services.scheduler import backfilling
 from services.scheduler.domain.schedules import build_trigger, same_trigger, zone
@@ -112,8 +113,8 @@ class Replica:
         self._conninfo = plain_url(db.async_url(settings.database_url))
         # APScheduler's job store is synchronous; a small pool of its own.
         self._store_engine = create_engine(
-            db.async_url(settings.database_url), poolclass=pool.QueuePool, pool_size=1, max_overflow=1,
-            pool_pre_ping=True,
+            db.async_url(settings.database_url), poolclass=pool.QueuePool,
+            pool_size=SCHEDULER_JOB_STORE_POOL_SIZE, max_overflow=SCHEDULER_JOB_STORE_MAX_OVERFLOW, pool_pre_ping=True,
         )
         self._scheduler: AsyncIOScheduler | None = None
         self.lock_held = asyncio.Event()  # liveness lock taken (startup recovery done)

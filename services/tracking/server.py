@@ -39,7 +39,7 @@ from services.tracking.messages import (
 )
 from services.tracking.records import ShareOutcome
 from services.tracking.settings import TrackingSettings
-from services.tracking.store import aggregation, analytics, popularity, posts, retention, shares
+from services.tracking.store import aggregation, analytics, erasure, popularity, posts, retention, shares
 from services.tracking.store.salts import SaltBook
 from services.tracking.store.schema import IDEMPOTENCY
 from services.tracking.usecases.ingestion import Ingestion
@@ -324,3 +324,23 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             )
 
         return await run_idempotent(self._engine, IDEMPOTENCY, "PurgeOldData", request, pb.PurgeOldDataResponse, work)
+
+    # ------------------------------------------------------------------ privacy
+
+    async def ErasePersonData(self, request: pb.ErasePersonDataRequest, context: Context) -> pb.ErasePersonDataResponse:
+        check_id("user_id", request.user_id, required=True)
+
+        async def work(conn: AsyncConnection) -> pb.ErasePersonDataResponse:
+            erased = await erasure.erase_person(conn, request.user_id)
+            return pb.ErasePersonDataResponse(
+                sessions=erased.sessions,
+                interactions_deleted=erased.interactions,
+                shares_deleted=erased.shares,
+                client_events_deleted=erased.client_events,
+                dedup_windows_deleted=erased.dedup_windows,
+                attributions_deleted=erased.attributions,
+                rollup_rows_deleted=erased.rollup_rows,
+                idempotency_records_deleted=erased.idempotency_records,
+            )
+
+        return await run_idempotent(self._engine, IDEMPOTENCY, "ErasePersonData", request, pb.ErasePersonDataResponse, work)

@@ -62,10 +62,18 @@ def compose_command() -> list[str]:
 
 
 def base_images() -> dict[str, str]:
-    """Builds (or finds) the local base images; their variables: LOOM_PYTHON_IMAGE, LOOM_POSTGRES_IMAGE."""
+    """Builds (or finds) the local base images; the compose variables that select them
+    (LOOM_PYTHON_IMAGE, LOOM_PYTHON_BUILD_IMAGE, LOOM_POSTGRES_IMAGE)."""
     printed = run(["sh", "deploy/base-images.sh", "--print-env"], timeout=1200).stdout
-    chosen = dict(line.split("=", 1) for line in printed.split())
-    return {"LOOM_PYTHON_IMAGE": chosen["PYTHON_IMAGE"], "LOOM_POSTGRES_IMAGE": chosen["LOOM_POSTGRES_IMAGE"]}
+    return dict(line.split("=", 1) for line in printed.split())
+
+
+def image_build_args(images: dict[str, str]) -> list[str]:
+    """The Dockerfile's base-image arguments from those variables."""
+    return [
+        *("--build-arg", f"PYTHON_IMAGE={images['LOOM_PYTHON_IMAGE']}"),
+        *("--build-arg", f"PYTHON_BUILD_IMAGE={images['LOOM_PYTHON_BUILD_IMAGE']}"),
+    ]
 
 
 def wheelhouse() -> None:
@@ -73,11 +81,11 @@ def wheelhouse() -> None:
     run(["make", "--no-print-directory", "wheelhouse", f"PYTHON={sys.executable}"], timeout=900)
 
 
-def build_loom_image(python_image: str, tag: str = LOOM_TEST_IMAGE) -> float:
-    """Builds the Dockerfile with the classic builder; seconds taken."""
+def build_loom_image(images: dict[str, str], tag: str = LOOM_TEST_IMAGE) -> float:
+    """Builds the Dockerfile with the classic builder on the base images `base_images` chose; seconds taken."""
     started = time.monotonic()
     run(
-        ["docker", "build", "--quiet", "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", tag, "."],
+        ["docker", "build", "--quiet", *image_build_args(images), "-t", tag, "."],
         timeout=1200,
         env=BUILD_ENV,
     )
@@ -94,6 +102,10 @@ def inspect(container: str) -> dict:
 
 def long_running_services() -> list[str]:
     return [name for name, spec in services().items() if spec.get("restart") != "no"]
+
+
+# What the engine says when a published host port is already bound.
+PORT_TAKEN = ("address already in use", "port is already allocated")
 
 
 @dataclass
@@ -124,8 +136,18 @@ class Project:
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         return run([*compose_command(), "-p", self.name, *args], timeout=timeout, env=self.env, check=check)
 
-    def up(self) -> None:
-        self.compose("up", "-d", "--no-build", timeout=900)
+    def up(self, attempts: int = 3) -> None:
+        """`up -d`; when another process took a chosen host port between choosing and binding
+        it (the machine is shared), the project comes down and up again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            done = self.compose("up", "-d", "--no-build", timeout=900, check=False)
+            if done.returncode == 0:
+                return
+            taken = any(sign in done.stderr for sign in PORT_TAKEN)
+            if not taken or attempt == attempts:
+                raise RuntimeError(f"compose up exited {done.returncode}:\n{done.stderr[-3000:]}")
+            self.down()
+            self.ports = {variable: free_port() for variable in HOST_PORT_VARIABLES}
 
     def container(self, service: str) -> str:
         """The id of the service's container (every service here has one)."""

@@ -224,9 +224,12 @@ def test_interpolation_follows_compose_rules():
 def test_dockerfile_is_multi_stage_on_a_chosen_base_generates_code_and_runs_unprivileged():
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"^ARG PYTHON_BUILD_IMAGE=python:3\.11$", text, re.M)
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, re.M)
     named = {name for _, name in stages if name}
-    assert len(stages) >= 2 and all(image == "${PYTHON_IMAGE}" or image in named for image, _ in stages)
+    bases = ("${PYTHON_IMAGE}", "${PYTHON_BUILD_IMAGE}")
+    assert len(stages) >= 2 and all(image in bases or image in named for image, _ in stages)
+    assert stages[-1][0] == "${PYTHON_IMAGE}", "the runtime stage runs on the slim image"
     assert "python -m libs.codegen" in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")

@@ -64,6 +64,12 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen | None = None
+    # the compose service it runs as, when a replicated twin adds replicas compose does not have
+    service: str = ""
+
+    @property
+    def compose_service(self) -> str:
+        return self.service or self.name
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -86,7 +92,7 @@ class Process:
 
     def healthy(self) -> bool:
         """Runs the compose healthcheck command with the process's environment."""
-        probe = healthcheck_command(self.name)
+        probe = healthcheck_command(self.compose_service)
         assert probe is not None
         try:
             return subprocess.run(probe, env=self.env, cwd=ROOT, capture_output=True, timeout=60).returncode == 0
@@ -95,7 +101,7 @@ class Process:
 
     def ready(self) -> bool:
         """The same question as the healthcheck, asked in-process (cheaper while polling)."""
-        process = command(self.name)[-1]
+        process = command(self.compose_service)[-1]
         port = int(self.env[f"LOOM_{process.upper()}_PORT"])
         if process == "gateway":
             try:
@@ -126,6 +132,9 @@ class Twin:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="loom-twin-")))
     # per compose service: variables a test adds on top of the compose environment
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # at least this many replicas of every process (0: as many as compose runs); clients of
+    # a replicated service then get every replica's address, round-robin, as compose's DNS name gives
+    replicas: int = 0
 
     # -- the database ------------------------------------------------------
 
@@ -180,7 +189,7 @@ class Twin:
             if other in self.ports:
                 env[f"LOOM_{other.upper()}_PORT"] = str(self.ports[other])
             if f"LOOM_{other.upper()}_TARGET" in env:
-                env[f"LOOM_{other.upper()}_TARGET"] = f"127.0.0.1:{self.ports[other]}"
+                env[f"LOOM_{other.upper()}_TARGET"] = self.client_target(other)
         if process in self.ports:
             env[f"LOOM_{process.upper()}_PORT"] = str(self.ports[process] + replica)
         env["LOOM_DATA_DIR"] = str(self.workdir / f"{service}-{replica}")
@@ -195,21 +204,35 @@ class Twin:
             env=self.env_for("migrate"), cwd=ROOT, check=True, capture_output=True, timeout=120,
         )
 
+    def replica_services(self, process: str) -> list[str]:
+        """The compose service each replica of `process` runs as: compose's own, then the first again."""
+        services = replicas_of(process)
+        return services + services[:1] * max(0, self.replicas - len(services))
+
+    def client_target(self, process: str) -> str:
+        count = len(self.replica_services(process))
+        if not self.replicas or count == 1:
+            return f"127.0.0.1:{self.ports[process]}"
+        return "ipv4:" + ",".join(self.target(process, replica) for replica in range(count))
+
     def start(self, timeout: float = 120) -> None:
         """Every `loom serve` process, keyed by process: its replicas are the compose services running it."""
         for process in PROCESSES:
             # replicas get consecutive ports: as two containers would, on one host
-            self.ports[process] = _free_ports(len(replicas_of(process)))
+            self.ports[process] = _free_ports(len(self.replica_services(process)))
         for process in PROCESSES:
-            self.processes[process] = [
-                Process(
-                    service,
-                    [sys.executable, "-m", "libs.cli", *command(service)],
-                    self.env_for(service, replica),
-                    self.workdir / f"{service}.log",
+            self.processes[process] = []
+            for replica, service in enumerate(self.replica_services(process)):
+                name = service if replica < len(replicas_of(process)) else f"{process}-{replica + 1}"
+                self.processes[process].append(
+                    Process(
+                        name,
+                        [sys.executable, "-m", "libs.cli", *command(service)],
+                        self.env_for(service, replica),
+                        self.workdir / f"{name}.log",
+                        service=service,
+                    )
                 )
-                for replica, service in enumerate(replicas_of(process))
-            ]
             for running in self.processes[process]:
                 running.start()
         for replicas in self.processes.values():

@@ -75,6 +75,10 @@ class MixedLoad:
                 reply = await self._http.post(path, json=body)
             except httpx.TransportError:
                 reply = None
+            if reply is not None and reply.status_code == 429:  # the gateway's rate limit: wait as it says
+                self.retried["gateway rate limit", "429"] += 1
+                await asyncio.sleep(float(reply.headers.get("retry-after", "1")))
+                continue
             if reply is not None and reply.status_code not in RETRYABLE_HTTP:
                 reply.raise_for_status()
                 return reply.json()

@@ -8,6 +8,7 @@ import pytest
 import structlog
 from loom.batch.v1 import batch_pb2, batch_pb2_grpc
 
+from libs import causation
 from libs.auth import current_caller
 from libs.bootstrap import ServiceSpec, start
 from libs.clients import ServiceToken, open_channel
@@ -31,6 +32,10 @@ class FlakyServicer(batch_pb2_grpc.BatchServiceServicer):
     async def ListBatches(self, request, context):
         await asyncio.sleep(5)
         return batch_pb2.ListBatchesResponse()
+
+    async def GetSupplier(self, request, context):
+        """Answers with the causation chain the call arrived with."""
+        return batch_pb2.GetSupplierResponse(supplier=batch_pb2.Supplier(name=causation.current()))
 
 
 @pytest.fixture
@@ -70,3 +75,23 @@ async def test_calls_without_an_explicit_deadline_get_the_default_one(flaky):
     finally:
         await channel.close()
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_call_made_while_serving_a_caused_call_carries_its_causation_on(flaky):
+    """A rule's trigger_workflow -> the scheduler's job -> batch: the chain follows the calls."""
+    target, _ = flaky
+    chain = '[{"rule_id":"r","execution_id":"x","event_id":"e"}]'
+    channel = open_channel(target, token=ServiceToken(TEST_JWT_SECRET, subject="service:scheduler", issuer="loom"))
+
+    async def serving_a_caused_call() -> str:
+        causation.enter({causation.METADATA_KEY: chain})
+        reply = await batch_pb2_grpc.BatchServiceStub(channel).GetSupplier(
+            batch_pb2.GetSupplierRequest(supplier_id=str(uuid.uuid4()))
+        )
+        return reply.supplier.name
+
+    try:
+        assert await asyncio.create_task(serving_a_caused_call()) == chain  # its own context, as each served call has
+        assert causation.current() == ""
+    finally:
+        await channel.close()

@@ -72,9 +72,9 @@ def suite_env(tmp_path):
     return {**env, **ports, **metrics, "LOOM_DATA_DIR": str(tmp_path / "data"), "LOOM_LOG_LEVEL": "warning"}
 
 
-def start_suite(env: dict[str, str]) -> subprocess.Popen:
+def start_suite(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "libs.cli", "up"],
+        [sys.executable, "-m", "libs.cli", "up", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -115,24 +115,29 @@ class RunningGateway:
     settings: GatewaySettings
 
     def client(self, **kwargs) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, **{"timeout": 10, **kwargs})
 
 def gateway_settings(targets: dict[str, str], **overrides) -> GatewaySettings:
+    """Rate limits are off unless a test sets them: tests call from one address as fast as they can."""
+    values = {"rate_limit_ip_per_second": 0, "rate_limit_subject_per_second": 0, **overrides}
     return GatewaySettings(
         jwt_secret=TEST_JWT_SECRET,
         log_level="warning",
         gateway_metrics_port=0,
         **{f"{name}_target": targets[name] for name in SERVICE_NAMES},
-        **overrides,
+        **values,
     )
 
 @asynccontextmanager
 async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
     """The gateway app under uvicorn on a free loopback port, in this event loop."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False,
+        # HTTPS when the settings name a certificate, as `python -m services.gateway` does.
+        ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
@@ -142,7 +147,7 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
             raise TimeoutError("gateway did not start")
         await asyncio.sleep(0.02)
     try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", settings)
+        yield RunningGateway(f"{'https' if settings.tls_cert_file else 'http'}://127.0.0.1:{port}", settings)
     finally:
         server.should_exit = True
         await task

@@ -425,13 +425,13 @@ async def test_stream_failing_before_its_first_event_gets_its_http_status(backen
 async def test_stream_failing_midway_sends_an_error_event(backend, http):
     async def watch(request, context):
         yield scheduler_pb2.WatchJobRunsResponse()
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "scheduler restarting")
+        await context.abort(grpc.StatusCode.DATA_LOSS, "run log unreadable")
 
     backend.answer("WatchJobRuns", watch)
     async with http.stream("GET", "/v1/jobRuns:watch", headers=ADMIN) as reply:
         text = "".join([chunk async for chunk in reply.aiter_text()])
     error_block = next(b for b in text.split("\n\n") if b.startswith("event: error"))
-    assert json.loads(error_block.split("data: ", 1)[1])["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert json.loads(error_block.split("data: ", 1)[1])["code"] == grpc.StatusCode.DATA_LOSS.value[0]
 
 
 async def test_client_disconnect_cancels_the_backend_stream(backend, http):

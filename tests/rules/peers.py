@@ -87,6 +87,10 @@ class FakeBatch(batch_pb2_grpc.BatchServiceServicer):
 @dataclass
 class FakeScheduler(scheduler_pb2_grpc.SchedulerServiceServicer):
     runs: list[scheduler_pb2.RunJobNowRequest] = field(default_factory=list)
+    jobs: tuple[str, ...] = ("purge-old-data", "orchestrate-batches")
+
+    async def ListJobs(self, request, context):
+        return scheduler_pb2.ListJobsResponse(jobs=[scheduler_pb2.Job(job_name=name) for name in self.jobs])
 
     async def RunJobNow(self, request, context):
         self.runs.append(request)

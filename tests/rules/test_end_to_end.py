@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import uuid
 from contextlib import AsyncExitStack
 
@@ -38,7 +39,13 @@ async def stubs(own_database, smtp):
     }
     own = {
         "batch": {"outbox_poll_seconds": 0.1, "outbox_max_backoff_seconds": 0.5},
-        "rules": {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "worker_poll_seconds": 0.2, "action_backoff_seconds": 0.05},
+        "rules": {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "worker_poll_seconds": 0.2,
+            "action_backoff_seconds": 0.05,
+            "loop_max_depth": 2,  # the batch lifecycle has two moves after confirmed
+        },
     }
     async with AsyncExitStack() as stack:
         for name in ("rules", "batch"):
@@ -125,3 +132,51 @@ async def test_a_batch_crossing_75_percent_mails_once_and_moves_its_orders_into_
     assert await sql(own_database, "SELECT count(*) FROM rules.events") == [(len(redelivered),)]
     assert await finished_executions(rules, mail.rule_id, 1) and await finished_executions(rules, production.rule_id, 2)
     assert len(smtp.sink.messages) == 1
+
+
+async def test_a_rule_advancing_its_own_batch_stops_at_the_loop_guard_with_the_chain_recorded(stubs, own_database):
+    """Batch copies the chain the rule's action call carries onto the events it emits; the
+    rule (opted in to rule-caused events) advances the batch on each until the guard refuses."""
+    batch, rules = stubs
+    category = f"loop_{uuid.uuid4().hex[:8]}"
+    await create_supplier(batch, category)
+    await place(batch, category, 40)
+    placed = (await place(batch, category, 40)).order  # 80 of 100: Orchestrate confirms the batch
+    advance = {"table": {
+        "hit_policy": "FIRST",
+        "inputs": ["batch.category", "batch.status"],
+        "outputs": ["next"],
+        "rules": [
+            {"when": [category, "confirmed"], "then": {"next": "in_production"}},
+            {"when": [category, "in_production"], "then": {"next": "completed"}},
+            {"when": [category, "completed"], "then": {"next": "completed"}},
+        ],
+    }}
+    rule = await create(rules, rule_message(
+        "advance my batch",
+        type=rules_pb2.RULE_TYPE_STATUS_UPDATE,
+        event_types=["batch.confirmed", "batch.status_changed"],
+        conditions=advance,
+        actions=[action("update_status", entity="batch", id="{{batch.id}}", status="{{decision.next}}")],
+        triggered_by_rules=True,
+    ))
+    await batch.Orchestrate(batch_pb2.OrchestrateRequest(request_id=str(uuid.uuid4())), metadata=ADMIN)
+
+    async def refused() -> list[rules_pb2.Execution]:
+        listed = (await rules.ListExecutions(rules_pb2.ListExecutionsRequest(rule_id=rule.rule_id), metadata=ADMIN)).executions
+        return [e for e in listed if e.status == rules_pb2.EXECUTION_STATUS_REFUSED]
+
+    (stopped,) = await eventually(refused, timeout=30)
+    listed = (await rules.ListExecutions(rules_pb2.ListExecutionsRequest(rule_id=rule.rule_id), metadata=ADMIN)).executions
+    runs = sorted((e for e in listed if e.status == rules_pb2.EXECUTION_STATUS_SUCCESS), key=lambda e: len(e.causation))
+    assert [len(e.causation) for e in runs] == [0, 1]
+    assert [(link.rule_id, link.execution_id) for link in stopped.causation] == [(rule.rule_id, e.execution_id) for e in runs]
+    assert stopped.refused_reason.startswith("loop guard: the rule already ran 2 times")
+    current = (await batch.GetBatch(batch_pb2.GetBatchRequest(batch_id=placed.batch_id), metadata=ADMIN)).batch
+    assert current.status == batch_pb2.BATCH_STATUS_COMPLETED
+    emitted = await sql(
+        own_database,
+        "SELECT data::text, causation::text FROM batch.outbox WHERE type = 'batch.status_changed' "
+        f"AND data->'batch'->>'id' = '{placed.batch_id}' ORDER BY id",
+    )
+    assert [len(json.loads(chain)) for _, chain in emitted] == [1, 2]

@@ -220,7 +220,7 @@ async def evaluated(database_url: str, event_id: str) -> bool:
             row = await store.get_event(conn, event_id)
     finally:
         await engine.dispose()
-    return bool(row and row["evaluated_time"])
+    return bool(row and row.evaluated_time)
 
 
 async def test_execute_rules_over_a_time_window_runs_only_what_has_not_run(rules, database_url):

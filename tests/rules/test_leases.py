@@ -8,13 +8,14 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, select, text
 
 from libs.clients import ServiceClients
 from libs.db import make_engine, run_in_transaction
 from services.rules import store
 from services.rules.actions import ActionRunner
 from services.rules.leases import lease_keeper
+from services.rules.records import StoredEvent
 from tests.support import settings_for
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())  # two replicas' owner tokens
@@ -31,7 +32,7 @@ async def engine(database_url):
 async def taken_over(engine):
     """An event and a running execution leased by A, lapsed, and taken over by B."""
     event_id = f"lease-{uuid.uuid4()}"
-    record = {"event_id": event_id, "type": "lease.test", "source": "test", "occurred_time": datetime.now(UTC), "data": {}}
+    record = StoredEvent(event_id=event_id, type="lease.test", source="test", occurred_time=datetime.now(UTC), data={})
 
     async def lease_as_a(conn):
         await store.insert_events(conn, [record], lease_seconds=60, owner=A)
@@ -43,42 +44,48 @@ async def taken_over(engine):
     execution = await run_in_transaction(engine, lease_as_a)
 
     async def lapse_and_take_as_b(conn):
-        for table, key, value in (("events", "event_id", event_id), ("executions", "execution_id", execution["execution_id"])):
+        for table, key, value in (("events", "event_id", event_id), ("executions", "execution_id", execution.execution_id)):
             await conn.execute(
                 text(f"UPDATE rules.{table} SET lease_until = now() - interval '1 second' WHERE {key} = :id"), {"id": value}
             )
         events = await store.lease_events(conn, limit=1000, lease_seconds=60, owner=B)
         stalled = await store.lease_stalled_executions(conn, limit=1000, lease_seconds=60, owner=B)
-        assert event_id in {e["event_id"] for e in events}
-        assert execution["execution_id"] in {e["execution_id"] for e in stalled}
+        assert event_id in {e.event_id for e in events}
+        assert execution.execution_id in {e.execution_id for e in stalled}
 
     await run_in_transaction(engine, lapse_and_take_as_b)
     yield event_id, execution
     async with engine.begin() as conn:  # no later worker of the shared database should meet these rows
-        await conn.execute(delete(store.executions).where(store.executions.c.execution_id == execution["execution_id"]))
+        await conn.execute(delete(store.executions).where(store.executions.c.execution_id == execution.execution_id))
         await conn.execute(delete(store.events).where(store.events.c.event_id == event_id))
 
 
 async def owners(engine, event_id: str, execution_id: str) -> tuple:
+    """The lease columns as stored (the store's records leave them out: only the store reads them)."""
+    events, executions = store.events, store.executions
     async with engine.connect() as conn:
-        event = await store.get_event(conn, event_id)
-        execution = await store.get_execution(conn, execution_id)
-    assert event is not None
-    return (event["lease_owner"], event["lease_until"]), (execution["lease_owner"], execution["lease_until"], execution["status"])
+        event = (await conn.execute(
+            select(events.c.lease_owner, events.c.lease_until).where(events.c.event_id == event_id)
+        )).one()
+        execution = (await conn.execute(
+            select(executions.c.lease_owner, executions.c.lease_until, executions.c.status)
+            .where(executions.c.execution_id == execution_id)
+        )).one()
+    return tuple(event), tuple(execution)
 
 
 async def test_a_renewal_after_the_lease_was_taken_over_renews_nothing(engine, taken_over):
     event_id, execution = taken_over
-    before = await owners(engine, event_id, execution["execution_id"])
+    before = await owners(engine, event_id, execution.execution_id)
 
     async def renew_as_a(conn):
         return (
             await store.renew_leases(conn, "events", [event_id], owner=A, lease_seconds=600),
-            await store.renew_leases(conn, "executions", [execution["execution_id"]], owner=A, lease_seconds=600),
+            await store.renew_leases(conn, "executions", [execution.execution_id], owner=A, lease_seconds=600),
         )
 
     assert await run_in_transaction(engine, renew_as_a) == ([], [])
-    assert await owners(engine, event_id, execution["execution_id"]) == before
+    assert await owners(engine, event_id, execution.execution_id) == before
     assert before[0][0] == before[1][0] == B
 
 
@@ -86,10 +93,10 @@ async def test_the_heartbeat_reports_a_lease_taken_over_as_lost(engine, taken_ov
     event_id, execution = taken_over
     keeper = lease_keeper(engine, settings_for("rules", database_url))
     keeper.owner = A
-    async with keeper.holding("executions", [execution["execution_id"]]), keeper.holding("events", [event_id]):
+    async with keeper.holding("executions", [execution.execution_id]), keeper.holding("events", [event_id]):
         await keeper.renew_once()
-        assert keeper.lost("executions", execution["execution_id"]) and keeper.lost("events", event_id)
-    assert not keeper.lost("executions", execution["execution_id"])  # forgotten once no work holds it
+        assert keeper.lost("executions", execution.execution_id) and keeper.lost("events", event_id)
+    assert not keeper.lost("executions", execution.execution_id)  # forgotten once no work holds it
 
 
 async def test_the_former_holder_cannot_record_progress_or_finish_an_execution_taken_over(engine, taken_over, database_url):
@@ -105,9 +112,9 @@ async def test_the_former_holder_cannot_record_progress_or_finish_an_execution_t
         await clients.close()
 
     assert left == execution
-    assert (await owners(engine, event_id, execution["execution_id"]))[1][::2] == (B, "running")
+    assert (await owners(engine, event_id, execution.execution_id))[1][::2] == (B, "running")
     recorded = await run_in_transaction(
-        engine, lambda conn: store.record_actions(conn, execution["execution_id"], [], lease_seconds=60, owner=A)
+        engine, lambda conn: store.record_actions(conn, execution.execution_id, [], lease_seconds=60, owner=A)
     )
     assert recorded is False
 
@@ -118,14 +125,14 @@ async def test_a_due_wait_taken_over_is_not_renewed_by_its_former_holder(engine,
     async def wait_leased_by_a_then_taken_by_b(conn):
         await store.start_wait(conn, execution, 0, 0, {}, [], owner=B)
         (wait,) = [w for w in await store.lease_due_waits(conn, limit=1000, lease_seconds=60, owner=A)
-                   if w["execution_id"] == execution["execution_id"]]
+                   if w.execution_id == execution.execution_id]
         await conn.execute(
             text("UPDATE rules.waits SET lease_until = now() - interval '1 second' WHERE wait_id = :id"),
-            {"id": wait["wait_id"]},
+            {"id": wait.wait_id},
         )
         taken = await store.lease_due_waits(conn, limit=1000, lease_seconds=60, owner=B)
-        assert wait["wait_id"] in {w["wait_id"] for w in taken}
-        return wait["wait_id"]
+        assert wait.wait_id in {w.wait_id for w in taken}
+        return wait.wait_id
 
     wait_id = await run_in_transaction(engine, wait_leased_by_a_then_taken_by_b)
     try:
@@ -133,8 +140,8 @@ async def test_a_due_wait_taken_over_is_not_renewed_by_its_former_holder(engine,
             engine, lambda conn: store.renew_leases(conn, "waits", [wait_id], owner=A, lease_seconds=600)
         )
         async with engine.connect() as conn:
-            wait = await store.get_wait(conn, wait_id)
-        assert (renewed, wait["lease_owner"]) == ([], B)
+            holder = (await conn.execute(select(store.waits.c.lease_owner).where(store.waits.c.wait_id == wait_id))).scalar()
+        assert (renewed, holder) == ([], B)
     finally:
         async with engine.begin() as conn:
             await conn.execute(delete(store.waits).where(store.waits.c.wait_id == wait_id))

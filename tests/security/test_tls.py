@@ -42,6 +42,12 @@ async def test_a_client_with_a_certificate_of_the_suite_ca_is_served(batch, pki)
     assert await health(batch.target, client_credentials(pki, "rules")) == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_client_of_replicas_on_a_multi_address_target_verifies_them_over_tls(database_url, batch, pki):
+    async with serve("batch", database_url, **mtls(pki, "batch")) as second:
+        target = f"ipv4:{batch.target},{second.target}"  # as `loom up --replicas 2 --tls` gives its clients
+        assert await health(target, client_credentials(pki, "rules")) == health_pb2.HealthCheckResponse.SERVING
+
+
 async def test_a_plaintext_client_is_refused(batch):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await health(batch.target, None)

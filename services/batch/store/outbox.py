@@ -62,13 +62,15 @@ async def pending_events(conn: AsyncConnection, limit: int) -> list[StoredEvent]
     """The oldest undelivered events, locked until the transaction ends."""
     rows = await fetch_all(
         conn,
-        "SELECT o.id, n.namespace, o.type, o.occurred_time, o.data, o.trace_parent "
+        "SELECT o.id, n.namespace, o.type, o.occurred_time, o.data, o.trace_parent, o.causation "
         "FROM batch.outbox o, batch.outbox_namespace n "
         "WHERE o.delivered_time IS NULL ORDER BY o.id LIMIT :limit FOR UPDATE OF o",
         limit=limit,
     )
     return [
-        StoredEvent(r["id"], r["namespace"], r["type"], r["occurred_time"], r["data"], r["trace_parent"] or "")
+        StoredEvent(
+            r["id"], r["namespace"], r["type"], r["occurred_time"], r["data"], r["trace_parent"] or "", r["causation"] or []
+        )
         for r in rows
     ]
 

@@ -3,8 +3,8 @@
 The pages talk only to the gateway's public JSON API. What each role may see
 and do is not re-declared here: `/console/access.json` lists the roles of every
 RPC straight from the protos' `(loom.common.v1.access)` options, so the pages
-hide what the signed-in role could not call anyway. `/console/vocabulary.json` tells the
-rule builder which facts, operators, statuses and action parameters a rule may use.
+hide what the signed-in role could not call anyway. The rule builder asks the rules
+service itself what a rule may say (GetVocabulary, `GET /v1/rules:vocabulary`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from libs.auth import ROLE_NAMES, access_rule
-from services.gateway.console.vocabulary import vocabulary_document
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Everything is served from here: no inline scripts, no third-party origins.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 SERVICES = tuple(
     descriptor_pool.Default().FindServiceByName(name)
     for name in (
@@ -62,22 +56,20 @@ async def access(_: Request) -> Response:
     return JSONResponse(access_table(), headers={"cache-control": "no-cache"})
 
 
-async def vocabulary(_: Request) -> Response:
-    return JSONResponse(vocabulary_document(), headers={"cache-control": "no-cache"})
-
-
 async def to_index(_: Request) -> Response:
     return RedirectResponse("/console/", status_code=308)
 
 
 class ConsoleFiles(StaticFiles):
-    """Static files that browsers revalidate, so a redeployed console is never half old."""
+    """Static files that browsers revalidate, so a redeployed console is never half old.
+
+    Their Content-Security-Policy (everything from here: no inline scripts, no third-party
+    origins) and other security headers come with every gateway response
+    (services/gateway/protections.py)."""
 
     async def get_response(self, path: str, scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.setdefault("cache-control", "no-cache")
-        response.headers.setdefault("x-content-type-options", "nosniff")
-        response.headers.setdefault("content-security-policy", CONTENT_SECURITY_POLICY)
         return response
 
 
@@ -86,6 +78,5 @@ def console_routes() -> list[BaseRoute]:
     return [
         Route("/console", to_index),
         Route("/console/access.json", access),
-        Route("/console/vocabulary.json", vocabulary),
         Mount("/console", app=ConsoleFiles(directory=STATIC_DIR, html=True), name="console"),
     ]

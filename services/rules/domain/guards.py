@@ -3,7 +3,8 @@
 An event caused by a rule's action carries its causation chain in `data.causation`:
 one link {rule_id, execution_id, event_id} per rule execution that led to it, oldest
 first. The rules service sends the chain (plus the new link) with every action call
-(`loom-causation` metadata) so the producing service can put it on the events it emits.
+(`loom-causation` metadata, libs/causation.py) so the producing service puts it on the
+events it emits (batch: its outbox's `causation`, delivered as `data.causation`).
 
 - A rule is not triggered by an event caused by a rule's action unless it opts in
   (`triggered_by_rules`).
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 CAUSATION_KEY = "causation"
-CAUSATION_METADATA = "loom-causation"
 
 
 @dataclass(frozen=True, slots=True)

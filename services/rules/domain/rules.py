@@ -36,6 +36,23 @@ ORDER_STATUSES = frozenset(
 # The batch service advances a batch only along its lifecycle (AdvanceBatch).
 BATCH_STATUSES = frozenset({"in_production", "completed"})
 ENTITIES = ("order", "batch")
+# The lifecycles as the batch service enforces them (UpdateOrderStatus, AdvanceBatch refuse
+# other moves): each status update_status may set, with the statuses it is reached from.
+# Part of the cross-service contract like the events' data; tests/rules/test_vocabulary.py
+# holds it equal to the batch service's own tables.
+REACHED_FROM: dict[str, dict[str, tuple[str, ...]]] = {
+    "order": {
+        "placed": ("awaiting_supplier",),
+        "awaiting_supplier": ("placed",),
+        "confirmed": ("awaiting_supplier", "placed"),
+        "in_production": ("confirmed",),
+        "shipped": ("in_production",),
+        "delivered": ("shipped",),
+        "cancelled": ("awaiting_supplier", "placed"),
+        "refunded": (),
+    },
+    "batch": {"in_production": ("confirmed",), "completed": ("in_production",)},
+}
 MAX_NAME_LENGTH = 200
 MAX_ACTIONS = 20
 
@@ -64,6 +81,9 @@ ACTIONS: dict[str, ActionSpec] = {
     "notify": ActionSpec(frozenset({"subject", "body"}), frozenset({"user", "role"})),
 }
 ROLES = ("admin", "buyer", "supplier", "service")
+# Actions whose parameters are not templates: a wait's are a number and a condition tree.
+# Every other action's string values are rendered with the event's facts before it runs.
+UNTEMPLATED_ACTIONS = frozenset({"wait"})
 
 
 @dataclass
@@ -198,8 +218,8 @@ def _check_action(action: dict[str, Any], where: str, found: list[Violation]) ->
     for name in sorted(params.keys() - spec.required - spec.optional):
         found.append(Violation(f"{where}.params.{name}", f"not a parameter of {action['type']}"))
     for name, value in params.items():
-        if action["type"] == "wait":
-            break  # a wait's parameters are a number and a condition tree, not templates
+        if action["type"] in UNTEMPLATED_ACTIONS:
+            break
         for problem in template_problems(value):
             found.append(Violation(f"{where}.params.{name}", problem))
     literal = {name: value for name, value in params.items() if not variables(value)}

@@ -49,6 +49,8 @@ class WindowedFact:
     keys: tuple[str, ...]
     # The window: the last `hours`, or since midnight UTC today.
     hours: int = 0
+    # What it counts, for people choosing it.
+    description: str = ""
 
     def start(self, now: datetime) -> datetime:
         if self.hours:
@@ -58,9 +60,18 @@ class WindowedFact:
 
 WINDOW_ROOT = "window"
 WINDOWED_FACTS: dict[str, WindowedFact] = {
-    "buyer_orders_24h": WindowedFact("batch.recent_orders", ("order.buyer_id",), hours=24),
-    "category_batches_confirmed_7d": WindowedFact("batch.confirmed_batches", ("batch.category", "order.category"), hours=24 * 7),
-    "product_interactions_today": WindowedFact("tracking.product_interactions", ("product.id",)),
+    "buyer_orders_24h": WindowedFact(
+        "batch.recent_orders", ("order.buyer_id",), hours=24, description="orders by this buyer in the last 24 hours"
+    ),
+    "category_batches_confirmed_7d": WindowedFact(
+        "batch.confirmed_batches",
+        ("batch.category", "order.category"),
+        hours=24 * 7,
+        description="batches of this category confirmed in the last 7 days",
+    ),
+    "product_interactions_today": WindowedFact(
+        "tracking.product_interactions", ("product.id",), description="interactions with this product since midnight UTC"
+    ),
 }
 ENTITY_FIELDS[WINDOW_ROOT] = frozenset(WINDOWED_FACTS)
 
@@ -80,6 +91,63 @@ COMPACT_ALIASES: dict[str, str] = {
     "delivery_time": "supplier.lead_time_days",
     "lead_time": "supplier.lead_time_days",
 }
+
+# How each field's values compare, for builders offering operators and inputs:
+# number: ints, floats and decimal strings ("4.75") compare as numbers; date: RFC 3339
+# text ("2026-12-03T10:00:00Z"); enum: text from a closed set; text: anything else.
+FIELD_TYPES: dict[str, str] = {
+    "id": "text",
+    "buyer_id": "text",
+    "category": "text",
+    "batch_id": "text",
+    "supplier_id": "text",
+    "name": "text",
+    "source": "text",
+    "status": "enum",
+    "type": "enum",
+    "quantity": "number",
+    "unit_price": "number",
+    "total_price": "number",
+    "current_quantity": "number",
+    "target_quantity": "number",
+    "capacity": "number",
+    "fill_percentage": "number",
+    "moq": "number",
+    "rating": "number",
+    "lead_time_days": "number",
+    "window_closes_at": "date",
+    "occurred_time": "date",
+    **{name: "number" for name in WINDOWED_FACTS},
+}
+SCALAR_TYPES: dict[str, str] = {"best_supplier_id": "text"}
+
+# The entities each source's events carry in their data (the cross-service event
+# contract: `batch.*_json` in the batch migrations); the rest is fetched or absent.
+EVENT_ENTITIES: dict[str, tuple[str, ...]] = {"order": ("order", "batch"), "batch": ("batch", "supplier")}
+
+OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "number": (
+        "equal",
+        "not_equal",
+        "greater_than",
+        "greater_than_inclusive",
+        "less_than",
+        "less_than_inclusive",
+        "between",
+        "in",
+        "not_in",
+        "exists",
+    ),
+    "text": ("equal", "not_equal", "in", "not_in", "contains", "starts_with", "matches", "exists"),
+    "enum": ("equal", "not_equal", "in", "not_in", "exists"),
+    "date": ("starts_with", "equal", "not_equal", "matches", "exists"),
+}
+
+
+def fact_type(root: str, field: str) -> str:
+    """The type of `root.field` (or of the scalar fact `root` when field is '')."""
+    return FIELD_TYPES[field] if field else SCALAR_TYPES[root]
+
 
 _PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 

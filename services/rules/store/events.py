@@ -25,7 +25,7 @@ from services.rules.store.schema import events, executions, is_uuid
 
 
 async def insert_events(
-    conn: AsyncConnection, batch: list[dict[str, Any]], *, lease_seconds: float = 0, owner: str | None = None
+    conn: AsyncConnection, batch: list[StoredEvent], *, lease_seconds: float = 0, owner: str | None = None
 ) -> list[str]:
     """Stores events not seen before (by event_id); returns the ids of those that were new.
 
@@ -36,14 +36,25 @@ async def insert_events(
     lease = {"lease_until": func.now() + timedelta(seconds=lease_seconds), "lease_owner": owner} if lease_seconds else {}
     inserted = await conn.execute(
         insert(events)
-        .values([{**event, **lease} for event in batch])
+        .values([{**_row(event), **lease} for event in batch])
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(events.c.event_id)
     )
     return list(inserted.scalars())
 
 
-async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[dict[str, Any]]:
+def _row(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "source": event.source,
+        "occurred_time": event.occurred_time,
+        "data": event.data,
+        "trace_parent": event.trace_parent,
+    }
+
+
+async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[StoredEvent]:
     """Takes up to `limit` unevaluated events, oldest first, that no live worker holds, for `owner`."""
     pending = (
         select(events.c.event_id)
@@ -60,17 +71,17 @@ async def lease_events(conn: AsyncConnection, *, limit: int, lease_seconds: floa
         )
         .returning(*events.c)
     )
-    return sorted((dict(r) for r in leased.mappings()), key=lambda r: r["seq"])
+    return sorted((stored_event(r) for r in leased.mappings()), key=lambda e: e.seq)
 
 
-async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:
+async def get_event(conn: AsyncConnection, event_id: str) -> StoredEvent | None:
     row = (await conn.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
-    return dict(row) if row else None
+    return stored_event(row) if row else None
 
 
-async def events_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+async def events_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[StoredEvent]:
     query = select(events).where(events.c.occurred_time >= start, events.c.occurred_time < end).order_by(events.c.seq)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [stored_event(r) for r in (await conn.execute(query)).mappings()]
 
 
 async def replay_events(
@@ -114,6 +125,18 @@ async def replay_events(
     ]
 
 
+async def recent_events(
+    conn: AsyncConnection, *, event_type: str, limit: int, before_seq: int | None
+) -> list[StoredEvent]:
+    """Received events, the most recently received first; of one type when `event_type` is given."""
+    query = select(events).order_by(events.c.seq.desc()).limit(limit)
+    if event_type:
+        query = query.where(events.c.type == event_type)
+    if before_seq is not None:
+        query = query.where(events.c.seq < before_seq)
+    return [stored_event(r) for r in (await conn.execute(query)).mappings()]
+
+
 def stored_event(row: Any) -> StoredEvent:
     return StoredEvent(
         event_id=row["event_id"],
@@ -123,6 +146,8 @@ def stored_event(row: Any) -> StoredEvent:
         data=row["data"],
         seq=row["seq"],
         attempts=row["attempts"],
+        trace_parent=row["trace_parent"],
+        evaluated_time=row["evaluated_time"],
     )
 
 

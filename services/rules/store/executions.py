@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from libs.errors import NotFound
-from services.rules.store.schema import before, executions, is_uuid
+from services.rules.records import ExecutionRecord
+from services.rules.store.schema import before, executions, is_uuid, record
 
 # --- executions ---------------------------------------------------------------------------
 
@@ -34,7 +35,7 @@ async def claim_execution(
     owner: str,
     causation: list[dict[str, str]] | None = None,
     refused_reason: str = "",
-) -> dict[str, Any] | None:
+) -> ExecutionRecord | None:
     """The new running execution of (rule, event), or None when one already exists.
 
     A refused execution is recorded finished, so the refusal and its chain are visible.
@@ -61,12 +62,12 @@ async def claim_execution(
         .returning(*executions.c)
     )
     row = claimed.mappings().first()
-    return dict(row) if row else None
+    return record(ExecutionRecord, row) if row else None
 
 
 async def lease_stalled_executions(
     conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str
-) -> list[dict[str, Any]]:
+) -> list[ExecutionRecord]:
     """Running executions whose worker stopped renewing them (it crashed): taken over by `owner` to finish."""
     stalled = (
         select(executions.c.execution_id)
@@ -81,7 +82,7 @@ async def lease_stalled_executions(
         .values(lease_until=func.now() + timedelta(seconds=lease_seconds), lease_owner=owner)
         .returning(*executions.c)
     )
-    return [dict(r) for r in leased.mappings()]
+    return [record(ExecutionRecord, r) for r in leased.mappings()]
 
 
 def held_by(execution_id: str, owner: str) -> ColumnElement[bool]:
@@ -106,7 +107,7 @@ async def record_actions(
 
 async def finish_execution(
     conn: AsyncConnection, execution_id: str, status: str, actions: list[dict[str, Any]], *, owner: str
-) -> dict | None:
+) -> ExecutionRecord | None:
     """Records the outcome of an execution `owner` still holds; None when another replica took it over."""
     finished = await conn.execute(
         update(executions)
@@ -115,7 +116,7 @@ async def finish_execution(
         .returning(*executions.c)
     )
     row = finished.mappings().first()
-    return dict(row) if row else None
+    return record(ExecutionRecord, row) if row else None
 
 
 async def executions_last_minute(conn: AsyncConnection, rule_id: str) -> int:
@@ -141,23 +142,23 @@ async def latest_statuses(conn: AsyncConnection, rule_id: str, limit: int) -> li
 
 
 
-async def get_execution(conn: AsyncConnection, execution_id: str) -> dict[str, Any]:
+async def get_execution(conn: AsyncConnection, execution_id: str) -> ExecutionRecord:
     row = None
     if is_uuid(execution_id):
         row = (await conn.execute(select(executions).where(executions.c.execution_id == execution_id))).mappings().first()
     if row is None:
         raise NotFound("execution", execution_id)
-    return dict(row)
+    return record(ExecutionRecord, row)
 
 
-async def executions_of_event(conn: AsyncConnection, event_id: str) -> list[dict[str, Any]]:
+async def executions_of_event(conn: AsyncConnection, event_id: str) -> list[ExecutionRecord]:
     query = select(executions).where(executions.c.event_id == event_id)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [record(ExecutionRecord, r) for r in (await conn.execute(query)).mappings()]
 
 
 async def list_executions(
     conn: AsyncConnection, *, rule_id: str, event_id: str, status: str | None, limit: int, after: list | None
-) -> list[dict[str, Any]]:
+) -> list[ExecutionRecord]:
     query = select(executions)
     if rule_id:
         if not is_uuid(rule_id):
@@ -170,4 +171,4 @@ async def list_executions(
     if after:
         query = query.where(before(executions.c.start_time, executions.c.execution_id, after))
     query = query.order_by(executions.c.start_time.desc(), executions.c.execution_id.desc()).limit(limit)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [record(ExecutionRecord, r) for r in (await conn.execute(query)).mappings()]

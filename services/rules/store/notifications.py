@@ -21,17 +21,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from libs.errors import NotFound
+from services.rules.records import NotificationRecord
 from services.rules.store.schema import (
     before,
     is_uuid,
     notification_reads,
     notifications,
+    record,
 )
 
 # --- notifications ------------------------------------------------------------------------
 
 
-async def claim_notification(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+async def claim_notification(conn: AsyncConnection, values: dict[str, Any]) -> NotificationRecord:
     """The notification of (execution, action): created once, found again on a resumed run."""
     created = await conn.execute(
         insert(notifications)
@@ -49,26 +51,26 @@ async def claim_notification(conn: AsyncConnection, values: dict[str, Any]) -> d
                 )
             )
         ).mappings().one()
-    return dict(row)
+    return record(NotificationRecord, row)
 
 
 async def update_notification(conn: AsyncConnection, notification_id: str, **values: Any) -> None:
     await conn.execute(update(notifications).where(notifications.c.notification_id == notification_id).values(**values))
 
 
-async def get_notification(conn: AsyncConnection, notification_id: str) -> dict[str, Any]:
+async def get_notification(conn: AsyncConnection, notification_id: str) -> NotificationRecord:
     row = None
     if is_uuid(notification_id):
         query = select(notifications).where(notifications.c.notification_id == notification_id)
         row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound("notification", notification_id)
-    return dict(row)
+    return record(NotificationRecord, row)
 
 
 async def list_notifications(
     conn: AsyncConnection, *, status: str | None, rule_id: str, limit: int, after: list | None
-) -> list[dict[str, Any]]:
+) -> list[NotificationRecord]:
     query = select(notifications)
     if status:
         query = query.where(notifications.c.status == status)
@@ -79,7 +81,7 @@ async def list_notifications(
     if after:
         query = query.where(before(notifications.c.create_time, notifications.c.notification_id, after))
     query = query.order_by(notifications.c.create_time.desc(), notifications.c.notification_id.desc()).limit(limit)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [record(NotificationRecord, r) for r in (await conn.execute(query)).mappings()]
 
 
 # --- inbox ---------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ async def inbox(
     limit: int,
     after: list | None,
     newer_than: datetime | None = None,
-) -> list[dict[str, Any]]:
+) -> list[NotificationRecord]:
     """The caller's notifications, newest first, each with its `read_time` for this caller."""
     read_time = _read_by(user)
     query = select(*notifications.c, read_time.label("read_time")).where(_visible_to(user, role))
@@ -123,7 +125,7 @@ async def inbox(
     if newer_than is not None:
         query = query.where(notifications.c.create_time > newer_than)
     query = query.order_by(notifications.c.create_time.desc(), notifications.c.notification_id.desc()).limit(limit)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [record(NotificationRecord, r) for r in (await conn.execute(query)).mappings()]
 
 
 async def unread_count(conn: AsyncConnection, *, user: str, role: str) -> int:
@@ -147,11 +149,13 @@ async def mark_read(conn: AsyncConnection, *, user: str, role: str, notification
     return marked.rowcount
 
 
-async def get_inbox_notification(conn: AsyncConnection, *, user: str, role: str, notification_id: str) -> dict[str, Any]:
+async def get_inbox_notification(
+    conn: AsyncConnection, *, user: str, role: str, notification_id: str
+) -> NotificationRecord:
     query = select(*notifications.c, _read_by(user).label("read_time")).where(
         _visible_to(user, role), notifications.c.notification_id == notification_id
     )
     row = (await conn.execute(query)).mappings().first() if is_uuid(notification_id) else None
     if row is None:
         raise NotFound("notification", notification_id)
-    return dict(row)
+    return record(NotificationRecord, row)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -92,6 +93,7 @@ events = Table(
     Column("trace_parent", Text, nullable=False, server_default=""),
     Index("events_pending", "seq", postgresql_where=text("evaluated_time IS NULL")),
     Index("events_occurred", "occurred_time"),
+    Index("events_by_type_recent", "type", text("seq DESC")),
 )
 
 executions = Table(
@@ -201,6 +203,14 @@ def rules_query():
 
 
 
+
+
+R = TypeVar("R")
+
+
+def record(kind: type[R], row: Any) -> R:
+    """The typed record of a row (a mapping with at least the record's required fields)."""
+    return kind(**{f.name: row[f.name] for f in fields(kind) if f.name in row})  # type: ignore[arg-type]
 
 
 def definition_snapshot(row: dict[str, Any]) -> dict[str, Any]:

@@ -17,15 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.errors import NotFound
 from libs.leases import LeaseLost
+from services.rules.records import ExecutionRecord, WaitRecord
 from services.rules.store.executions import held_by
-from services.rules.store.schema import before, executions, is_uuid, waits
+from services.rules.store.schema import before, executions, is_uuid, record, waits
 
 # --- waits ---------------------------------------------------------------------------------
 
 
 async def start_wait(
     conn: AsyncConnection,
-    execution: dict[str, Any],
+    execution: ExecutionRecord,
     action_index: int,
     seconds: float,
     conditions: dict,
@@ -40,11 +41,11 @@ async def start_wait(
         insert(waits)
         .values(
             wait_id=str(uuid.uuid4()),
-            execution_id=execution["execution_id"],
+            execution_id=execution.execution_id,
             action_index=action_index,
-            rule_id=execution["rule_id"],
-            rule_version=execution["rule_version"],
-            event_id=execution["event_id"],
+            rule_id=execution.rule_id,
+            rule_version=execution.rule_version,
+            event_id=execution.event_id,
             conditions=conditions,
             due_time=func.now() + timedelta(seconds=seconds),
             status="waiting",
@@ -53,15 +54,15 @@ async def start_wait(
     )
     paused = await conn.execute(
         update(executions)
-        .where(held_by(execution["execution_id"], owner))
+        .where(held_by(execution.execution_id, owner))
         .values(status="waiting", actions=actions, lease_until=None, lease_owner=None)
         .returning(executions.c.execution_id)
     )
     if paused.first() is None:
-        raise LeaseLost("executions", str(execution["execution_id"]))
+        raise LeaseLost("executions", execution.execution_id)
 
 
-async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[dict[str, Any]]:
+async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: float, owner: str) -> list[WaitRecord]:
     """Due waits no live replica holds, taken by `owner` for `lease_seconds` (SKIP LOCKED: one runner each)."""
     due = (
         select(waits.c.wait_id)
@@ -80,7 +81,7 @@ async def lease_due_waits(conn: AsyncConnection, *, limit: int, lease_seconds: f
         .values(lease_until=func.now() + timedelta(seconds=lease_seconds), lease_owner=owner)
         .returning(*waits.c)
     )
-    return [dict(r) for r in leased.mappings()]
+    return [record(WaitRecord, r) for r in leased.mappings()]
 
 
 async def end_wait(
@@ -92,7 +93,7 @@ async def end_wait(
     execution_status: str,
     lease_seconds: float,
     owner: str | None = None,
-) -> dict[str, Any] | None:
+) -> ExecutionRecord | None:
     """Ends a wait still waiting (resumed or cancelled) and moves its execution on; None when it already ended.
 
     The execution goes back to running (leased by `owner`, so a crash before it finishes is
@@ -118,22 +119,22 @@ async def end_wait(
         .values(status=execution_status, actions=actions, **state)
         .returning(*executions.c)
     )
-    return dict(moved.mappings().one())
+    return record(ExecutionRecord, moved.mappings().one())
 
 
-async def get_wait(conn: AsyncConnection, wait_id: str, *, for_update: bool = False) -> dict[str, Any]:
+async def get_wait(conn: AsyncConnection, wait_id: str, *, for_update: bool = False) -> WaitRecord:
     row = None
     if is_uuid(wait_id):
         query = select(waits).where(waits.c.wait_id == wait_id)
         row = (await conn.execute(query.with_for_update() if for_update else query)).mappings().first()
     if row is None:
         raise NotFound("wait", wait_id)
-    return dict(row)
+    return record(WaitRecord, row)
 
 
 async def list_waits(
     conn: AsyncConnection, *, rule_id: str, status: str | None, limit: int, after: list | None
-) -> list[dict[str, Any]]:
+) -> list[WaitRecord]:
     query = select(waits)
     if rule_id:
         if not is_uuid(rule_id):
@@ -144,4 +145,4 @@ async def list_waits(
     if after:
         query = query.where(before(waits.c.create_time, waits.c.wait_id, after))
     query = query.order_by(waits.c.create_time.desc(), waits.c.wait_id.desc()).limit(limit)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [record(WaitRecord, r) for r in (await conn.execute(query)).mappings()]

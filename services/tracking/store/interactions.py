@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from libs.db import async_url, is_transient
+from libs.db import async_url, driver_options, is_transient
 from libs.scratch_db import plain_url
 from services.tracking.domain import Event, Outcome, first_claims, session_rounds
 
@@ -182,14 +182,17 @@ class InteractionWriter:
 
     ATTEMPTS = 6
 
-    def __init__(self, database_url: str, window: timedelta) -> None:
+    def __init__(self, database_url: str, window: timedelta, *, prepared_statements: bool = True) -> None:
         self._url = plain_url(async_url(database_url))
         self._window = window
+        self._options = driver_options(prepared_statements=prepared_statements)
         self._conn: psycopg.AsyncConnection | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, application_name="tracking-ingest")
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, application_name="tracking-ingest", **self._options
+            )
         return self._conn
 
     async def store(self, events: list[Event]) -> list[Outcome]:

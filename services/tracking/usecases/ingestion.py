@@ -47,7 +47,10 @@ class Ingestion:
         # The bootstrap resolves the database (embedded or configured) before any servicer exists.
         assert settings.database_url is not None
         self._writers = [
-            InteractionWriter(settings.database_url, self.limits.dedup_window) for _ in range(settings.ingest_writers)
+            InteractionWriter(
+                settings.database_url, self.limits.dedup_window, prepared_statements=settings.db_prepared_statements
+            )
+            for _ in range(settings.ingest_writers)
         ]
         self.committer = GroupCommitter(
             [_measured(w.store) for w in self._writers],

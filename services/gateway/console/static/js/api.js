@@ -64,6 +64,46 @@ export const get = (path, query, signal) => api('GET', path, { query, signal });
 export const post = (path, body, query) => api('POST', path, { body, query });
 export const patch = (path, body, query) => api('PATCH', path, { body, query });
 
+// Reads a Server-Sent Events body, calling onEvent(name, payload) per event with JSON data.
+// 'end' (a finished stream) and keepalive comments are not events.
+async function readEvents(response, onEvent) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, '\n');
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      dispatch(block, onEvent);
+    }
+  }
+}
+
+function dispatch(block, onEvent) {
+  let event = 'message';
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (!line || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') event = value;
+    else if (field === 'data') data.push(value);
+  }
+  if (!data.length || event === 'end') return;
+  let payload;
+  try {
+    payload = JSON.parse(data.join('\n'));
+  } catch {
+    return;
+  }
+  if (event === 'error' || (payload.error && !payload.result)) onEvent('error', payload.error || payload);
+  else onEvent('message', payload.result || payload);
+}
+
 // Follows a server-streaming RPC served as Server-Sent Events. EventSource cannot send
 // an Authorization header, so this reads the stream with fetch. Reconnects with backoff
 // until closed; onStatus gets 'live', 'reconnecting' or 'closed'.
@@ -80,45 +120,7 @@ export function stream(path, query, { onMessage, onStatus = () => {}, onError = 
     if (!response.ok) throw await failure(response);
     onStatus('live');
     delay = 500;
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value.replace(/\r\n?/g, '\n');
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        dispatch(block);
-      }
-    }
-  }
-
-  function dispatch(block) {
-    let event = 'message';
-    const data = [];
-    for (const line of block.split('\n')) {
-      if (!line || line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-      if (field === 'event') event = value;
-      else if (field === 'data') data.push(value);
-    }
-    // 'end' closes a finished stream; the caller's loop decides whether to follow again.
-    if (!data.length || event === 'end') return;
-    let payload;
-    try {
-      payload = JSON.parse(data.join('\n'));
-    } catch {
-      return;
-    }
-    if (event === 'error' || (payload.error && !payload.result)) {
-      onError(new ApiError(0, payload.error || payload));
-      return;
-    }
-    onMessage(payload.result || payload);
+    await readEvents(response, (event, payload) => (event === 'error' ? onError(new ApiError(0, payload)) : onMessage(payload)));
   }
 
   (async () => {
@@ -141,6 +143,25 @@ export function stream(path, query, { onMessage, onStatus = () => {}, onError = 
   })();
 
   return { close: () => controller.abort() };
+}
+
+// One server-streaming call with a JSON body (e.g. POST /v1/rules:replay), read to its end:
+// resolves when the stream ends, rejects with the ApiError it ended with. No reconnecting.
+export async function streamOnce(method, path, body, { onMessage, signal }) {
+  const response = await fetch(path, {
+    method,
+    headers: headers({ accept: 'text/event-stream', 'content-type': 'application/json' }),
+    body: JSON.stringify(body),
+    signal,
+    cache: 'no-store',
+  });
+  if (!response.ok) throw await failure(response);
+  let failed = null;
+  await readEvents(response, (event, payload) => {
+    if (event === 'error') failed = new ApiError(0, payload);
+    else if (!failed) onMessage(payload);
+  });
+  if (failed) throw failed;
 }
 
 // Every page of a List RPC (bounded), concatenating the named repeated field.

@@ -2,16 +2,47 @@
 // edit them: the vocabulary (facts, types, operators), values that fit an operator,
 // and the compact form, read exactly as the service reads it.
 
+import { get } from './api.js';
+
 let vocabulary = null;
+
+const actionName = (type) => String(type).replace('ACTION_TYPE_', '').toLowerCase();
+const valuesOf = (action, parameter, entity = '') => (action?.allowedValues || [])
+  .find((a) => a.parameter === parameter && (a.entity || '') === entity)?.values || [];
+
+// The rules service's GetVocabulary answer in the shape the builder and the action forms read:
+// {eventTypes, eventEntities: {source: [roots]}, groups: [{root, fetched, facts}], facts: Map,
+//  operators, operatorsByType: {type: [ops]}, compactAliases, actions: {name: {required, optional}},
+//  entities, statusTargets: {entity: [{status, from}]}, jobs ([names], or null when the scheduler did not answer)}.
+export function fromReply(reply) {
+  const actions = Object.fromEntries((reply.actions || []).map((a) => [actionName(a.type), a]));
+  const update = actions.update_status;
+  const entities = valuesOf(update, 'entity').map((v) => v.value);
+  const groups = (reply.factGroups || []).map((g) => ({
+    root: g.root, fetched: !!g.fetched,
+    facts: (g.facts || []).map((f) => ({ path: f.path, type: f.type, ...(f.options?.length ? { options: f.options } : {}), ...(f.description ? { description: f.description } : {}) })),
+  }));
+  const facts = new Map();
+  for (const group of groups) for (const fact of group.facts) facts.set(fact.path, { ...fact, root: group.root, fetched: group.fetched });
+  return {
+    eventTypes: reply.eventTypes || [],
+    eventEntities: Object.fromEntries((reply.eventSources || []).map((s) => [s.source, s.entities || []])),
+    groups,
+    facts,
+    operators: reply.operators || [],
+    operatorsByType: Object.fromEntries((reply.operatorsByType || []).map((o) => [o.type, o.operators || []])),
+    compactAliases: Object.fromEntries((reply.compactAliases || []).map((a) => [a.alias, a.fact])),
+    actions: Object.fromEntries(Object.entries(actions).map(([name, a]) => [name, { required: a.requiredParameters || [], optional: a.optionalParameters || [] }])),
+    entities,
+    statusTargets: Object.fromEntries(entities.map((e) => [e, valuesOf(update, 'status', e).map((v) => ({ status: v.value, from: v.reachedFrom || [] }))])),
+    jobs: (reply.unavailable || []).includes('jobs') ? null : valuesOf(actions.trigger_workflow, 'job').map((v) => v.value),
+    placeholderRoots: reply.placeholderRoots || [],
+  };
+}
 
 export async function loadVocabulary() {
   if (vocabulary) return vocabulary;
-  const response = await fetch('/console/vocabulary.json', { cache: 'no-cache' });
-  if (!response.ok) throw new Error(`could not load the rules vocabulary (${response.status})`);
-  const doc = await response.json();
-  const facts = new Map();
-  for (const group of doc.groups) for (const fact of group.facts) facts.set(fact.path, { ...fact, root: group.root, fetched: group.fetched });
-  vocabulary = { ...doc, facts };
+  vocabulary = fromReply(await get('/v1/rules:vocabulary'));
   return vocabulary;
 }
 

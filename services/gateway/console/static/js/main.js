@@ -1,6 +1,7 @@
 // The console's shell: sign-in state, role-aware navigation and a hash router.
 
 import { can, loadAccess } from './access.js';
+import { showBell } from './bell.js';
 import { dismissToast, h, replace } from './dom.js';
 import { timeZone } from './format.js';
 import * as session from './session.js';
@@ -10,6 +11,7 @@ import { renderJobs } from './pages/jobs.js';
 import { renderRuleEditor } from './pages/rule_edit.js';
 import { renderRules } from './pages/rules.js';
 import { renderSignIn } from './pages/signin.js';
+import { renderVersions } from './pages/versions.js';
 import { denied } from './widgets.js';
 
 const ROUTES = [
@@ -17,6 +19,7 @@ const ROUTES = [
   { path: /^\/batches\/(?<id>[^/]+)$/, page: 'batches', title: 'Batch', needs: 'loom.batch.v1.BatchService/GetBatch', render: renderBatch },
   { path: /^\/rules$/, page: 'rules', title: 'Rules', needs: 'loom.rules.v1.RulesService/ListRules', render: renderRules },
   { path: /^\/rules\/new$/, page: 'rules', title: 'New rule', needs: 'loom.rules.v1.RulesService/CreateRule', render: renderRuleEditor },
+  { path: /^\/rules\/(?<id>[^/]+)\/versions$/, page: 'rules', title: 'Rule versions', needs: 'loom.rules.v1.RulesService/ListRuleVersions', render: renderVersions },
   { path: /^\/rules\/(?<id>[^/]+)$/, page: 'rules', title: 'Rule', needs: 'loom.rules.v1.RulesService/GetRule', render: renderRuleEditor },
   { path: /^\/jobs$/, page: 'jobs', title: 'Jobs', needs: 'loom.scheduler.v1.SchedulerService/ListJobs', render: renderJobs },
   { path: /^\/engagement$/, page: 'engagement', title: 'Engagement', needs: 'loom.tracking.v1.TrackingService/GetEngagementSummary', render: renderEngagement },
@@ -57,6 +60,7 @@ function showChrome(claims) {
   const who = document.getElementById('who');
   nav.hidden = !claims;
   who.hidden = !claims;
+  showBell(claims, session.token(), !!claims && can(claims.role, 'loom.rules.v1.RulesService/WatchNotifications'));
   if (!claims) return;
   document.getElementById('who-label').textContent = `${claims.sub} · ${claims.role}`;
   for (const link of nav.querySelectorAll('a')) link.hidden = !can(claims.role, NAV_NEEDS[link.dataset.page]);

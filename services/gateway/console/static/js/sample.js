@@ -1,13 +1,15 @@
 // Sample events for previews and dry runs, shaped like the batch service's outbox events
 // (the cross-service event contract: {"order": {...}, "batch": {...}, "supplier": {...}}).
 //
-// The rules service offers no way to read the events it stored, so "realistic" here means
-// the newest order or batch the batch service holds in the state the event type implies,
-// written as that event would carry it; without one (or without the batch service) a
-// made-up but consistent example stands in.
+// "Realistic" means, in this order: the latest event of that type the rules service
+// received (ListEvents); else the newest order or batch the batch service holds in the
+// state the event type implies, written as that event would carry it; else a made-up but
+// consistent example.
 
-import { get } from './api.js';
+import { get, post } from './api.js';
 import { uuid } from './dom.js';
+
+const RULES = 'loom.rules.v1.RulesService';
 
 // What each event type says about its entities' state.
 const SHAPES = {
@@ -91,12 +93,27 @@ export function madeUpEvent(type) {
   return { event: { type, source: 'batch', data: madeUp(type) }, origin: 'a made-up example' };
 }
 
-// The newest stored order or batch in the state the event type implies, as that event
-// would carry it: {event, origin}, or null when there is none or the batch service does not answer.
+async function latestStored(type, can, signal) {
+  if (!can(`${RULES}/ListEvents`)) return null;
+  const { events = [] } = await get('/v1/events', { eventType: type, pageSize: 1 }, signal);
+  if (!events.length) return null;
+  const [latest] = events;
+  const when = latest.occurredTime ? new Date(latest.occurredTime).toLocaleString() : 'an unknown time';
+  return {
+    event: { type, source: latest.source || 'batch', data: latest.data || {} },
+    origin: `data of the latest ${type} event received (${when})`,
+  };
+}
+
+// The latest stored event of that type, else the newest stored order or batch in the state the
+// event type implies, as that event would carry it: {event, origin}, or null when there is none
+// or the services do not answer.
 export async function recentEvent(type, can) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), BATCH_SERVICE_WAIT_MS);
   try {
+    const stored = await latestStored(type, can, controller.signal).catch(() => null);
+    if (stored) return stored;
     const data = await fromBatchService(type, can, controller.signal);
     return data && {
       event: { type, source: 'batch', data },
@@ -107,6 +124,15 @@ export async function recentEvent(type, can) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// Dry-runs the rule as the editor holds it (saved or not) against the event: the rule's trace
+// ({mine}, templates rendered) and how many other active rules would match it too.
+export async function dryRun(event, draft, ruleId) {
+  const reply = await post('/v1/events:evaluate', { event, dryRun: true, draft: { ...draft, name: draft.name || 'unsaved rule', ruleId: ruleId || '' } });
+  const id = ruleId || 'draft';
+  const rules = reply.rules || [];
+  return { mine: rules.find((r) => r.ruleId === id), others: rules.filter((r) => r.ruleId !== id && r.matched).length };
 }
 
 // The facts templates and conditions see: the event's data plus the event itself.

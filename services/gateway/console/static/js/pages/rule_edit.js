@@ -1,5 +1,5 @@
 // Create or edit a rule: the condition builder, a form per action, a sample event that
-// previews the actions' templates, and a dry run of the saved rule against it.
+// previews the actions' templates, and a dry run of the rule as edited (saved or not) against it.
 // Server-side field violations are shown next to the part of the form they name.
 
 import { get, patch, post } from '../api.js';
@@ -7,8 +7,9 @@ import { h, replace, toast, uuid } from '../dom.js';
 import { conditionBuilder } from '../builder.js';
 import { actionForm, defaultParams } from '../actions.js';
 import { loadVocabulary } from '../conditions.js';
-import { factsOf, madeUpEvent, recentEvent } from '../sample.js';
+import { dryRun, factsOf, madeUpEvent, recentEvent } from '../sample.js';
 import { errorBox } from '../widgets.js';
+import { replayPanel } from './replay.js';
 import { executionLog, ruleTrace, ruleType } from './rules.js';
 
 const RULES = 'loom.rules.v1.RulesService';
@@ -30,12 +31,6 @@ export function normalizePath(field) {
     .map((part) => part.replace(/_/g, '').toLowerCase())
     .filter((part, index) => !(index === 0 && part === 'rule'))
     .join('.');
-}
-
-async function jobNames(ctx) {
-  if (!ctx.can('loom.scheduler.v1.SchedulerService/ListJobs')) return [];
-  const reply = await get('/v1/jobs');
-  return (reply.jobs || []).map((j) => j.jobName);
 }
 
 export function renderRuleEditor(main, ctx) {
@@ -66,9 +61,10 @@ export function renderRuleEditor(main, ctx) {
 
     const builder = conditionBuilder({ tree: rule.conditions, vocab, eventTypes });
     const actions = [];
-    const sample = samplePanel(ctx, vocab, eventTypes, ruleId, () => actions.forEach((a) => a.showPreview()));
-    // Without the scheduler the job picker offers the job already named (and says so).
-    const jobs = jobNames(ctx).catch(() => []);
+    const sample = samplePanel(ctx, vocab, eventTypes, ruleId, () => actions.forEach((a) => a.showPreview()), () => collect());
+    // The scheduler's jobs, as the rules service found them; without the scheduler the
+    // job picker offers the job already named (and says so).
+    const jobs = Promise.resolve(vocab.jobs || []);
     const actionsList = h('ol', { class: 'action-list' });
     function addAction(action) {
       const form = actionForm({
@@ -198,8 +194,24 @@ export function renderRuleEditor(main, ctx) {
 
     const sections = [h('p', {}, h('a', { href: '#/rules' }, '← All rules')),
       h('h1', {}, ruleId ? `Rule: ${rule.name}` : 'New rule'),
-      ruleId ? h('p', { class: 'muted' }, `Version ${rule.version} · last changed by ${rule.updatedBy || rule.createdBy || '—'}`) : null,
+      ruleId ? h('p', { class: 'muted' }, `Version ${rule.version} · last changed by ${rule.updatedBy || rule.createdBy || '—'}`,
+        ctx.can(`${RULES}/ListRuleVersions`) ? [' · ', h('a', { href: `#/rules/${encodeURIComponent(ruleId)}/versions` }, 'Version history')] : null) : null,
       form, sample.element];
+    if (ctx.can(`${RULES}/ReplayRule`)) {
+      // The draft is the form as it stands, checked as a save would be.
+      const draft = () => {
+        clearViolations();
+        const { body, problems } = collect();
+        problems.forEach(([path, message]) => showViolation(path, message));
+        return problems.length ? null : body;
+      };
+      const onDraftViolations = (violations) => {
+        violations.forEach((v) => showViolation(v.field.replace(/^draft\.?/, ''), v.description));
+        form.querySelector('[aria-invalid="true"]')?.focus();
+      };
+      const earlier = Number(ctx.query.get('replayVersion')) || 0;
+      sections.push(replayPanel(ctx, { ruleId: ruleId || '', version: rule.version, draft, onDraftViolations, earlier }));
+    }
     if (ruleId && ctx.can(`${RULES}/ListExecutions`)) {
       const log = h('section', { class: 'card', 'aria-labelledby': 'log-heading' });
       sections.push(log);
@@ -210,8 +222,8 @@ export function renderRuleEditor(main, ctx) {
 }
 
 // The sample event: one of the rule's own event types, with the newest matching data; it
-// feeds the actions' previews and, for a saved rule, the dry run.
-function samplePanel(ctx, vocab, eventTypes, ruleId, onSample) {
+// feeds the actions' previews and the dry run of the rule as edited (`draft()`: collect()).
+function samplePanel(ctx, vocab, eventTypes, ruleId, onSample, draft) {
   const typeSelect = h('select', { id: 'sample-type' });
   const origin = h('p', { class: 'hint', role: 'status' });
   const area = h('textarea', { id: 'sample-data', rows: 8, spellcheck: false, class: 'code', 'aria-describedby': 'sample-error' });
@@ -259,18 +271,18 @@ function samplePanel(ctx, vocab, eventTypes, ruleId, onSample) {
     }
   });
 
-  const canRun = ruleId && ctx.can(`${RULES}/EvaluateEvent`);
+  const canRun = ctx.can(`${RULES}/EvaluateEvent`);
   const run = h('button', { type: 'button' }, 'Dry run this rule');
   run.addEventListener('click', async () => {
     if (area.getAttribute('aria-invalid') === 'true') return area.focus();
+    const { body, problems } = draft();
+    if (problems.length) return replace(result, h('p', { class: 'error-text' }, `Fix the rule first: ${problems.map(([f, m]) => `${f}: ${m}`).join('; ')}`));
     const event = { eventId: uuid(), occurredTime: new Date().toISOString(), ...current, type: typeSelect.value };
     replace(result, h('p', { class: 'muted' }, 'Evaluating…'));
     try {
-      const reply = await post('/v1/events:evaluate', { event, dryRun: true });
-      const mine = (reply.rules || []).find((r) => r.ruleId === ruleId);
-      const others = (reply.rules || []).filter((r) => r.ruleId !== ruleId && r.matched).length;
+      const { mine, others } = await dryRun(event, body, ruleId);
       replace(result,
-        mine ? ruleTrace(mine) : h('p', {}, 'This rule was not evaluated: it is inactive.'),
+        mine ? ruleTrace(mine) : h('p', {}, 'This rule was not evaluated.'),
         h('p', { class: 'muted small' }, `${others} other rule${others === 1 ? '' : 's'} would match this event too.`));
     } catch (err) {
       replace(result, errorBox(err));
@@ -278,10 +290,8 @@ function samplePanel(ctx, vocab, eventTypes, ruleId, onSample) {
   });
 
   const element = h('section', { class: 'card sample', 'aria-labelledby': 'sample-heading' },
-    h('h2', { id: 'sample-heading' }, ruleId ? 'Sample event and dry run' : 'Sample event'),
-    h('p', { class: 'muted' }, ruleId
-      ? 'Previews the actions above and dry-runs the saved version of this rule: nothing runs, nothing is sent.'
-      : 'Previews the actions above; save the rule to dry-run it.'),
+    h('h2', { id: 'sample-heading' }, 'Sample event and dry run'),
+    h('p', { class: 'muted' }, 'Previews the actions above and dry-runs this rule as edited, saved or not: nothing runs, nothing is sent.'),
     h('div', { class: 'row' }, h('label', { for: 'sample-type' }, 'Event type '), typeSelect),
     origin,
     h('label', { for: 'sample-data' }, 'Sample event data (JSON)'), area, problem,

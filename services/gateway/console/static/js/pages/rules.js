@@ -58,7 +58,8 @@ export function renderRules(main, ctx) {
         h('thead', {}, h('tr', {}, ['Priority', 'Name', 'Type', 'Listens to', 'Last execution', 'Active'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rules.map((rule) => h('tr', { dataset: { ruleId: rule.ruleId } },
           h('td', { class: 'num' }, rule.priority || 0),
-          h('td', {}, h('a', { href: `#/rules/${encodeURIComponent(rule.ruleId)}` }, rule.name), h('div', { class: 'muted small' }, `v${rule.version}`)),
+          h('td', {}, h('a', { href: `#/rules/${encodeURIComponent(rule.ruleId)}` }, rule.name), h('div', { class: 'muted small' }, ctx.can(`${RULES}/ListRuleVersions`)
+            ? h('a', { href: `#/rules/${encodeURIComponent(rule.ruleId)}/versions` }, `v${rule.version}`, h('span', { class: 'visually-hidden' }, `, versions of ${rule.name}`)) : `v${rule.version}`)),
           h('td', {}, ruleType(rule.type)),
           h('td', { class: 'small' }, (rule.eventTypes || []).join(', ') || 'every event'),
           h('td', { class: 'last-execution' }, hasRun(rule)

@@ -4,8 +4,8 @@ replica took the work over (the lease lapsed) cannot resurrect the lost lease.""
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
