@@ -22,6 +22,7 @@ from services.tracking.store import partitions, retention
 from services.tracking.store.aggregation import RECENT_EVENTS
 from services.tracking.store.interactions import InteractionWriter
 from services.tracking.store.partitions import INTERACTIONS, SHARES, months_ahead
+from tests.support import serve
 
 WINDOW = timedelta(minutes=30)
 
@@ -113,15 +114,19 @@ async def test_creating_a_month_moves_its_rows_out_of_the_default_partition(engi
     assert await where_rows_are(engine) == {"tracking.interactions_2021_03": 2, "tracking.interactions_default": 1}
 
 
-async def test_the_service_creates_the_current_and_next_months_at_startup(tracking, tracking_db):
-    with psycopg.connect(plain_url(tracking_db)) as conn:
-        found = {
-            name for (name,) in conn.execute(
-                "SELECT relname FROM pg_class WHERE relnamespace = 'tracking'::regnamespace AND relname ~ '_\\d{4}_\\d{2}$'"
-            )
-        }
-    expected = {partitions.partition_name(t, m) for t in (INTERACTIONS, SHARES) for m in months_ahead(datetime.now(UTC))}
-    assert found == expected
+async def test_the_service_creates_the_current_and_next_months_at_startup(engine, tracking_db):
+    ahead = {partitions.partition_name(t, m) for t in (INTERACTIONS, SHARES) for m in months_ahead(datetime.now(UTC))}
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE " + ", ".join(f"tracking.{name}" for name in ahead)))
+    async with serve("tracking", tracking_db):
+        with psycopg.connect(plain_url(tracking_db)) as conn:
+            found = {
+                name for (name,) in conn.execute(
+                    "SELECT relname FROM pg_class WHERE relnamespace = 'tracking'::regnamespace"
+                    " AND relname ~ '_\\d{4}_\\d{2}$'"
+                )
+            }
+    assert found == ahead
 
 
 async def test_purge_creates_next_months_partition_when_it_is_missing(engine):
