@@ -6,6 +6,8 @@
   the same rows (the same month filled the same way), committed, in the same run.
 - tracking.purge.month.vacuumed: the same seconds against that DELETE plus the VACUUM
   its dead rows and index entries need before the space is reused (a drop leaves none).
+- tracking.purge.month.wal: megabytes of WAL the purge writes (what replicas and backups
+  receive) against the WAL of that DELETE and VACUUM.
 
 Each measurement starts from a freshly created, filled (generate_series) and vacuumed
 partition, so neither side pays for the other's dead rows. The month is long past, so
@@ -49,8 +51,20 @@ def _fresh_month(url: str, total: int) -> None:
         conn.execute(f"VACUUM ANALYZE tracking.{partition_name(INTERACTIONS, MONTH)}")
 
 
-def _delete_month(url: str) -> tuple[float, float, int]:
-    """Seconds of the DELETE (committed), seconds of the VACUUM its dead rows need, rows deleted."""
+def _wal_position(url: str) -> str:
+    with psycopg.connect(plain_url(url)) as conn:
+        return conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+
+
+def _wal_since(url: str, position: str) -> int:
+    """Bytes of WAL written since position (by anything: nothing else writes during a measurement)."""
+    with psycopg.connect(plain_url(url)) as conn:
+        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (position,)).fetchone()[0])
+
+
+def _delete_month(url: str) -> tuple[float, float, int, int]:
+    """Seconds of the DELETE (committed), seconds of the VACUUM its dead rows need, rows deleted, WAL bytes of both."""
+    position = _wal_position(url)
     with psycopg.connect(plain_url(url)) as conn:
         started = time.perf_counter()
         deleted = conn.execute(
@@ -62,29 +76,36 @@ def _delete_month(url: str) -> tuple[float, float, int]:
         conn.autocommit = True
         started = time.perf_counter()
         conn.execute(f"VACUUM tracking.{partition_name(INTERACTIONS, MONTH)}")
-        return deleting, time.perf_counter() - started, deleted
+        vacuuming = time.perf_counter() - started
+    return deleting, vacuuming, deleted, _wal_since(url, position)
 
 
-@benchmark("tracking.purge.month", figures=("tracking.purge.month", "tracking.purge.month.vacuumed"))
+@benchmark(
+    "tracking.purge.month",
+    figures=("tracking.purge.month", "tracking.purge.month.vacuumed", "tracking.purge.month.wal"),
+)
 async def purge_month(ctx: BenchContext) -> list[Figure]:
     total = ctx.size("BENCH_TRACKING_PURGE_EVENTS", full=1_000_000, quick=100_000)
     url = ctx.database_url
     engine = make_engine(url, application_name="bench-purge", pool_size=1, max_overflow=0)
     cutoff = month_start(next_month(MONTH))  # MONTH, and only it, has wholly expired
-    drops, deletes, vacuums = [], [], []
+    drops, deletes, vacuums, drop_wal, delete_wal = [], [], [], [], []
     try:
         for _ in range(ctx.runs):
             _fresh_month(url, total)
-            deleting, vacuuming, deleted = _delete_month(url)
+            deleting, vacuuming, deleted, wal = _delete_month(url)
             assert deleted == total, deleted
             deletes.append(deleting)
             vacuums.append(deleting + vacuuming)
+            delete_wal.append(wal)
             _fresh_month(url, total)
+            position = _wal_position(url)
             started = time.perf_counter()
             purged = await run_in_transaction(
                 engine, lambda conn: retention.purge(conn, cutoff, DEDUP_WINDOW, datetime.now(UTC))
             )
             drops.append(time.perf_counter() - started)
+            drop_wal.append(_wal_since(url, position))
             assert purged.interactions == total, purged
     finally:
         await engine.dispose()
@@ -92,4 +113,8 @@ async def purge_month(ctx: BenchContext) -> list[Figure]:
     return [
         Figure("tracking.purge.month", value, "s", value / median(deletes), "DELETE of the same rows"),
         Figure("tracking.purge.month.vacuumed", value, "s", value / median(vacuums), "DELETE of the same rows + its VACUUM"),
+        Figure(
+            "tracking.purge.month.wal", median(drop_wal) / 1e6, "MB", median(drop_wal) / median(delete_wal),
+            "WAL of the DELETE + its VACUUM",
+        ),
     ]
