@@ -7,7 +7,8 @@ is the same small share of the machine on both sides of a ratio.
 - tracking.ingest.unary: TrackInteraction from 32 concurrent clients (each call waits for
   its group commit) vs an empty TrackInteraction handler on the same server bootstrap.
 - tracking.ingest.batch: TrackInteractions of 1,000 events vs a raw COPY of the same
-  enriched rows into a copy of the interactions table (same indexes), 1,000 rows a commit.
+  enriched rows into a twin of the interactions table (partitioned by month the same way,
+  same keys and indexes), 1,000 rows a commit.
 - tracking.aggregate.1m: AggregatePopularity over 1M stored interactions (a full first run)
   vs one GROUP BY scan of the same rows.
 """
@@ -34,6 +35,7 @@ from libs.clients import open_channel
 from libs.scratch_db import plain_url
 from services.tracking.ids import uuid7
 from services.tracking.settings import TrackingSettings
+from services.tracking.store.partitions import Partitioned, create_default_sql, create_partition_sql, months_ahead
 from tests.support import ROOT, auth, free_port, process_env, serve, stub_for, wait_serving
 
 CLIENTS = 32
@@ -161,9 +163,14 @@ async def _copy(url: str, table: str, payloads: list[bytes]) -> float:
 async def ingest_batch(ctx: BenchContext) -> list[Figure]:
     total = ctx.size("BENCH_TRACKING_BATCH_EVENTS", full=200_000, quick=20_000)
     url = ctx.database_url
+    twin = Partitioned("bench_copy", "occurred_at")
     async with await psycopg.AsyncConnection.connect(plain_url(url), autocommit=True) as conn:
         await conn.execute("DROP TABLE IF EXISTS tracking.bench_copy")
-        await conn.execute("CREATE TABLE tracking.bench_copy (LIKE tracking.interactions INCLUDING ALL)")
+        await conn.execute(
+            "CREATE TABLE tracking.bench_copy (LIKE tracking.interactions INCLUDING ALL) PARTITION BY RANGE (occurred_at)"
+        )
+        for statement in [create_partition_sql(twin, m) for m in months_ahead(datetime.now(UTC))] + [create_default_sql(twin)]:
+            await conn.execute(statement)
     rates, copy_rates = [], []
     async with server_process("services.tracking", url) as tracking:
         for run in range(ctx.runs):
@@ -178,7 +185,9 @@ async def ingest_batch(ctx: BenchContext) -> list[Figure]:
     async with await psycopg.AsyncConnection.connect(plain_url(url), autocommit=True) as conn:
         await conn.execute("DROP TABLE tracking.bench_copy")
     rate = median(rates)
-    return [Figure("tracking.ingest.batch", rate, "events/s", rate / median(copy_rates), "raw COPY of the same rows")]
+    return [
+        Figure("tracking.ingest.batch", rate, "events/s", rate / median(copy_rates), "raw COPY of the same rows (partitioned)")
+    ]
 
 
 async def _load_synthetic(url: str, total: int, as_of: datetime) -> None:

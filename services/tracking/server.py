@@ -317,7 +317,10 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
         now = datetime.now(UTC)
 
         async def work(conn: AsyncConnection) -> pb.PurgeOldDataResponse:
-            purged = await retention.purge(conn, now - timedelta(days=days), self._ingestion.limits.dedup_window, now)
+            purged = await retention.purge(
+                conn, now - timedelta(days=days), self._ingestion.limits.dedup_window, now,
+                whole_months=self._settings.retention_whole_months,
+            )
             return pb.PurgeOldDataResponse(
                 interactions_deleted=purged.interactions, shares_deleted=purged.shares,
                 rate_limit_rows_deleted=purged.rate_limit_rows,

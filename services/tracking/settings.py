@@ -36,6 +36,14 @@ class TrackingSettings(Settings):
     retention_days: int = Field(
         default=90, description="Raw interactions and shares older than this are purged (aggregates stay)."
     )
+    # Exact retention deletes the expired days of the boundary month row by row at every
+    # daily purge, so in steady state most rows still leave by DELETE; whole months make
+    # every purge a partition drop, at the price of keeping rows up to a month longer.
+    retention_whole_months: bool = Field(
+        default=False,
+        description="Purge raw interactions and shares only by whole expired months (partition drops, no row deletes):"
+        " rows stay up to a month past retention_days.",
+    )
     popularity_pairs_per_product: int = Field(
         default=20, description="Commonly-paired products kept per product by the popularity aggregation."
     )

@@ -53,6 +53,17 @@ JOIN product_codes paired ON paired.product = ranked.paired
 WHERE rank <= :k
 """
 
+# The raw events of the hours that can still change, grouped. The bounds are parameters
+# compared with occurred_at itself, so the planner reads only the months they reach
+# (the partitions of tracking.interactions, and the default one).
+RECENT_EVENTS = f"""
+SELECT date_trunc('hour', i.occurred_at, 'UTC') AS hour, i.product_id, i.session_id,
+       COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor,
+       count(*) AS events, bit_or({FUNNEL_STEP_BIT})::smallint AS steps
+FROM tracking.interactions i LEFT JOIN tracking.session_users su USING (session_id)
+WHERE i.occurred_at >= :first_instant AND i.occurred_at < :as_of
+GROUP BY 1, 2, 3, 4"""
+
 
 async def _pair_products(conn: AsyncConnection, params: dict, pairs_per_product: int) -> int:
     """Stores each product's top pairings: X->Y with 100 x (people who used X and Y) / (people who used X)."""
@@ -92,18 +103,7 @@ async def aggregate(conn: AsyncConnection, as_of: datetime, recompute: timedelta
         await conn.execute(text(f"DELETE FROM tracking.{rollup} >= :first_instant"), params)
     # One pass over the raw events of the hours that can still change: events and funnel
     # steps per hour, product, session and person, from which every rollup is derived.
-    await conn.execute(
-        text(
-            f"""CREATE TEMP TABLE recent ON COMMIT DROP AS
-            SELECT date_trunc('hour', i.occurred_at, 'UTC') AS hour, i.product_id, i.session_id,
-                   COALESCE('u:' || COALESCE(i.user_id, su.user_id), 's:' || i.session_id) AS actor,
-                   count(*) AS events, bit_or({FUNNEL_STEP_BIT})::smallint AS steps
-            FROM tracking.interactions i LEFT JOIN tracking.session_users su USING (session_id)
-            WHERE i.occurred_at >= :first_instant AND i.occurred_at < :as_of
-            GROUP BY 1, 2, 3, 4"""
-        ),
-        params,
-    )
+    await conn.execute(text(f"CREATE TEMP TABLE recent ON COMMIT DROP AS {RECENT_EVENTS}"), params)
     await conn.execute(text("ANALYZE recent"))  # the planner picks hash aggregation once it knows the size
     scanned = (await conn.execute(text("SELECT COALESCE(sum(events), 0) FROM recent"))).scalar_one()
     for statement in (
