@@ -3,8 +3,9 @@
 Per call it: takes or makes the request id, authenticates the bearer token and
 enforces the method's declared access rule, maps domain errors to status codes
 with details (and anything unexpected to a bare INTERNAL), records Prometheus
-metrics and writes exactly one JSON log line. Doing this in one wrapper keeps a
-single measured duration and a single final status per call.
+metrics and writes exactly one JSON log line; for state-changing methods it opens
+the call's audit record and writes it after a refusal (`libs.audit`). Doing this in
+one wrapper keeps a single measured duration and a single final status per call.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from libs import validation, wellformed
-from libs.auth import Authenticator, IdentityProvider, access_rule, authorize, set_current_caller
+from libs import audit, validation, wellformed
+from libs.auth import ANONYMOUS, Authenticator, IdentityProvider, access_rule, authorize, set_current_caller
+from libs.client_ip import caller_ip
 from libs.db import is_transient
 from libs.errors import DomainError, FieldViolation, InvalidArgument, Unavailable, grpc_status_of, status_code_of
 from libs.logs import Redactor, peer_ip
@@ -74,10 +76,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         redactor: Redactor,
         identity_provider: IdentityProvider | None = None,
         validate: bool = True,
+        auditor: audit.Auditor | None = None,
     ) -> None:
         """validate=False skips the protos' declared constraints (buf.validate): only for
-        stand-in backends whose tests decide every answer themselves."""
+        stand-in backends whose tests decide every answer themselves. The auditor, once
+        its engine is attached, records the calls of state-changing methods."""
         self._validate = validate
+        self._auditor = auditor or audit.Auditor(None)
         self._authenticator = Authenticator(jwt_key, issuer=jwt_issuer, provider=identity_provider)
         self._redactor = redactor
 
@@ -88,18 +93,22 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         rule = access_rule(method)
         quiet = rule is None  # health checks and reflection: logged at debug level only
+        auditing = self._auditor.active and audit.audited(rule)
 
         def unary(behavior: Callable):
             async def call(request, context):
                 outcome, started = _Outcome(), time.perf_counter()
+                record = self._auditor.begin(method, request) if auditing else None
                 try:
-                    await self._enter(context, method, rule)
+                    await self._enter(context, method, rule, record)
                     _require_wellformed(request, self._validate)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
                     await self._fail(context, outcome, error)
                 finally:
-                    self._finish(context, method, outcome, started, quiet)
+                    code = self._finish(context, method, outcome, started, quiet)
+                    if record is not None:
+                        await self._auditor.finish(record, code.name)
 
             return call
 
@@ -124,15 +133,22 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         return _rewrap(handler, unary, streaming)
 
-    async def _enter(self, context, method: str, rule) -> None:
+    async def _enter(self, context, method: str, rule, record: audit.Pending | None = None) -> None:
+        """Binds the call's request id and caller (to its audit record too, when audited),
+        then enforces the access rule."""
         # Each RPC runs in its own asyncio task, so what is bound here dies with the call.
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID_HEADER) or "")[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        if record is not None:
+            # Refused before the token is understood: the peer's address, no subject.
+            record.identify(request_id, ANONYMOUS, self._redactor.hash_ip(caller_ip(context)))
         caller = await self._authenticator.identify(metadata, peer_identity(context))
         set_current_caller(caller)
         structlog.contextvars.bind_contextvars(role=caller.role_name, subject=caller.subject or None)
+        if record is not None:
+            record.identify(request_id, caller, self._redactor.hash_ip(caller_ip(context)))
         authorize(caller, rule)
 
     async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
@@ -158,7 +174,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         _log.error("unhandled error", exc_info=error)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; quote the request id to the operators")
 
-    def _finish(self, context, method: str, outcome: _Outcome, started: float, quiet: bool) -> None:
+    def _finish(self, context, method: str, outcome: _Outcome, started: float, quiet: bool) -> grpc.StatusCode:
         elapsed = time.perf_counter() - started
         code = outcome.code if outcome.code != grpc.StatusCode.OK else (_code(context) or grpc.StatusCode.OK)
         HANDLED.labels(method, code.name).inc()
@@ -171,6 +187,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             peer=self._redactor.hash_ip(peer_ip(context.peer() or "")) if context.peer() else None,
             error=outcome.error,
         )
+        return code
 
 
 def _database_unavailable(error: BaseException) -> bool:

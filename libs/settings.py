@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         default=None, description="CA whose client certificates gRPC servers demand (mutual TLS). Unset: none asked."
     )
+    audit_retention_days: int = Field(
+        default=365, description="Age after which the services' retention jobs delete audit records."
+    )
     db_pool_size: int = Field(default=10, description="Connections each process keeps open.")
     db_max_overflow: int = Field(default=10, description="Extra connections allowed under load.")
     db_retry_attempts: int = Field(default=6, description="Attempts for a transaction that hits a transient error.")

@@ -14,6 +14,7 @@ async def setup(context: ServiceContext) -> None:
     assert isinstance(context.settings, TrackingSettings)  # the bootstrap loads the service's own settings class
     servicer = TrackingServicer(context.engine, context.settings, Enricher())
     context.exit_stack.push_async_callback(servicer.close)
+    servicer.serve_audit(context.auditor)
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, context.server)
 
 
