@@ -104,10 +104,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     _require_wellformed(request, self._validate)
                     return await behavior(request, context)
                 except BaseException as error:  # noqa: BLE001 - every exit is classified and re-raised
-                    await self._fail(context, outcome, error)
+                    await self._fail(context, outcome, error, record)
                 finally:
                     code = self._finish(context, method, outcome, started, quiet)
-                    if record is not None:
+                    if record is not None:  # accepted without a transaction writing it, or aborted by the servicer
                         await self._auditor.finish(record, code.name)
 
             return call
@@ -151,7 +151,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             record.identify(request_id, caller, self._redactor.hash_ip(caller_ip(context)))
         authorize(caller, rule)
 
-    async def _fail(self, context, outcome: _Outcome, error: BaseException) -> None:
+    async def _fail(self, context, outcome: _Outcome, error: BaseException, record: audit.Pending | None = None) -> None:
+        """Classifies the call's failure and ends the call with it; a refused call's audit
+        record is written before the caller hears the refusal."""
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
         if _database_unavailable(error):
             # The database went away (restart, failover) and the transaction's own
@@ -163,6 +165,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             outcome.code, outcome.error = status_code_of(error), error.message
             status = grpc_status_of(error)
             trailing = tuple(status.trailing_metadata) + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
+            if record is not None:
+                await self._auditor.finish(record, outcome.code.name)
             await context.abort(status.code, status.details, trailing_metadata=trailing)
         if isinstance(error, grpc.aio.AbortError | grpc.aio.BaseError):
             outcome.code = _code(context) or grpc.StatusCode.UNKNOWN
@@ -172,6 +176,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             raise error
         outcome.code, outcome.error = grpc.StatusCode.INTERNAL, type(error).__name__
         _log.error("unhandled error", exc_info=error)
+        if record is not None:
+            await self._auditor.finish(record, outcome.code.name)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; quote the request id to the operators")
 
     def _finish(self, context, method: str, outcome: _Outcome, started: float, quiet: bool) -> grpc.StatusCode:
