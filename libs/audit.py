@@ -12,8 +12,9 @@ service's own `<schema>.audit_events`:
   A transaction that rolls back takes its record with it; the group commit of PlaceOrder
   writes its units' records in the group's transaction (`rows_of`).
 - **refused** (no token, wrong role, bad input, a domain error, a rolled-back change): the
-  interceptor writes the record with the final status code after the call, on a short
-  transaction of its own.
+  interceptor queues the record with the final status code as it answers, and the
+  auditor writes it just after, on a short transaction of its own shared with the other
+  refusals queued meanwhile (`Auditor`): a burst of refusals never waits on the database.
 
 Exactly one record per call: the record's id is made once per call and inserted with
 ON CONFLICT DO NOTHING, and the after-call write is skipped once a transaction holding
@@ -24,6 +25,7 @@ never reach a record.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import uuid
 from collections.abc import Awaitable, Callable
@@ -120,6 +122,7 @@ class Pending:
     role: str = "anonymous"
     client_ip_hash: str = ""
     written: bool = False  # a transaction holding the record committed
+    queued: bool = False  # handed to the auditor's group insert
 
     def identify(self, call_request_id: str, caller: Caller, client_ip_hash: str) -> None:
         """Who calls, from where; the call's x-request-id when the request has no request_id."""
@@ -192,11 +195,21 @@ async def write_accepted(driver: psycopg.AsyncConnection, records: list[Pending]
 
 
 class Auditor:
-    """A service's audit trail: its table, and the engine it writes refusals with."""
+    """A service's audit trail: its table, and the engine it writes refusals with.
+
+    Refusals come in bursts (a client without a token retrying, a scan of every method):
+    one transaction each would queue the burst on the connection pool for seconds, and the
+    callers with it. So a refusal's record is queued and the caller answered at once; the
+    queue is group-inserted: what arrives while an insert is in flight goes in the next
+    one, so a burst of hundreds costs a handful of short transactions."""
+
+    MAX_GROUP = 1000
 
     def __init__(self, schema: str | None) -> None:
         self.table = audit_table(MetaData(schema=schema)) if schema else None
         self.engine: AsyncEngine | None = None
+        self._waiting: list[tuple[Pending, dict, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     @property
     def active(self) -> bool:
@@ -210,18 +223,60 @@ class Auditor:
         _pending.set(record)
         return record
 
+    def record_refusal(self, record: Pending, code: str) -> None:
+        """Queues a refused call's record for the next group insert, without making the
+        caller wait for it (nothing changed; a burst of refusals costs the callers nothing)."""
+        self._enqueue(record, code)
+
     async def finish(self, record: Pending, code: str) -> None:
-        """After the call: writes its record with the final code unless a transaction already did."""
-        if record.written or self.engine is None:
+        """After the call: writes its record with the final code unless a transaction already
+        did or it is queued already; waits until it is in. A cancelled wait still writes it."""
+        if record.written or record.queued or self.engine is None:
             return
-        row = record.row(code)
+        await self._enqueue(record, code)
+
+    def _enqueue(self, record: Pending, code: str) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        if record.written or record.queued or self.engine is None:
+            done.set_result(None)
+            return done
+        record.queued = True
+        self._waiting.append((record, record.row(code), done))
+        if self._flusher is None:
+            # A context of its own: the flusher serves many calls, not the one that started it.
+            self._flusher = asyncio.create_task(self._flush(), name="audit-records", context=contextvars.Context())
+        return done
+
+    async def drain(self) -> None:
+        """Lets the records queued so far be written (a server stopping)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        assert self.engine is not None and self.table is not None
+        table = self.table
+        group: list[tuple[Pending, dict, asyncio.Future]] = []
         try:
-            await run_in_transaction(
-                self.engine, lambda conn: conn.execute(insert(record.table).values(**row).on_conflict_do_nothing()),
-                attempts=2)
-            record.written = True
-        except Exception as error:  # noqa: BLE001 - the call's own answer stands; the loss is logged
-            _log.warning("audit record not written", method=record.method, code=code, error=type(error).__name__)
+            while self._waiting:
+                group, self._waiting = self._waiting[: self.MAX_GROUP], self._waiting[self.MAX_GROUP:]
+                rows = [row for _, row, _ in group]
+                try:
+                    await run_in_transaction(
+                        self.engine, lambda conn, rows=rows: conn.execute(insert(table).on_conflict_do_nothing(), rows),
+                        attempts=2,
+                    )
+                    for record, _, _ in group:
+                        record.written = True
+                except Exception as error:  # noqa: BLE001 - the calls' own answers stand; the loss is logged
+                    _log.warning("audit records not written", records=len(group), error=type(error).__name__)
+                for _, _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._flusher = None
+            for _, _, done in group + self._waiting:  # only when the flusher itself was cancelled
+                if not done.done():
+                    done.set_result(None)
 
 
 class AuditTrail:

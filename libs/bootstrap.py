@@ -110,6 +110,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
         )
         exit_stack.push_async_callback(engine.dispose)
         auditor.engine = engine
+        exit_stack.push_async_callback(auditor.drain)  # before the engine goes
     clients = ServiceClients(settings, caller=spec.name)
     exit_stack.push_async_callback(clients.close)
     context = ServiceContext(spec.name, settings, server, engine, clients, exit_stack, redactor, auditor)

@@ -47,11 +47,14 @@ _log = structlog.get_logger("loom.rpc")
 
 
 class _Outcome:
-    __slots__ = ("code", "error")
+    __slots__ = ("code", "error", "peer")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str) -> None:
         self.code = grpc.StatusCode.OK
         self.error: str | None = None
+        # Read while the call is alive: asking a call that ended (a deadline passed while
+        # it waited) for its peer can crash grpc's Cython layer.
+        self.peer = peer
 
 
 def _require_wellformed(request, declared: bool = True) -> None:
@@ -97,7 +100,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         def unary(behavior: Callable):
             async def call(request, context):
-                outcome, started = _Outcome(), time.perf_counter()
+                outcome, started = _Outcome(context.peer() or ""), time.perf_counter()
                 record = self._auditor.begin(method, request) if auditing else None
                 try:
                     await self._enter(context, method, rule, record)
@@ -114,7 +117,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         def streaming(behavior: Callable):
             async def call(request, context):
-                outcome, started = _Outcome(), time.perf_counter()
+                outcome, started = _Outcome(context.peer() or ""), time.perf_counter()
                 try:
                     await self._enter(context, method, rule)
                     _require_wellformed(request, self._validate)
@@ -152,8 +155,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         authorize(caller, rule)
 
     async def _fail(self, context, outcome: _Outcome, error: BaseException, record: audit.Pending | None = None) -> None:
-        """Classifies the call's failure and ends the call with it; a refused call's audit
-        record is written before the caller hears the refusal."""
+        """Classifies the call's failure and ends the call with it, queueing a refused call's
+        audit record (written after the call, on a short transaction of its own)."""
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
         if _database_unavailable(error):
             # The database went away (restart, failover) and the transaction's own
@@ -166,7 +169,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             status = grpc_status_of(error)
             trailing = tuple(status.trailing_metadata) + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
             if record is not None:
-                await self._auditor.finish(record, outcome.code.name)
+                self._auditor.record_refusal(record, outcome.code.name)
             await context.abort(status.code, status.details, trailing_metadata=trailing)
         if isinstance(error, grpc.aio.AbortError | grpc.aio.BaseError):
             outcome.code = _code(context) or grpc.StatusCode.UNKNOWN
@@ -177,7 +180,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         outcome.code, outcome.error = grpc.StatusCode.INTERNAL, type(error).__name__
         _log.error("unhandled error", exc_info=error)
         if record is not None:
-            await self._auditor.finish(record, outcome.code.name)
+            self._auditor.record_refusal(record, outcome.code.name)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; quote the request id to the operators")
 
     def _finish(self, context, method: str, outcome: _Outcome, started: float, quiet: bool) -> grpc.StatusCode:
@@ -190,7 +193,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             "rpc",
             code=code.name,
             duration_ms=round(elapsed * 1000, 3),
-            peer=self._redactor.hash_ip(peer_ip(context.peer() or "")) if context.peer() else None,
+            peer=self._redactor.hash_ip(peer_ip(outcome.peer)) if outcome.peer else None,
             error=outcome.error,
         )
         return code

@@ -4,6 +4,7 @@ after the call; reads not audited; nothing secret in records or logs; ListAuditE
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,17 @@ def records(sql, schema: str, **where) -> list[dict]:
     )
     columns = [c.name for c in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+async def settled(sql, schema: str, count: int, **where) -> list[dict]:
+    """The records matching where once there are at least count: refusals are written
+    just after the caller hears them, by the auditor's group insert."""
+    for _ in range(100):
+        found = records(sql, schema, **where)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    return records(sql, schema, **where)
 
 
 def someone() -> str:
@@ -123,7 +135,7 @@ async def test_a_rolled_back_change_leaves_only_its_refusal(stub, sql):
             metadata=ADMIN,
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert [r["code"] for r in records(sql, "batch", request_id=rid)] == ["FAILED_PRECONDITION"]
+    assert [r["code"] for r in await settled(sql, "batch", 1, request_id=rid)] == ["FAILED_PRECONDITION"]
 
 
 async def test_a_role_the_method_refuses_is_recorded_as_permission_denied(stub, sql):
@@ -133,7 +145,7 @@ async def test_a_role_the_method_refuses_is_recorded_as_permission_denied(stub, 
             pb.CreateSupplierRequest(request_id=request_id(), supplier=pb.Supplier(name="x")), metadata=auth("buyer", buyer)
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    (record,) = records(sql, "batch", subject=buyer)
+    (record,) = await settled(sql, "batch", 1, subject=buyer)
     assert (record["code"], record["role"], record["method"]) == ("PERMISSION_DENIED", "buyer", "CreateSupplier")
 
 
@@ -142,7 +154,7 @@ async def test_bad_input_is_recorded_as_invalid_argument(stub, sql):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CreateSupplier(pb.CreateSupplierRequest(request_id="", supplier=pb.Supplier()), metadata=auth("admin", admin))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [r["code"] for r in records(sql, "batch", subject=admin)] == ["INVALID_ARGUMENT"]
+    assert [r["code"] for r in await settled(sql, "batch", 1, subject=admin)] == ["INVALID_ARGUMENT"]
 
 
 async def test_a_call_without_a_token_is_recorded_under_its_call_request_id(stub, sql):
@@ -150,7 +162,7 @@ async def test_a_call_without_a_token_is_recorded_under_its_call_request_id(stub
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ResolveReview(pb.ResolveReviewRequest(), metadata=(("x-request-id", call_id),))
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    (record,) = records(sql, "batch", request_id=call_id)
+    (record,) = await settled(sql, "batch", 1, request_id=call_id)
     assert (record["code"], record["role"], record["subject"]) == ("UNAUTHENTICATED", "anonymous", "")
 
 
@@ -161,7 +173,9 @@ async def test_reads_are_not_audited(stub, sql):
     await stub.ListSuppliers(pb.ListSuppliersRequest(), metadata=auth("admin", admin))
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.GetSupplier(pb.GetSupplierRequest(supplier_id=str(uuid.uuid4())), metadata=auth("admin", admin))
-    assert records(sql, "batch", subject=admin) == []
+    with pytest.raises(grpc.aio.AioRpcError):  # a refused write after them: once it is in, anything before is too
+        await stub.CreateSupplier(pb.CreateSupplierRequest(request_id=""), metadata=auth("admin", admin))
+    assert [r["method"] for r in await settled(sql, "batch", 1, subject=admin)] == ["CreateSupplier"]
 
 
 async def test_records_and_logs_hold_no_token_and_no_raw_ip(stub, sql):
@@ -182,7 +196,7 @@ async def test_records_and_logs_hold_no_token_and_no_raw_ip(stub, sql):
             await stub.CreateSupplier(pb.CreateSupplierRequest(request_id=request_id()), metadata=metadata)
     finally:
         logs.configure(service="test", level="warning", redaction_key=TEST_JWT_SECRET)
-    found = records(sql, "batch", subject=buyer)
+    found = await settled(sql, "batch", 2, subject=buyer)
     assert sorted(r["code"] for r in found) == ["OK", "PERMISSION_DENIED"]
     assert {r["client_ip_hash"] for r in found} == {redactor.hash_ip(ip)}
     dumped = repr(found) + buffer.getvalue()
@@ -198,13 +212,14 @@ async def test_list_audit_events_is_for_admins_only(stub):
         assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_list_audit_events_filters_by_subject_method_code_and_time_and_pages(stub):
+async def test_list_audit_events_filters_by_subject_method_code_and_time_and_pages(stub, sql):
     admin = someone()
     before = datetime.now(UTC) - timedelta(seconds=1)
     for _ in range(3):
         await create_supplier_as(stub, admin)
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.CreateSupplier(pb.CreateSupplierRequest(request_id=""), metadata=auth("admin", admin))
+    await settled(sql, "batch", 4, subject=admin)
     listed = await list_all(stub, subject=admin, page_size=2)
     assert [e.code for e in listed] == ["INVALID_ARGUMENT", "OK", "OK", "OK"]  # newest first
     assert all(e.service == "batch" and e.method == "CreateSupplier" and e.subject == admin for e in listed)
@@ -244,7 +259,7 @@ async def list_all(stub, **filters) -> list[audit_pb2.AuditEvent]:
 async def test_every_service_records_its_own_refusals_and_lists_them(services, sql, service):
     buyer = someone()
     assert await call(services[service].target, ADMIN_WRITES[service], auth("buyer", buyer)) == grpc.StatusCode.PERMISSION_DENIED
-    (record,) = records(sql, service, subject=buyer)
+    (record,) = await settled(sql, service, 1, subject=buyer)
     assert record["method"] == ADMIN_WRITES[service].rpartition("/")[2]
     async with stub_for(service, services[service].target) as client:
         reply = await client.ListAuditEvents(audit_pb2.ListAuditEventsRequest(subject=buyer), metadata=ADMIN)
