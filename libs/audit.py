@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import psycopg
 import structlog
@@ -42,13 +43,14 @@ from loom.common.v1 import access_pb2, audit_pb2
 from sqlalchemy import Column, DateTime, Index, MetaData, Table, Text, and_, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import UUID, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert
 
 from libs import pagination
 from libs.auth import Caller
 from libs.db import after_commit, run_in_transaction
 
 T = TypeVar("T")
-E = TypeVar("E", bound=Insert)
+E = TypeVar("E", bound=Insert | ReturningInsert)
 _log = structlog.get_logger("loom.audit")
 UNAUDITED = (access_pb2.EFFECT_READ, access_pb2.EFFECT_INGEST)
 MAX_FIELD_LENGTH = 256  # subject, resource and request ids are cut to this (a record is not a dump)
@@ -167,14 +169,15 @@ async def write_pending(conn: AsyncConnection) -> None:
 
 
 def with_pending(statement: E) -> E:
-    """statement (an INSERT or UPDATE of the change) carrying the running call's record as a
+    """statement (an INSERT of the change) carrying the running call's record as a
     data-modifying CTE: written by the same round trip, in the same transaction. The
     idempotency claim uses it, so auditing an accepted change costs no extra round trip."""
     record = pending()
     if record is None:
         return statement
     after_commit(record.mark_written)
-    return statement.add_cte(insert(record.table).values(**record.row("OK")).on_conflict_do_nothing().cte("audit_record"))
+    audit_insert = insert(record.table).values(**record.row("OK")).on_conflict_do_nothing().cte("audit_record")
+    return cast(E, statement.add_cte(audit_insert))  # add_cte returns the statement itself
 
 
 def with_record(work: Callable[[AsyncConnection], Awaitable[T]]) -> Callable[[AsyncConnection], Awaitable[T]]:
@@ -210,7 +213,7 @@ async def _insert_rows(driver: psycopg.AsyncConnection, table: Table, rows: list
     )
 
 
-async def _insert_driver(conn: AsyncConnection, table: Table, rows: list[dict]) -> None:
+async def _insert_driver(conn: AsyncConnection, *, table: Table, rows: list[dict]) -> None:
     raw = await conn.get_raw_connection()
     assert isinstance(raw.driver_connection, psycopg.AsyncConnection)
     await _insert_rows(raw.driver_connection, table, rows)
@@ -283,7 +286,7 @@ class Auditor:
                 group, self._waiting = self._waiting[: self.MAX_GROUP], self._waiting[self.MAX_GROUP:]
                 rows = [row for _, row, _ in group]
                 try:
-                    await run_in_transaction(self.engine, lambda conn, rows=rows: _insert_driver(conn, table, rows),
+                    await run_in_transaction(self.engine, functools.partial(_insert_driver, table=table, rows=rows),
                                              attempts=2)
                     for record, _, _ in group:
                         record.written = True
