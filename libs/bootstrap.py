@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import logs, tls, tracing
+from libs import audit, logs, tls, tracing
 from libs.auth import identity_provider
 from libs.clients import ServiceClients
 from libs.db import make_engine
@@ -44,6 +44,8 @@ class ServiceContext:
     clients: ServiceClients
     exit_stack: AsyncExitStack
     redactor: logs.Redactor
+    # The service's audit trail (`<schema>.audit_events`); its table is None without a database.
+    auditor: audit.Auditor = field(default_factory=lambda: audit.Auditor(None))
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def server_options(settings: Settings) -> tuple[tuple[str, int], ...]:
 async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = None) -> RunningService:
     """Starts the service; port 0 picks a free one (tests)."""
     redactor = logs.Redactor(settings.jwt_key)
+    auditor = audit.Auditor(spec.name if spec.uses_database else None)
     server = grpc.aio.server(
         interceptors=[
             CallInterceptor(
@@ -99,6 +102,7 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
                 jwt_issuer=settings.jwt_issuer,
                 redactor=redactor,
                 identity_provider=identity_provider(settings),
+                auditor=auditor,
             )
         ],
         options=server_options(settings),
@@ -116,9 +120,11 @@ async def start(spec: ServiceSpec, settings: Settings, *, port: int | None = Non
             prepared_statements=settings.db_prepared_statements,
         )
         exit_stack.push_async_callback(engine.dispose)
+        auditor.engine = engine
+        exit_stack.push_async_callback(auditor.drain)  # before the engine goes
     clients = ServiceClients(settings, caller=spec.name)
     exit_stack.push_async_callback(clients.close)
-    context = ServiceContext(spec.name, settings, server, engine, clients, exit_stack, redactor)
+    context = ServiceContext(spec.name, settings, server, engine, clients, exit_stack, redactor, auditor)
     try:
         await spec.setup(context)
         health_servicer = health.aio.HealthServicer()

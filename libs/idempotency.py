@@ -4,7 +4,9 @@ Each service keeps an `idempotency_keys` table in its own schema (see
 `idempotency_table`). The key is claimed with INSERT ... ON CONFLICT inside the
 same transaction as the mutation: a concurrent duplicate blocks on the unique
 index until the first commits, then reads its stored answer, so there is no
-check-then-insert race. A failed request leaves no key behind.
+check-then-insert race. A failed request leaves no key behind. The claim's own
+statement also writes the call's audit record (`libs.audit.with_pending`), replays
+included: the claim is, by construction, part of the change's transaction.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from libs.audit import with_pending
 from libs.db import run_in_transaction
 from libs.errors import InvalidArgument
 
@@ -63,13 +66,16 @@ def fingerprint(request: Message) -> bytes:
 
 
 async def claim(conn: AsyncConnection, table: Table, method: str, request_id: str, request: Message) -> bytes | None:
-    """Claims the key for this transaction (None), or returns the answer already stored."""
+    """Claims the key for this transaction (None), or returns the answer already stored;
+    either way the call's audit record joins the transaction."""
     request_hash = fingerprint(request)
     claimed = await conn.execute(
-        insert(table)
-        .values(method=method, request_id=request_id, request_hash=request_hash)
-        .on_conflict_do_nothing()
-        .returning(table.c.request_id)
+        with_pending(
+            insert(table)
+            .values(method=method, request_id=request_id, request_hash=request_hash)
+            .on_conflict_do_nothing()
+            .returning(table.c.request_id)
+        )
     )
     if claimed.first() is not None:
         return None

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         default=None, description="CA whose client certificates gRPC servers demand (mutual TLS). Unset: none asked."
     )
+    audit_retention_days: int = Field(
+        default=365, description="Age after which the services' retention jobs delete audit records."
+    )
     db_pool_size: int = Field(
         default=10, ge=1, description="Connections each process's pool keeps open (docs/deploy.md: the connection budget)."
     )

@@ -11,6 +11,8 @@ Each unit is idempotent on its request_id like `libs.idempotency.run_idempotent`
 the keys of a group are claimed, answered and released with one statement each
 instead of two per unit: a failed unit's key is deleted again (a failed request
 leaves no key), and a replay inside the same group gets the first one's answer.
+The audit records of the units answered are written by one more statement in the
+group's transaction (`libs.audit`); a failed unit's call records its refusal itself.
 
 A group first runs without savepoints, its units together where the work can do many at
 once (`GroupWork.together`: one statement for all, where each alone would cost one or
@@ -34,7 +36,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs import tracing
+from libs import audit, tracing
 from libs.db import carry_trace, is_transient, transaction_attempts
 from libs.domain_errors import InvalidArgument, Unavailable
 from libs.idempotency import fingerprint, validate_request_id
@@ -71,6 +73,7 @@ class _Unit(Generic[Item]):
     response_type: type[Message]
     item: Item
     traceparent: str  # the submitting call's span, linked from the group's commit
+    audit_record: audit.Pending | None  # the submitting call's audit record, written with its answer
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -113,7 +116,9 @@ class GroupCommitter(Generic[Item]):
         request_id then finds the answer)."""
         request_id = request.request_id  # type: ignore[attr-defined]  # every mutation request declares request_id
         validate_request_id(request_id)
-        unit = _Unit(method, request_id, fingerprint(request), response_type, item, tracing.current_traceparent())
+        unit = _Unit(
+            method, request_id, fingerprint(request), response_type, item, tracing.current_traceparent(), audit.pending()
+        )
         self._waiting.append(unit)
         if self._flusher is None:
             # A context of its own: the flusher serves many calls, not the one that started it.
@@ -159,6 +164,9 @@ class GroupCommitter(Generic[Item]):
                 with attempt:
                     outcomes, applied = await self._transaction(group)
             self._work.committed(applied)
+            for unit, outcome in zip(group, outcomes, strict=True):
+                if unit.audit_record is not None and isinstance(outcome, Message):
+                    unit.audit_record.mark_written()
         # noqa reason: whatever made the shared transaction fail, nothing of the group was written and
         # every caller in it must get an answer, so no exception may escape.
         except Exception as error:  # noqa: BLE001 - answered to every caller of the group below
@@ -258,6 +266,11 @@ class GroupCommitter(Generic[Item]):
         answered = [(u, o) for u, o in ran if isinstance(o, Message)]
         await self._remember(driver, answered)
         await self._release(driver, [u for u, o in ran if not isinstance(o, Message)])
+        # Every call answered (replays too) is audited as accepted in this transaction.
+        answered_calls = zip(group, outcomes, strict=True)
+        await audit.write_accepted(
+            driver, [u.audit_record for u, o in answered_calls if u.audit_record is not None and isinstance(o, Message)]
+        )
         return outcomes, [u.item for u, _ in answered]
 
     async def _claim(self, driver: psycopg.AsyncConnection, group: list[_Unit]) -> set[tuple[str, str]]:

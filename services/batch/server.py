@@ -19,6 +19,7 @@ from loom.batch.v1 import batch_pb2_grpc
 from loom.common.v1 import access_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from libs import audit
 from libs.auth import current_caller, require_self_or
 from libs.db import after_commit, carry_trace, run_in_transaction
 from libs.domain_errors import FailedPrecondition, InvalidArgument, NotFound, Violations
@@ -73,7 +74,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(audit.AuditTrail, WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
     def __init__(
         self, engine: AsyncEngine, settings: BatchSettings, watcher: BatchWatcher, wake_dispatcher: Callable[[], None],
         orders: GroupCommitter[OrderItem],
@@ -462,6 +463,7 @@ class BatchServicer(WindowedFacts, batch_pb2_grpc.BatchServiceServicer):
             return pb.PurgeOldDataResponse(
                 outbox_rows_deleted=purged.outbox_rows, idempotency_rows_deleted=purged.idempotency_rows,
                 snapshots_deleted=purged.snapshots,
+                audit_events_deleted=await audit.purge(conn, self.audit_table, self._settings.audit_retention_days),
             )
 
         return await self._idempotent("PurgeOldData", request, pb.PurgeOldDataResponse, work)

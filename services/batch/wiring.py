@@ -44,9 +44,9 @@ async def setup(context: ServiceContext) -> None:
     )
     context.exit_stack.push_async_callback(orders.close)
     start_sampler(context, metrics.sample)
-    batch_pb2_grpc.add_BatchServiceServicer_to_server(
-        BatchServicer(context.engine, settings, watcher, dispatcher.wake, orders), context.server
-    )
+    servicer = BatchServicer(context.engine, settings, watcher, dispatcher.wake, orders)
+    servicer.serve_audit(context.auditor)
+    batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, context.server)
 
 
 SPEC = ServiceSpec(

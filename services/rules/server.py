@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs import idempotency, pagination
+from libs import audit, idempotency, pagination
 from libs.auth import current_caller
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
@@ -47,7 +47,7 @@ DRAFT_RULE_ID = "draft"
 REPLAY_MESSAGE_RESULTS = 500
 
 
-class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
+class RulesServicer(audit.AuditTrail, rules_pb2_grpc.RulesServiceServicer):
     def __init__(
         self, engine: AsyncEngine, evaluator: RuleEvaluator, worker: Worker, settings: RulesSettings, clients: ServiceClients
     ) -> None:
@@ -176,7 +176,7 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         records = [event_record(e, f"events[{i}]", violations) for i, e in enumerate(request.events)]
         violations.raise_if_any()
         unique = list({r.event_id: r for r in records}.values())
-        accepted = len(await run_in_transaction(self._db, lambda conn: store.insert_events(conn, unique)))
+        accepted = len(await run_in_transaction(self._db, audit.with_record(lambda conn: store.insert_events(conn, unique))))
         if accepted:
             self._worker.wake()
         return rules_pb2.DeliverEventsResponse(accepted=accepted, duplicates=len(records) - accepted)
@@ -222,7 +222,8 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         """Stores the events (when new) and processes each now; a (rule, event) that already ran is not run again."""
         lease, leases = self._settings.event_lease_seconds, self._evaluator.leases
         new = await run_in_transaction(
-            self._db, lambda conn: store.insert_events(conn, records, lease_seconds=lease, owner=leases.owner)
+            self._db,
+            audit.with_record(lambda conn: store.insert_events(conn, records, lease_seconds=lease, owner=leases.owner)),
         )
         async with leases.holding("events", new):
             return [await self._evaluator.process(record, traced=traced) for record in records]
@@ -423,6 +424,9 @@ class RulesServicer(rules_pb2_grpc.RulesServiceServicer):
         days = retention_days(request.retention_days, self._settings.retention_days)
 
         async def work(conn):
-            return rules_pb2.PurgeOldDataResponse(**await store.purge_older_than(conn, days))
+            return rules_pb2.PurgeOldDataResponse(
+                **await store.purge_older_than(conn, days),
+                audit_events_deleted=await audit.purge(conn, self.audit_table, self._settings.audit_retention_days),
+            )
 
         return await self._idempotent("PurgeOldData", request, rules_pb2.PurgeOldDataResponse, work)

@@ -33,6 +33,7 @@ async def setup(context: ServiceContext) -> None:
     waits = Waits(context.engine, evaluator, settings)
     worker = Worker(context.engine, evaluator, settings, waits.resume_due)
     servicer = RulesServicer(context.engine, evaluator, worker, settings, context.clients)
+    servicer.serve_audit(context.auditor)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
     tasks = [asyncio.create_task(leases.run(), name="rules-leases"), asyncio.create_task(worker.run(), name="rules-worker")]
 

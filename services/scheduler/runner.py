@@ -175,7 +175,12 @@ class Runner:
     async def _purge_job_runs(self, params: dict[str, Any]) -> dict[str, Any]:
         days = int(params.get("retention_days", self._settings.scheduler_run_retention_days))
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        return await db.run_in_transaction(self._engine, lambda conn: run_store.purge_runs(conn, cutoff))
+        audit_days = self._settings.audit_retention_days
+
+        async def purge(conn) -> dict[str, int]:
+            return {**await run_store.purge_runs(conn, cutoff), **await run_store.purge_audit_events(conn, audit_days)}
+
+        return await db.run_in_transaction(self._engine, purge)
 
     async def _fail(self, run: RunRecord, job: JobRecord, error: str, transient: bool) -> None:
         max_attempts = job.max_attempts or self._settings.scheduler_max_attempts

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from loom.common.v1 import access_pb2
@@ -80,7 +80,7 @@ def declared_targets() -> dict[str, Target]:
                     continue
                 name = f"{descriptor.full_name}/{method.name}"
                 found[name] = Target(
-                    name, service, method.name, getattr(module, method.input_type.name),
+                    name, service, method.name, message_factory.GetMessageClass(method.input_type),
                     method.GetOptions().Extensions[access_pb2.schedulable],
                 )
     return found

@@ -58,9 +58,9 @@ async def setup(context: ServiceContext) -> None:
     # Serve once this replica holds its liveness lock and has marked orphaned runs
     # interrupted, so the API never shows a dead replica's run as running.
     await asyncio.wait_for(replica.lock_held.wait(), timeout=30)
-    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(
-        SchedulerServicer(engine, runner, watch, settings), context.server
-    )
+    servicer = SchedulerServicer(engine, runner, watch, settings)
+    servicer.serve_audit(context.auditor)
+    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, context.server)
     start_sampler(context, metrics.sampler(settings.scheduler_time_zone))
 
 

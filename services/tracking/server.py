@@ -17,6 +17,7 @@ from loom.tracking.v1 import tracking_pb2 as pb
 from loom.tracking.v1 import tracking_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from libs import audit
 from libs.auth import current_caller, require_self_or
 from libs.client_ip import caller_ip
 from libs.db import run_in_transaction
@@ -52,7 +53,7 @@ MAX_RECOMMENDATIONS = 100
 MAX_TOP_PRODUCTS = 1000
 
 
-class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer):
+class TrackingServicer(audit.AuditTrail, WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer):
     def __init__(self, engine: AsyncEngine, settings: TrackingSettings, enricher: Enricher) -> None:
         self._engine = engine
         self._settings = settings
@@ -324,6 +325,7 @@ class TrackingServicer(WindowedFacts, tracking_pb2_grpc.TrackingServiceServicer)
             return pb.PurgeOldDataResponse(
                 interactions_deleted=purged.interactions, shares_deleted=purged.shares,
                 rate_limit_rows_deleted=purged.rate_limit_rows,
+                audit_events_deleted=await audit.purge(conn, self.audit_table, self._settings.audit_retention_days),
             )
 
         return await run_idempotent(self._engine, IDEMPOTENCY, "PurgeOldData", request, pb.PurgeOldDataResponse, work)

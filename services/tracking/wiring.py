@@ -27,6 +27,7 @@ async def setup(context: ServiceContext) -> None:
         log.warning("engagement partitions not created at startup: their tables are busy")
     servicer = TrackingServicer(context.engine, context.settings, Enricher())
     context.exit_stack.push_async_callback(servicer.close)
+    servicer.serve_audit(context.auditor)
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, context.server)
 
 

@@ -53,6 +53,7 @@ def pages(content: dict) -> dict[str, str]:
         "rule-edit": f"#/rules/{content['rule']}",
         "jobs": "#/jobs",
         "engagement": "#/engagement",
+        "audit": "#/audit",
     }
 
 

@@ -6,9 +6,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from google.api import annotations_pb2
+from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pool
+from loom.common.v1 import access_pb2
 
+from libs.audit import audited
 from libs.auth import access_rule
 from libs.codegen import PROTO_ROOT, drifted_vendored_protos, loom_protos, stale_files
 
@@ -57,6 +59,21 @@ def test_every_rpc_declares_its_http_route_and_access(service, method):
     assert options.HasExtension(annotations_pb2.http), f"{method.full_name} lacks google.api.http"
     rule = access_rule(f"/{service}/{method.name}")
     assert rule is not None and (rule.roles or rule.allow_anonymous), f"{method.full_name} lacks an access rule"
+
+
+@pytest.mark.parametrize(("service", "method"), _methods(), ids=lambda x: getattr(x, "name", x))
+def test_the_declared_effect_agrees_with_the_route_and_the_request(service, method):
+    """Reads (GET routes, streams) declare EFFECT_READ so they are not audited; a method
+    whose request requires an idempotency key changes state and is audited."""
+    rule = access_rule(f"/{service}/{method.name}")
+    route = method.GetOptions().Extensions[annotations_pb2.http]
+    request_id = method.input_type.fields_by_name.get("request_id")
+    if route.get or method.server_streaming:
+        assert rule.effect == access_pb2.EFFECT_READ, f"{method.full_name} reads: declare effect EFFECT_READ"
+    if request_id is not None and field_behavior_pb2.REQUIRED in request_id.GetOptions().Extensions[
+        field_behavior_pb2.field_behavior
+    ]:
+        assert audited(rule), f"{method.full_name} takes an idempotency key: it changes state and must be audited"
 
 
 def test_every_proto_file_is_compiled():

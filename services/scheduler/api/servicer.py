@@ -14,7 +14,7 @@ from loom.scheduler.v1 import scheduler_pb2 as pb
 from loom.scheduler.v1 import scheduler_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs import db, idempotency, pagination
+from libs import audit, db, idempotency, pagination
 from libs.errors import InvalidArgument
 from services.scheduler import usecases
 from services.scheduler.api import messages as m
@@ -74,7 +74,7 @@ def _run_id(value: str) -> uuid.UUID:
 
 
 @mapping_domain_errors
-class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
+class SchedulerServicer(audit.AuditTrail, scheduler_pb2_grpc.SchedulerServiceServicer):
     def __init__(self, engine: AsyncEngine, runner: Runner, watch: RunWatch, settings: SchedulerSettings) -> None:
         self._engine, self._runner, self._watch, self._settings = engine, runner, watch, settings
         self._zone = settings.scheduler_time_zone

@@ -12,10 +12,11 @@ from sqlalchemy import Float, Row, and_, bindparam, delete, func, or_, select, t
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from libs import audit
 from services.scheduler.domain.runs import RunStatus, TriggerKind
 from services.scheduler.store import REPLICA_LOCK_NAMESPACE
 from services.scheduler.store.records import Runner, RunRecord, Summary
-from services.scheduler.store.tables import backfills, idempotency_keys, job_runs, jobs
+from services.scheduler.store.tables import audit_events, backfills, idempotency_keys, job_runs, jobs
 
 RUNNING, QUEUED = RunStatus.RUNNING.value, RunStatus.QUEUED.value
 
@@ -405,6 +406,11 @@ async def purge_runs(conn: AsyncConnection, older_than: datetime) -> dict[str, i
     keys = await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.create_time < older_than))
     return {"runs_deleted": runs.rowcount, "backfills_deleted": ended.rowcount,
             "idempotency_keys_deleted": keys.rowcount}
+
+
+async def purge_audit_events(conn: AsyncConnection, retention_days: int) -> dict[str, int]:
+    """Deletes the scheduler's audit records older than their own retention."""
+    return {"audit_events_deleted": await audit.purge(conn, audit_events, retention_days)}
 
 
 async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:

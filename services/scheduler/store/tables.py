@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from libs.audit import audit_table
 from libs.idempotency import idempotency_table
 
 metadata = MetaData(schema="scheduler")
@@ -106,3 +107,4 @@ apscheduler_jobs = Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+audit_events = audit_table(metadata)

@@ -5,6 +5,7 @@ import { showBell } from './bell.js';
 import { dismissToast, h, replace } from './dom.js';
 import { timeZone } from './format.js';
 import * as session from './session.js';
+import { renderAudit } from './pages/audit.js';
 import { renderBatch, renderBatches } from './pages/batches.js';
 import { renderEngagement } from './pages/engagement.js';
 import { renderJobs } from './pages/jobs.js';
@@ -23,6 +24,7 @@ const ROUTES = [
   { path: /^\/rules\/(?<id>[^/]+)$/, page: 'rules', title: 'Rule', needs: 'loom.rules.v1.RulesService/GetRule', render: renderRuleEditor },
   { path: /^\/jobs$/, page: 'jobs', title: 'Jobs', needs: 'loom.scheduler.v1.SchedulerService/ListJobs', render: renderJobs },
   { path: /^\/engagement$/, page: 'engagement', title: 'Engagement', needs: 'loom.tracking.v1.TrackingService/GetEngagementSummary', render: renderEngagement },
+  { path: /^\/audit$/, page: 'audit', title: 'Audit', needs: 'loom.batch.v1.BatchService/ListAuditEvents', render: renderAudit },
 ];
 const NAV_NEEDS = Object.fromEntries(ROUTES.filter((r) => !r.path.source.includes('<')).map((r) => [r.page, r.needs]));
 
