@@ -57,8 +57,9 @@ async def traced_overhead(ctx: BenchContext) -> list[Figure]:
             await wait_serving(targets[variant])
         stubs = {name: await stack.enter_async_context(stub_for("batch", target)) for name, target in targets.items()}
         for stub in stubs.values():  # connections pooled, code paths warm, before anything is counted
-            await closed_loop(lambda _, stub=stub: stub.ListSuppliers(request, metadata=metadata), clients=CLIENTS,
-                              total=CLIENTS * 4)
+            await closed_loop(
+                lambda _, stub=stub: stub.ListSuppliers(request, metadata=metadata), clients=CLIENTS, total=CLIENTS * 4
+            )
         await asyncio.sleep(1.5)
         exported_before = _exported(port_file)
         rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -86,13 +87,20 @@ async def traced_overhead(ctx: BenchContext) -> list[Figure]:
     traced_cpu, untraced_cpu = median(cpu_per_call["traced"]) * 1e6, median(cpu_per_call["untraced"]) * 1e6
     return [
         Figure("foundation.interceptor.traced", value, "calls/s", value / baseline, f"same service, tracing off; {load}"),
-        Figure("foundation.interceptor.traced.cpu", traced_cpu, "us/call", untraced_cpu / traced_cpu,
-               f"same service's CPU per call, tracing off (ratio = untraced / traced); {load}"),
+        Figure(
+            "foundation.interceptor.traced.cpu",
+            traced_cpu,
+            "us/call",
+            untraced_cpu / traced_cpu,
+            f"same service's CPU per call, tracing off (ratio = untraced / traced); {load}",
+        ),
     ]
 
 
 def _exported(port_file: Path) -> int:
-    return int(Path(f"{port_file}.count").read_text() or 0)
+    """Spans the receiver has counted so far (it rewrites the count every half second)."""
+    count = Path(f"{port_file}.count")
+    return int(count.read_text() or 0) if count.exists() else 0
 
 
 async def _collector_process(stack: AsyncExitStack) -> tuple[str, Path]:

@@ -107,8 +107,7 @@ def _SkipPoolPings(sampler: Any) -> Any:  # noqa: N802 - builds the class once t
     dropped = SamplingResult(Decision.DROP)
 
     class SkipPoolPings(Sampler):
-        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
-                          trace_state=None):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
             if name == POOL_PING:
                 return dropped
             return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
