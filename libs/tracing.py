@@ -9,13 +9,17 @@ tracer provider that batches spans to that collector over OTLP/gRPC, and instrum
   the server span is the outermost interceptor, so Loom's own interceptor, its log line
   and the handler all run inside it and W3C `traceparent` travels in gRPC metadata);
 - psycopg connections: one span per SQL statement, whether SQLAlchemy or a hot path's
-  direct driver call sent it;
+  direct driver call sent it (but for the connection pool's liveness ping, `;` before
+  every checkout: the sampler drops it, a third of a simple call's spans);
 - httpx, where a service calls out over HTTP.
 
 The gateway wraps its ASGI app in `asgi_middleware`, which accepts `traceparent` from web
 clients. Unset, nothing is imported beyond this module, nothing is wrapped, and the log
 processor is not installed: the RPC path is byte-for-byte today's (the
 `foundation.interceptor` benchmark shows it).
+
+What a traced call costs, and how to sample: docs/observability.md ("What tracing costs"),
+measured by the `foundation.interceptor.traced` benchmark.
 
 Work that happens later in another process (an outbox event's rule execution, a scheduler
 run) starts its own span *linked* to the context it carries (`link_to`), because a parent
@@ -64,12 +68,16 @@ def configure(service: str) -> bool:
     resource = Resource.create(
         {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"loom-{service}", "service.namespace": "loom"}
     )
-    provider = TracerProvider(resource=resource)
+    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+    # The sampler the standard variables ask for (OTEL_TRACES_SAMPLER, ..._ARG), as the SDK reads them.
+    sampler = _SkipPoolPings(_get_from_env_or_default())
+    provider = TracerProvider(resource=resource, sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     # Health checks and reflection are polled constantly and say nothing about a request.
-    GrpcAioInstrumentorServer(filter_=_loom_methods_only()).instrument()
-    GrpcAioInstrumentorClient(filter_=_loom_methods_only()).instrument()
+    GrpcAioInstrumentorServer(filter_=_loom_methods_only).instrument()
+    GrpcAioInstrumentorClient(filter_=_loom_methods_only).instrument()
     HTTPXClientInstrumentor().instrument()
     # At the driver, not in SQLAlchemy: the hot paths (group commits, ingestion) run
     # statements on the psycopg connection directly, and each statement is one span either way.
@@ -79,10 +87,35 @@ def configure(service: str) -> bool:
     return True
 
 
-def _loom_methods_only():
-    from opentelemetry.instrumentation.grpc.filters import service_prefix
+def _loom_methods_only(details: Any) -> bool:
+    """Loom's own RPCs, not health checks or reflection. The instrumentation's
+    `filters.service_prefix("loom.")` says the same but costs about a fifth of a server
+    span's whole overhead (it tests the call details against several types first)."""
+    method = details.method
+    return (method.decode() if isinstance(method, bytes) else method).startswith("/loom.")
 
-    return service_prefix("loom.")
+
+POOL_PING = ";"  # what SQLAlchemy's pool_pre_ping sends on psycopg before lending a connection
+
+
+def _SkipPoolPings(sampler: Any) -> Any:  # noqa: N802 - builds the class once the SDK is imported
+    """`sampler`, except that the connection pool's liveness ping is never recorded: it is
+    not a statement of the request, yet it ran before every transaction and made a third of
+    a simple call's spans (recording, queueing and exporting each)."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    dropped = SamplingResult(Decision.DROP)
+
+    class SkipPoolPings(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
+            if name == POOL_PING:
+                return dropped
+            return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"SkipPoolPings{{{sampler.get_description()}}}"
+
+    return SkipPoolPings()
 
 
 def asgi_middleware(app: Any) -> Any:

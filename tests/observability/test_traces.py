@@ -194,6 +194,24 @@ async def test_log_lines_of_a_traced_call_carry_its_trace_and_span_ids(traced_su
     assert len(rpc[0]["span_id"]) == 16 and rpc[0]["request_id"]
 
 
+async def test_the_connection_pools_liveness_ping_is_not_a_span_of_the_call(traced_suite):
+    collector, url, _ = traced_suite
+    trace_id = secrets.token_hex(16)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        reply = await client.get(
+            "/v1/suppliers?pageSize=1",
+            headers={"authorization": f"Bearer {token('admin')}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        )
+        assert reply.status_code == 200, reply.text
+
+    def statements(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.trace_id == trace_id and s.service == "loom-batch" and s.kind == CLIENT]
+
+    # The ping ran before the read on the same checkout, so it would have been exported with it or before.
+    spans = statements(await collector.wait_for(lambda spans: any(s.name == "SELECT" for s in statements(spans))))
+    assert [s.name for s in spans if s.attributes.get("db.statement") == ";" or s.name == ";"] == []
+
+
 def _is_ancestor(spans: list[ReceivedSpan], ancestor: ReceivedSpan, span: ReceivedSpan) -> bool:
     by_id = {s.span_id: s for s in spans}
     current = span
