@@ -136,6 +136,8 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False,
         # HTTPS when the settings name a certificate, as `python -m services.gateway` does.
         ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
+        # As in production: open Server-Sent Events streams do not hold the shutdown up forever.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
