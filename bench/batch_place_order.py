@@ -82,18 +82,23 @@ async def _suppliers(stub, categories: list[str]) -> None:
         )
 
 
-async def _through_grpc(target: str, categories: list[str], total: int) -> tuple[float, list[float]]:
-    """Requests are serialized before the clock starts and answers left unparsed, on a bare
-    channel: the load generator's own protobuf and interceptor work is not the service's,
-    and it shares the machine with the service and PostgreSQL (as the raw SQL side's
-    statements are built by the driver alone)."""
-    payloads = [
+def order_payloads(categories: list[str], total: int) -> list[bytes]:
+    """`total` serialized PlaceOrder requests of 2 units, spread round the categories."""
+    return [
         pb.PlaceOrderRequest(
             request_id=uuid.uuid4().hex, category=categories[i % len(categories)], quantity=2,
             style=pb.StyleDetails(style_count=1),
         ).SerializeToString()
         for i in range(total)
     ]
+
+
+async def _through_grpc(target: str, categories: list[str], total: int) -> tuple[float, list[float]]:
+    """Requests are serialized before the clock starts and answers left unparsed, on a bare
+    channel: the load generator's own protobuf and interceptor work is not the service's,
+    and it shares the machine with the service and PostgreSQL (as the raw SQL side's
+    statements are built by the driver alone)."""
+    payloads = order_payloads(categories, total)
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(PLACE_ORDER)
         return await closed_loop(lambda i: call(payloads[i], metadata=BUYER, timeout=60), clients=CLIENTS, total=total)

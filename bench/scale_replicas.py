@@ -19,9 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from loom.batch.v1 import batch_pb2 as pb
-
-from bench.batch_place_order import BUYER, CLIENTS, PLACE_ORDER, SPREAD_CATEGORIES, _suppliers
+from bench.batch_place_order import BUYER, CLIENTS, PLACE_ORDER, SPREAD_CATEGORIES, _suppliers, order_payloads
 from bench.harness import BenchContext, Figure, benchmark, closed_loop, median
 from bench.tracking_ingest import _unary
 from libs.clients import open_channel
@@ -65,13 +63,7 @@ async def place_order_replicas(ctx: BenchContext) -> list[Figure]:
         categories = [f"scale_{tag.replace('-', '_')}_{i}" for i in range(SPREAD_CATEGORIES)]
         async with stub_for("batch", one) as stub:
             await _suppliers(stub, categories)
-        payloads = [
-            pb.PlaceOrderRequest(
-                request_id=uuid.uuid4().hex, category=categories[i % len(categories)], quantity=2,
-                style=pb.StyleDetails(style_count=1),
-            ).SerializeToString()
-            for i in range(total)
-        ]
+        payloads = order_payloads(categories, total)
         channel = open_channel(target)
         try:
             call = channel.unary_unary(PLACE_ORDER)

@@ -85,6 +85,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on (or holds) this loopback port right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class ServiceProcess:
     """One service as a real OS process, for end-to-end and crash tests."""
 

@@ -30,7 +30,7 @@ from libs.db import with_database
 from libs.scratch_db import plain_url
 from libs.settings import SERVICE_NAMES
 from tests.deploy.compose import ROOT, command, environment, healthcheck_command, replicas_of
-from tests.support import TEST_JWT_SECRET, free_port
+from tests.support import TEST_JWT_SECRET, free_port, port_is_free
 
 MACHINE_SERVER_URL = os.environ.get("LOOM_TWIN_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PROVISION_SCRIPT = ROOT / "deploy" / "db" / "provision.sh"
@@ -276,17 +276,6 @@ def _free_ports(count: int) -> int:
     """The first of `count` consecutive free loopback ports."""
     for _ in range(50):
         first = free_port()
-        if all(_port_free(first + i) for i in range(1, count)):
+        if all(port_is_free(first + i) for i in range(1, count)):
             return first
     raise RuntimeError("no consecutive free ports")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True

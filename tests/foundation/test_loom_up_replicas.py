@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import time
 
@@ -16,7 +15,7 @@ from grpc_health.v1 import health_pb2
 from libs.replicas import REPLICA_PORT_STEP, instances
 from libs.settings import SERVICE_NAMES
 from tests.foundation.test_loom_up import health_status, start_suite, stop_suite, wait_for_banner
-from tests.support import TEST_JWT_SECRET, free_port, token
+from tests.support import TEST_JWT_SECRET, free_port, port_is_free, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -25,20 +24,11 @@ PROCESSES = (*SERVICE_NAMES, "gateway")
 LIST_SUPPLIERS = 'loom_grpc_server_handled_total{grpc_code="OK",grpc_method="/loom.batch.v1.BatchService/ListSuppliers"}'
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def port_block() -> int:
     """A base B with B..B+2*step-1 free: every process's port and metrics port, both replicas."""
     for _ in range(100):
         base = free_port() // REPLICA_PORT_STEP * REPLICA_PORT_STEP
-        if base + 2 * REPLICA_PORT_STEP < 65535 and all(_free(base + i) for i in range(2 * REPLICA_PORT_STEP)):
+        if base + 2 * REPLICA_PORT_STEP < 65535 and all(port_is_free(base + i) for i in range(2 * REPLICA_PORT_STEP)):
             return base
     raise RuntimeError("no free block of ports")
 
