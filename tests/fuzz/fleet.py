@@ -34,6 +34,9 @@ BACKGROUND = {
     "rules": {"executions": (), "notifications": (), "events": ("lease_until", "lease_owner", "attempts", "evaluated_time")},
     "scheduler": {"job_runs": (), "apscheduler_jobs": (), "jobs": ("applied_version",)},
 }
+# Every state-changing call, refused ones included, leaves its audit record: the call's own
+# record, not a change the call made (tests/security/test_audit.py proves one per call).
+AUDIT_TABLE = "audit_events"
 CALL_TIMEOUT_SECONDS = 10.0
 STREAM_PEEK_SECONDS = 0.5
 CHANNEL_OPTIONS = (("grpc.max_send_message_length", 64 * 1024 * 1024),)
@@ -86,7 +89,8 @@ def fingerprint(database_url: str, schema: str, background: dict[str, tuple[str,
     """An md5 of every table's rows in the schema, by table.
 
     `background` names what the service's own background work writes: a table with
-    an empty tuple is left out, otherwise those columns of it are.
+    an empty tuple is left out, otherwise those columns of it are. The audit trail is
+    always left out.
     """
     background = background or {}
     with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
@@ -95,7 +99,7 @@ def fingerprint(database_url: str, schema: str, background: dict[str, tuple[str,
             for (name,) in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,)
             )
-            if background.get(name) != ()
+            if background.get(name) != () and name != AUDIT_TABLE
         ]
         if not tables:
             return {}
