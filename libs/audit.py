@@ -68,8 +68,9 @@ def audit_table(metadata: MetaData) -> Table:
         Column("subject", Text, nullable=False),
         Column("role", Text, nullable=False),
         Column("method", Text, nullable=False),
-        Column("resource_id", Text, nullable=False),
-        Column("request_id", Text, nullable=False),
+        # Identifiers compare as bytes, whatever the database's locale (as every id column does).
+        Column("resource_id", Text(collation="C"), nullable=False),
+        Column("request_id", Text(collation="C"), nullable=False),
         Column("code", Text, nullable=False),
         Column("client_ip_hash", Text, nullable=False),
         Index("audit_events_event_time", "event_time", "audit_event_id"),
