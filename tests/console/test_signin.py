@@ -23,7 +23,7 @@ async def visible_sections(page) -> list[str]:
 
 async def test_an_admin_token_signs_in_and_shows_every_section(browser, suite):
     page = await signed_in(browser, suite, "admin")
-    assert await visible_sections(page) == ["Batches", "Rules", "Jobs", "Engagement"]
+    assert await visible_sections(page) == ["Batches", "Rules", "Jobs", "Engagement", "Audit"]
     assert await page.locator("#who-label").inner_text() == "admin-tester · admin"
     assert page.url.endswith("#/batches")
     assert page.errors == []
