@@ -49,6 +49,11 @@ class LeaseKeeper:
         self.owner = owner or str(uuid.uuid4())
         self._held: dict[str, Counter[str]] = {}
         self._lost: set[tuple[str, str]] = set()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ends `run()` after the renewal in flight, if any."""
+        self._stopping.set()
 
     @contextlib.asynccontextmanager
     async def holding(self, kind: str, ids: Iterable[str]) -> AsyncIterator[None]:
@@ -85,9 +90,16 @@ class LeaseKeeper:
                     self._lost.add((kind, lease_id))
 
     async def run(self) -> None:
-        """Heartbeats until cancelled; a failed one (the database blinked) is tried again next beat."""
+        """Heartbeats until `stop()`; a failed one (the database blinked) is tried again next beat.
+
+        Stopping waits for a renewal in flight: cancelling it mid-statement would break its
+        connection, and the release at shutdown would open another beside the dying one."""
         while True:
-            await asyncio.sleep(self.every)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.every)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.renew_once()
             except asyncio.CancelledError:

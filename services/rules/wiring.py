@@ -35,13 +35,15 @@ async def setup(context: ServiceContext) -> None:
     servicer = RulesServicer(context.engine, evaluator, worker, settings, context.clients)
     servicer.serve_audit(context.auditor)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(servicer, context.server)
-    tasks = [asyncio.create_task(leases.run(), name="rules-leases"), asyncio.create_task(worker.run(), name="rules-worker")]
+    heartbeat = asyncio.create_task(leases.run(), name="rules-leases")
+    working = asyncio.create_task(worker.run(), name="rules-worker")
 
     async def stop_tasks() -> None:
-        for task in reversed(tasks):  # the worker first, then the heartbeat of what it held
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        working.cancel()  # the worker first, then the heartbeat of what it held
+        with contextlib.suppress(asyncio.CancelledError):
+            await working
+        leases.stop()
+        await heartbeat
         # What the stopped worker held goes back now: the other replicas need not wait for a lease.
         try:
             await run_in_transaction(heartbeat_engine, lambda conn: store.release_leases(conn, owner=leases.owner), attempts=1)
