@@ -129,7 +129,8 @@ class Suite:
                 child.send_signal(signal.SIGTERM)
         grace = self.settings.shutdown_grace_seconds + 5
         try:
-            await asyncio.wait_for(asyncio.gather(*(c.wait() for c in self.children.values())), grace)
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(c.wait() for c in self.children.values()))
         except TimeoutError:
             for child in self.children.values():
                 if child.returncode is None:

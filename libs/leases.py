@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 
 import structlog
 
+from libs.tasks import wait_for_event
+
 log = structlog.get_logger("loom.leases")
 
 
@@ -95,11 +97,8 @@ class LeaseKeeper:
         Stopping waits for a renewal in flight: cancelling it mid-statement would break its
         connection, and the release at shutdown would open another beside the dying one."""
         while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.every)
+            if await wait_for_event(self._stopping, self.every):
                 return
-            except TimeoutError:
-                pass
             try:
                 await self.renew_once()
             except asyncio.CancelledError:

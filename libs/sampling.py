@@ -15,13 +15,13 @@ benchmarks that turn metrics off pay nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.bootstrap import ServiceContext
+from libs.tasks import cancel_and_wait
 
 Sample = Callable[[AsyncConnection], Awaitable[None]]
 log = structlog.get_logger("loom.sampling")
@@ -46,9 +46,4 @@ def start_sampler(context: ServiceContext, sample: Sample) -> None:
         _sample_forever(context.engine, sample, settings.metrics_sample_seconds), name=f"{context.name}-metrics"
     )
 
-    async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    context.exit_stack.push_async_callback(stop)
+    context.exit_stack.push_async_callback(cancel_and_wait, task)

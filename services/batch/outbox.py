@@ -21,6 +21,7 @@ from loom.rules.v1 import rules_pb2, rules_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs import tracing
+from libs.tasks import wait_for_event
 from services.batch.records import StoredEvent
 from services.batch.store import outbox
 
@@ -96,7 +97,4 @@ class OutboxDispatcher:
             if delivered == BATCH_SIZE:
                 continue
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-            except TimeoutError:
-                pass
+            await wait_for_event(self._wake, self._poll_seconds)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.tasks import cancel_and_wait
 from services.batch.records import Batch
 from services.batch.store.batches import get_batches
 
@@ -91,6 +92,4 @@ class BatchWatcher:
 
     async def close(self) -> None:
         if self._loop is not None:
-            self._loop.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._loop
+            await cancel_and_wait(self._loop)

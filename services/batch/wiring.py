@@ -1,12 +1,12 @@
 """Wires the batch service into the shared server bootstrap."""
 
 import asyncio
-from contextlib import suppress
 
 from loom.batch.v1 import batch_pb2_grpc
 
 from libs.bootstrap import ServiceContext, ServiceSpec
 from libs.sampling import start_sampler
+from libs.tasks import cancel_and_wait
 from services.batch import metrics
 from services.batch.combiner import GroupCommitter
 from services.batch.outbox import OutboxDispatcher
@@ -31,13 +31,7 @@ async def setup(context: ServiceContext) -> None:
     )
     if settings.outbox_dispatch:
         task = asyncio.create_task(dispatcher.run(), name="batch-outbox-dispatcher")
-
-        async def stop_dispatcher() -> None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-
-        context.exit_stack.push_async_callback(stop_dispatcher)
+        context.exit_stack.push_async_callback(cancel_and_wait, task)
     orders = GroupCommitter(
         context.engine, IDEMPOTENCY, OrderPlacement(settings),
         attempts=settings.db_retry_attempts, max_group=settings.group_commit_max_orders,

@@ -10,7 +10,6 @@ transaction, then run the claimed executions' actions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from libs import tracing
 from libs.clients import ServiceClients
 from libs.db import run_in_transaction
 from libs.leases import LeaseKeeper
+from libs.tasks import wait_for_event
 from services.rules import metrics, store
 from services.rules.actions import TRANSIENT_CODES, ActionRunner
 from services.rules.domain.conditions import fact_getter
@@ -338,8 +338,7 @@ class Worker:
                 log.exception("worker step failed")
                 busy = False
             if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.worker_poll_seconds)
+                await wait_for_event(self._wake, self._settings.worker_poll_seconds)
                 self._wake.clear()
 
     async def step(self) -> bool:

@@ -1,7 +1,6 @@
 """Wires the rules service into the shared server bootstrap."""
 
 import asyncio
-import contextlib
 
 import structlog
 from loom.rules.v1 import rules_pb2_grpc
@@ -9,6 +8,7 @@ from loom.rules.v1 import rules_pb2_grpc
 from libs.bootstrap import ServiceContext, ServiceSpec
 from libs.connection_budget import RULES_HEARTBEAT_CONNECTIONS
 from libs.db import make_engine, run_in_transaction
+from libs.tasks import cancel_and_wait
 from services.rules import store
 from services.rules.evaluator import RuleEvaluator, Worker
 from services.rules.leases import lease_keeper
@@ -39,9 +39,7 @@ async def setup(context: ServiceContext) -> None:
     working = asyncio.create_task(worker.run(), name="rules-worker")
 
     async def stop_tasks() -> None:
-        working.cancel()  # the worker first, then the heartbeat of what it held
-        with contextlib.suppress(asyncio.CancelledError):
-            await working
+        await cancel_and_wait(working)  # the worker first, then the heartbeat of what it held
         leases.stop()
         await heartbeat
         # What the stopped worker held goes back now: the other replicas need not wait for a lease.

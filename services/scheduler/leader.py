@@ -148,7 +148,8 @@ class Replica:
 
     async def _hold(self, conn: psycopg.AsyncConnection, poll: float) -> None:
         async def query(sql: str, *args: int) -> object:
-            cursor = await asyncio.wait_for(conn.execute(sql, args), timeout=max(5.0, 5 * poll))
+            async with asyncio.timeout(max(5.0, 5 * poll)):
+                cursor = await conn.execute(sql, args)
             row = await cursor.fetchone()
             assert row is not None  # a SELECT of a function always returns one row
             return row[0]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import psycopg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.errors import Unavailable
+from libs.tasks import cancel_and_wait
 from services.scheduler.store import runs as run_store
 from services.scheduler.store.records import RunRecord
 
@@ -93,6 +94,4 @@ class RunWatch:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)

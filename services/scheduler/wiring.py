@@ -1,7 +1,6 @@
 """Wires the scheduler service into the shared server bootstrap."""
 
 import asyncio
-from contextlib import suppress
 
 from loom.scheduler.v1 import scheduler_pb2_grpc
 
@@ -9,6 +8,7 @@ from libs import db
 from libs.bootstrap import ServiceContext, ServiceSpec
 from libs.sampling import start_sampler
 from libs.scratch_db import plain_url
+from libs.tasks import cancel_and_wait
 from services.scheduler import metrics
 from services.scheduler.api.servicer import SchedulerServicer
 from services.scheduler.domain.catalogue import JOBS
@@ -47,9 +47,7 @@ async def setup(context: ServiceContext) -> None:
     replica_task = asyncio.get_running_loop().create_task(replica.run(), name="scheduler-replica")
 
     async def stop() -> None:
-        replica_task.cancel()
-        with suppress(asyncio.CancelledError):
-            await replica_task
+        await cancel_and_wait(replica_task)
         replica.close()
         await runner.close()
         await watch.close()
@@ -57,7 +55,8 @@ async def setup(context: ServiceContext) -> None:
     context.exit_stack.push_async_callback(stop)
     # Serve once this replica holds its liveness lock and has marked orphaned runs
     # interrupted, so the API never shows a dead replica's run as running.
-    await asyncio.wait_for(replica.lock_held.wait(), timeout=30)
+    async with asyncio.timeout(30):
+        await replica.lock_held.wait()
     servicer = SchedulerServicer(engine, runner, watch, settings)
     servicer.serve_audit(context.auditor)
     scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, context.server)
