@@ -10,7 +10,7 @@ tracer provider that batches spans to that collector over OTLP/gRPC, and instrum
   and the handler all run inside it and W3C `traceparent` travels in gRPC metadata);
 - psycopg connections: one span per SQL statement, whether SQLAlchemy or a hot path's
   direct driver call sent it (but for the connection pool's liveness ping, `;` before
-  every checkout: the sampler drops it, a third of a simple call's spans);
+  every checkout: it goes to the driver untraced, and was a third of a simple call's spans);
 - httpx, where a service calls out over HTTP.
 
 The gateway wraps its ASGI app in `asgi_middleware`, which accepts `traceparent` from web
@@ -65,14 +65,12 @@ def configure(service: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"loom-{service}", "service.namespace": "loom"}
-    )
+    name = os.environ.get("OTEL_SERVICE_NAME") or f"loom-{service}"
+    resource = _hashed_once(Resource.create({"service.name": name, "service.namespace": "loom"}))
     from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
     # The sampler the standard variables ask for (OTEL_TRACES_SAMPLER, ..._ARG), as the SDK reads them.
-    sampler = _SkipPoolPings(_get_from_env_or_default())
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = TracerProvider(resource=resource, sampler=_get_from_env_or_default())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     # Health checks and reflection are polled constantly and say nothing about a request.
@@ -81,6 +79,7 @@ def configure(service: str) -> bool:
     HTTPXClientInstrumentor().instrument()
     # At the driver, not in SQLAlchemy: the hot paths (group commits, ingestion) run
     # statements on the psycopg connection directly, and each statement is one span either way.
+    _use_lean_cursor_tracer()
     PsycopgInstrumentor().instrument(enable_commenter=False)
     atexit.register(provider.shutdown)  # flush what the batch processor still holds
     _active = True
@@ -96,26 +95,63 @@ def _loom_methods_only(details: Any) -> bool:
 
 
 POOL_PING = ";"  # what SQLAlchemy's pool_pre_ping sends on psycopg before lending a connection
+_OPERATION_NAMES_KEPT = 512  # distinct statement texts whose span names are remembered
 
 
-def _SkipPoolPings(sampler: Any) -> Any:  # noqa: N802 - builds the class once the SDK is imported
-    """`sampler`, except that the connection pool's liveness ping is never recorded: it is
-    not a statement of the request, yet it ran before every transaction and made a third of
-    a simple call's spans (recording, queueing and exporting each)."""
-    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+def _use_lean_cursor_tracer() -> None:
+    """Has the psycopg instrumentation (it builds one per connection from its module's
+    `CursorTracer`, hence the assignment) send the pool's liveness ping untraced and name a
+    statement's span once per statement text.
 
-    dropped = SamplingResult(Decision.DROP)
+    The ping is no statement of the request, yet it ran before every transaction and made a
+    third of a simple call's spans; a sampler that drops it still pays for the span name,
+    a non-recording span and its context switch. The name (the first word after any leading
+    comment) is a regex and a split of the whole statement each time, though a service sends
+    the same few hundred texts; a text seen first past the cap is named as before, uncached."""
+    from opentelemetry.instrumentation import psycopg as instrumentation
 
-    class SkipPoolPings(Sampler):
-        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
-            if name == POOL_PING:
-                return dropped
-            return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+    names: dict[str, str] = {}
 
-        def get_description(self) -> str:
-            return f"SkipPoolPings{{{sampler.get_description()}}}"
+    class CursorTracer(instrumentation.CursorTracer):
+        def get_operation_name(self, cursor: Any, args: Any) -> str:
+            statement = args[0] if args else None
+            if type(statement) is not str:
+                return super().get_operation_name(cursor, args)
+            name = names.get(statement)
+            if name is None:
+                name = super().get_operation_name(cursor, args)
+                if len(names) < _OPERATION_NAMES_KEPT:
+                    names[statement] = name
+            return name
 
-    return SkipPoolPings()
+        def traced_execution(self, cursor: Any, query_method: Any, *args: Any, **kwargs: Any) -> Any:
+            if args and args[0] == POOL_PING:
+                return query_method(*args, **kwargs)
+            return super().traced_execution(cursor, query_method, *args, **kwargs)
+
+        async def traced_execution_async(self, cursor: Any, query_method: Any, *args: Any, **kwargs: Any) -> Any:
+            if args and args[0] == POOL_PING:
+                return await query_method(*args, **kwargs)
+            return await super().traced_execution_async(cursor, query_method, *args, **kwargs)
+
+    instrumentation.CursorTracer = CursorTracer  # type: ignore[misc]
+
+
+def _hashed_once(resource: Any) -> Any:
+    """`resource`, hashing as it does but computing the hash once: the OTLP encoder groups
+    every exported span by its resource in a dict, and `Resource.__hash__` serialises all
+    the resource's attributes to JSON each time (a tenth of the export thread's time)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedOnce(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return HashedOnce(resource.attributes, resource.schema_url)
 
 
 def asgi_middleware(app: Any) -> Any:
