@@ -1,10 +1,14 @@
 """What tracing costs a Loom call when it is on and exporting.
 
-Two batch service processes on one database, the same code: one with
+Batch service processes on one database, the same code: one with
 `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an OTLP receiver run by the benchmark (so
 every call makes a server span and a span per SQL statement, and a batch processor
-ships them), one without. 32 concurrent clients call `ListSuppliers` (auth, one SQL
-read, a small reply) on each in alternating runs.
+ships them), one without, and two traced ones with the standard sampler variables set:
+one that samples nothing (`always_off`: what the instrumentations cost before any span is
+recorded, the floor under any sampling) and one that keeps a tenth of the traces
+(`parentbased_traceidratio` 0.1, what docs/observability.md advises at high rates). 32
+concurrent clients call `ListSuppliers` (auth, one SQL read, a small reply) on each in
+turn, round after round.
 
 Figures:
 - `foundation.interceptor.traced`: calls/s, traced / untraced. Wall clock: on a shared
@@ -14,6 +18,9 @@ Figures:
   ratio untraced / traced so that, as above, 1.0 means free and higher is better. Each
   run's window for both processes spans the whole round (both variants' calls), so spans
   the traced one exports after its calls finished still count against it.
+
+- `foundation.interceptor.traced.unsampled`, `foundation.interceptor.traced.sampled10`:
+  CPU per call of those two, ratio untraced / each.
 
 The load average is noted in `vs`: a row measured on a busy machine says so.
 """
@@ -35,10 +42,24 @@ from bench.harness import BenchContext, Figure, benchmark, closed_loop, median
 from tests.support import ROOT, ServiceProcess, auth, free_port, process_env, stub_for, wait_serving
 
 CLIENTS = 32
-VARIANTS = ("untraced", "traced")
+# Each traced variant's environment beyond the untraced one's.
+VARIANTS: dict[str, dict[str, str]] = {
+    "untraced": {},
+    "traced": {},
+    "unsampled": {"OTEL_TRACES_SAMPLER": "always_off"},
+    "sampled10": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+}
 
 
-@benchmark("foundation.interceptor.traced", figures=("foundation.interceptor.traced", "foundation.interceptor.traced.cpu"))
+@benchmark(
+    "foundation.interceptor.traced",
+    figures=(
+        "foundation.interceptor.traced",
+        "foundation.interceptor.traced.cpu",
+        "foundation.interceptor.traced.unsampled",
+        "foundation.interceptor.traced.sampled10",
+    ),
+)
 async def traced_overhead(ctx: BenchContext) -> list[Figure]:
     total = ctx.size("BENCH_TRACED_CALLS", full=10_000, quick=1_000)
     request = batch_pb2.ListSuppliersRequest(page_size=1)
@@ -46,9 +67,9 @@ async def traced_overhead(ctx: BenchContext) -> list[Figure]:
     async with AsyncExitStack() as stack:
         endpoint, port_file = await _collector_process(stack)
         targets, pids = {}, {}
-        for variant in VARIANTS:
+        for variant, sampling in VARIANTS.items():
             port = free_port()
-            extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if variant == "traced" else {}
+            extra = {} if variant == "untraced" else {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **sampling}
             env = process_env("batch", ctx.database_url, port, LOOM_OUTBOX_DISPATCH="false", **extra)
             process = ServiceProcess("batch", env).start()
             stack.callback(process.terminate)
@@ -93,6 +114,18 @@ async def traced_overhead(ctx: BenchContext) -> list[Figure]:
             "us/call",
             untraced_cpu / traced_cpu,
             f"same service's CPU per call, tracing off (ratio = untraced / traced); {load}",
+        ),
+        *(
+            Figure(
+                f"foundation.interceptor.traced.{variant}",
+                median(cpu_per_call[variant]) * 1e6,
+                "us/call",
+                untraced_cpu / (median(cpu_per_call[variant]) * 1e6),
+                f"same service's CPU per call, tracing off; {sampling['OTEL_TRACES_SAMPLER']} "
+                f"{sampling.get('OTEL_TRACES_SAMPLER_ARG', '')}".rstrip() + f"; {load}",
+            )
+            for variant, sampling in VARIANTS.items()
+            if sampling
         ),
     ]
 
