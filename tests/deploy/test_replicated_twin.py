@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import grpc
@@ -27,7 +26,7 @@ from loom.scheduler.v1 import scheduler_pb2
 from libs.clients import STUBS
 from libs.scratch_db import plain_url, server_url
 from libs.settings import SERVICE_NAMES
-from tests.deploy.twin import Twin
+from tests.deploy.twin import Twin, eventually
 from tests.support import auth, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
@@ -70,15 +69,6 @@ async def supplier(twin: Twin, category: str, *, moq: int, capacity: int, replic
             active=True, max_styles_per_batch=1000,
         ),
     ), replica)
-
-
-async def eventually(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = check()
-        if outcome is True or time.monotonic() > deadline:
-            return outcome
-        await asyncio.sleep(0.5)
 
 
 def test_two_of_every_process_serve(twin):

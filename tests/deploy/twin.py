@@ -8,6 +8,7 @@ connecting as its own role. Fault tests kill and restart its processes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -279,3 +280,14 @@ def _free_ports(count: int) -> int:
         if all(port_is_free(first + i) for i in range(1, count)):
             return first
     raise RuntimeError("no consecutive free ports")
+
+
+async def eventually(check, timeout: float = 60.0):
+    """check()'s answer once it is True, or its last answer when the deadline passes
+    (returned, so the assertion shows what was seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = check()
+        if outcome is True or time.monotonic() > deadline:
+            return outcome
+        await asyncio.sleep(0.5)

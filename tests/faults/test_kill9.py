@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from libs.scratch_db import plain_url, server_url
-from tests.deploy.twin import Twin
+from tests.deploy.twin import Twin, eventually
 from tests.faults.load import MixedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -51,15 +51,6 @@ async def kill_and_restart(twin: Twin, load: MixedLoad, service: str) -> None:
 def rows(twin: Twin, query: str, *args) -> list[tuple]:
     with psycopg.connect(plain_url(twin.admin_url), autocommit=True) as conn:
         return conn.execute(query, args).fetchall()
-
-
-async def eventually(check, timeout: float = SETTLE_SECONDS):
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = check()
-        if outcome is True or time.monotonic() > deadline:
-            return outcome
-        await asyncio.sleep(0.5)
 
 
 async def test_kill_9_of_each_service_under_load_loses_nothing_and_duplicates_nothing(twin):
@@ -114,4 +105,4 @@ async def test_kill_9_of_each_service_under_load_loses_nothing_and_duplicates_no
             return f"a rule ran twice for one event: {executed}"
         return len(executed) == orders or f"{len(executed)} of {orders} order events evaluated"
 
-    assert await eventually(every_order_ran_the_rule_once) is True
+    assert await eventually(every_order_ran_the_rule_once, SETTLE_SECONDS) is True
